@@ -1,0 +1,59 @@
+# rparallel: `make demo` runs the tutorial notebook, `make test` runs every test.
+# Needs only Rust, Python 3.11 (with its shared libpython) and make.
+
+SHELL    := /bin/bash
+VENV     := $(CURDIR)/.venv
+PY       := $(VENV)/bin/python
+BIN      := $(CURDIR)/target/release/rparallel
+PYTHON3  ?= python3
+# The interpreter pyo3 builds against: the base of the venv.
+export PYO3_PYTHON := $(shell $(PYTHON3) -c 'import sys; print(sys.executable)')
+# Kernelspecs and runtime files of the tests stay inside the project.
+export JUPYTER_PATH := $(VENV)/share/jupyter
+
+.PHONY: demo test build venv kernelspec cargo-test e2e lint clean
+
+## demo: build, set up .venv, install the kernelspec, execute the demo notebook
+demo: kernelspec
+	@mkdir -p target/demo
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute \
+	    --ExecutePreprocessor.kernel_name=rparallel \
+	    --ExecutePreprocessor.timeout=120 \
+	    --output-dir target/demo notebooks/direct-interface.ipynb
+	@$(PY) tools/show_notebook.py target/demo/direct-interface.ipynb
+
+## test: every test (cargo, then end-to-end through real Jupyter clients)
+test: kernelspec
+	@set -o pipefail; status=0; \
+	cargo test --release --workspace 2>&1 | tee target/cargo-test.log || status=1; \
+	$(PY) -m pytest tests -p no:cacheprovider -v --timeout=300 2>&1 | tee target/pytest.log || status=1; \
+	echo; \
+	cargo_pass=$$(grep -oE '^test result: [a-zA-Z]+\. [0-9]+ passed' target/cargo-test.log | awk '{s+=$$4} END {print s+0}'); \
+	cargo_fail=$$(grep -oE '[0-9]+ failed' target/cargo-test.log | awk '{s+=$$1} END {print s+0}'); \
+	py_pass=$$(tail -1 target/pytest.log | grep -oE '[0-9]+ passed' | awk '{print $$1+0}'); \
+	py_fail=$$(tail -1 target/pytest.log | grep -oE '[0-9]+ (failed|error)' | awk '{s+=$$1} END {print s+0}'); \
+	echo "$$(( cargo_pass + $${py_pass:-0} )) passed, $$(( cargo_fail + $${py_fail:-0} )) failed"; \
+	exit $$status
+
+build:
+	cargo build --release --workspace
+
+$(VENV)/.installed: requirements.txt requirements.lock
+	$(PYTHON3) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -c requirements.lock
+	@touch $@
+
+venv: $(VENV)/.installed
+
+## kernelspec: the `rparallel` kernel, pinned to .venv, installed into .venv
+kernelspec: build venv
+	$(BIN) install --sys-prefix --python $(PY)
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

@@ -1,0 +1,56 @@
+//! The control channel: served on its own task, so interrupt and shutdown
+//! work while a cell runs.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::iopub::Iopub;
+use crate::python::PythonHandle;
+use crate::server::KernelInfo;
+use crate::sockets::{Incoming, Replier};
+use crate::stdin::StdinHandle;
+
+pub struct ControlChannel {
+    pub replier: Replier,
+    pub incoming: Incoming,
+    pub iopub: Iopub,
+    pub python: PythonHandle,
+    pub stdin: StdinHandle,
+    pub info: KernelInfo,
+    /// Notified once a shutdown_request has been answered.
+    pub shutdown: Arc<Notify>,
+}
+
+impl ControlChannel {
+    pub async fn run(mut self) {
+        while let Some(request) = self.incoming.recv().await {
+            self.iopub.status("busy", Some(request.clone())).await;
+            match request.msg_type() {
+                "interrupt_request" => {
+                    self.python.interrupt();
+                    self.stdin.cancel();
+                    self.replier.reply(&request, json!({ "status": "ok" })).await;
+                }
+                "shutdown_request" => {
+                    let restart = request.content["restart"].as_bool().unwrap_or(false);
+                    let content = json!({ "status": "ok", "restart": restart });
+                    self.replier.reply(&request, content.clone()).await;
+                    self.iopub
+                        .publish("shutdown_reply", content, Some(request.clone()))
+                        .await;
+                    self.iopub.status("idle", Some(request.clone())).await;
+                    self.shutdown.notify_one();
+                    return;
+                }
+                "kernel_info_request" => {
+                    let info = self.info.get(&self.python).await;
+                    self.replier.reply(&request, info).await;
+                }
+                other => tracing::warn!("control: unsupported message type {other}"),
+            }
+            self.iopub.status("idle", Some(request.clone())).await;
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! `kernel_info_reply` content.
+
+use jupyter_protocol::{CodeMirrorMode, HelpLink, KernelInfoReply, LanguageInfo, ReplyStatus};
+use rparallel_protocol::PROTOCOL_VERSION;
+
+/// `python_version` is `sys.version`'s first word, e.g. "3.11.7".
+pub fn kernel_info(python_version: &str) -> serde_json::Value {
+    let reply = KernelInfoReply {
+        status: ReplyStatus::Ok,
+        protocol_version: PROTOCOL_VERSION.to_string(),
+        implementation: "rparallel".into(),
+        implementation_version: env!("CARGO_PKG_VERSION").into(),
+        language_info: LanguageInfo {
+            name: "python".into(),
+            version: python_version.into(),
+            mimetype: Some("text/x-python".into()),
+            file_extension: Some(".py".into()),
+            pygments_lexer: Some("ipython3".into()),
+            codemirror_mode: Some(CodeMirrorMode::ipython_code_mirror_mode()),
+            nbconvert_exporter: Some("python".into()),
+        },
+        banner: format!(
+            "Python {python_version} (rparallel {}) -- interactive parallel Python",
+            env!("CARGO_PKG_VERSION")
+        ),
+        help_links: vec![HelpLink {
+            text: "Python Reference".into(),
+            url: "https://docs.python.org/3/".into(),
+        }],
+        debugger: false,
+        error: None,
+    };
+    serde_json::to_value(reply).expect("kernel info serialises")
+}

@@ -1,0 +1,87 @@
+//! The `rparallel` kernelspec. Its argv pins both this binary and the Python
+//! environment, so the kernel is the same whichever environment launches it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rparallel_pyexec::PythonEnv;
+use serde_json::json;
+
+pub const KERNEL_NAME: &str = "rparallel";
+pub const DISPLAY_NAME: &str = "Python 3 (rparallel)";
+
+/// Where a kernelspec goes.
+pub enum Location {
+    /// `$JUPYTER_DATA_DIR` or `~/.local/share/jupyter`.
+    User,
+    /// `PREFIX/share/jupyter`.
+    Prefix(PathBuf),
+}
+
+impl Location {
+    fn kernels_dir(&self) -> anyhow::Result<PathBuf> {
+        Ok(match self {
+            Location::User => match std::env::var_os("JUPYTER_DATA_DIR") {
+                Some(dir) => PathBuf::from(dir),
+                None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
+                    .join(".local/share/jupyter"),
+            }
+            .join("kernels"),
+            Location::Prefix(prefix) => prefix.join("share/jupyter/kernels"),
+        })
+    }
+}
+
+/// The kernel.json for `binary` running `env`.
+pub fn spec(binary: &Path, env: &PythonEnv) -> serde_json::Value {
+    json!({
+        "argv": [
+            binary.to_string_lossy(),
+            "kernel",
+            "--python",
+            env.python.to_string_lossy(),
+            "-f",
+            "{connection_file}"
+        ],
+        "display_name": DISPLAY_NAME,
+        "language": "python",
+        "interrupt_mode": "message",
+        "env": {},
+        "metadata": { "debugger": false }
+    })
+}
+
+/// Writes the kernelspec; returns its directory.
+pub fn install(location: &Location, env: &PythonEnv) -> anyhow::Result<PathBuf> {
+    if !env.python.exists() {
+        anyhow::bail!(
+            "no Python interpreter at {} (pass --python PATH)",
+            env.python.display()
+        );
+    }
+    let binary = std::env::current_exe().context("cannot find the rparallel binary")?;
+    let dir = location.kernels_dir()?.join(KERNEL_NAME);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let text = serde_json::to_string_pretty(&spec(&binary, env))?;
+    let file = dir.join("kernel.json");
+    std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_pins_binary_and_environment() {
+        let env = PythonEnv {
+            python: "/p/.venv/bin/python".into(),
+        };
+        let spec = spec(Path::new("/x/rparallel"), &env);
+        assert_eq!(spec["argv"][0], "/x/rparallel");
+        assert_eq!(spec["argv"][3], "/p/.venv/bin/python");
+        assert_eq!(spec["argv"][5], "{connection_file}");
+        assert_eq!(spec["interrupt_mode"], "message");
+        assert_eq!(spec["language"], "python");
+    }
+}

@@ -1,0 +1,200 @@
+//! Starting a kernel: Python on the main thread, sockets and channel tasks
+//! on an I/O thread running a current-thread tokio runtime (the fastest
+//! zeromq round trip on this kind of machine).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rparallel_protocol::{connection, ConnectionInfo, Session};
+use rparallel_pyexec::{initialize, PyShell, PythonEnv};
+use serde_json::Value;
+use tokio::sync::{Notify, OnceCell};
+use zeromq::{PubSocket, RepSocket, RouterSocket, Socket};
+
+use crate::control::ControlChannel;
+use crate::history::History;
+use crate::python::{self, KernelSink, PythonHandle};
+use crate::shell::ShellChannel;
+use crate::sockets::{spawn_reader, Replier};
+use crate::{heartbeat, info, iopub, stdin};
+
+/// How long a shutdown waits for a running cell to stop before exiting anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// The kernel_info content, computed once from the Python thread.
+#[derive(Clone, Default)]
+pub struct KernelInfo(Arc<OnceCell<Value>>);
+
+impl KernelInfo {
+    pub async fn get(&self, python: &PythonHandle) -> Value {
+        self.0
+            .get_or_init(|| async {
+                let version = python.call(|shell| shell.python_version()).await;
+                info::kernel_info(&version)
+            })
+            .await
+            .clone()
+    }
+}
+
+/// Runs a kernel until it is shut down.
+pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
+    let info = connection::read(connection_file)?;
+    activate_environment(env);
+    let session = Session::new(info.key.as_bytes(), "kernel");
+    let (python, jobs) = python::channel();
+
+    // Threads spawned while SIGINT is blocked inherit the mask, so Ctrl-C
+    // and `kill -INT` always land on the Python (main) thread.
+    let blocked = rparallel_pyexec::interrupt::block_sigint();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let io_python = python.clone();
+    std::thread::Builder::new()
+        .name("rparallel-io".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(serve(info, session, io_python, ready_tx));
+        })
+        .context("cannot start the I/O thread")?;
+    drop(blocked);
+
+    let sink = ready_rx
+        .recv()
+        .context("the kernel's I/O thread stopped during start-up")??;
+    initialize(env)?;
+    let shell = PyShell::new(sink).map_err(|e| anyhow::anyhow!("cannot load the execution core: {e}"))?;
+    jobs.serve(shell);
+    Ok(())
+}
+
+/// Makes subprocesses started from cells see the same environment.
+fn activate_environment(env: &PythonEnv) {
+    let bin = env.prefix().join("bin");
+    if env.prefix().join("pyvenv.cfg").exists() {
+        // SAFETY: called before any other thread exists.
+        unsafe { std::env::set_var("VIRTUAL_ENV", env.prefix()) };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<_> = std::env::split_paths(&path).collect();
+    if !dirs.contains(&bin) {
+        dirs.insert(0, bin);
+        if let Ok(joined) = std::env::join_paths(dirs) {
+            // SAFETY: as above.
+            unsafe { std::env::set_var("PATH", joined) };
+        }
+    }
+}
+
+type Ready = std::sync::mpsc::Sender<anyhow::Result<Arc<KernelSink>>>;
+
+async fn serve(info: ConnectionInfo, session: Session, python: PythonHandle, ready: Ready) {
+    let sockets = match bind(&info).await {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let Sockets {
+        shell,
+        control,
+        stdin,
+        iopub,
+        heartbeat,
+    } = sockets;
+    let iopub = iopub::spawn(iopub, session.clone());
+    heartbeat::spawn(heartbeat);
+    let (stdin_tx, stdin_rx) = stdin.split();
+    let stdin = stdin::spawn(
+        Replier::new(stdin_tx, session.clone(), "stdin"),
+        spawn_reader(stdin_rx, session.clone(), "stdin"),
+    );
+    let sink = Arc::new(KernelSink::new(iopub.clone(), stdin.clone()));
+    let kernel_info = KernelInfo::default();
+    let shutdown = Arc::new(Notify::new());
+
+    let (shell_tx, shell_rx) = shell.split();
+    tokio::spawn(
+        ShellChannel {
+            replier: Replier::new(shell_tx, session.clone(), "shell"),
+            incoming: spawn_reader(shell_rx, session.clone(), "shell"),
+            iopub: iopub.clone(),
+            python: python.clone(),
+            sink: sink.clone(),
+            info: kernel_info.clone(),
+            history: History::default(),
+        }
+        .run(),
+    );
+    let (control_tx, control_rx) = control.split();
+    tokio::spawn(
+        ControlChannel {
+            replier: Replier::new(control_tx, session.clone(), "control"),
+            incoming: spawn_reader(control_rx, session.clone(), "control"),
+            iopub: iopub.clone(),
+            python: python.clone(),
+            stdin,
+            info: kernel_info,
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    iopub.status("starting", None).await;
+    let _ = ready.send(Ok(sink));
+
+    tokio::select! {
+        _ = shutdown.notified() => {}
+        _ = parent_gone() => tracing::warn!("the process that started this kernel is gone; exiting"),
+    }
+    iopub.flush().await;
+    // Give the socket writers a moment to put the last replies on the wire.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    python.exit();
+    python.interrupt();
+    tokio::time::sleep(SHUTDOWN_GRACE).await;
+    tracing::warn!("a cell did not stop after shutdown; exiting anyway");
+    std::process::exit(0);
+}
+
+struct Sockets {
+    shell: RouterSocket,
+    control: RouterSocket,
+    stdin: RouterSocket,
+    iopub: PubSocket,
+    heartbeat: RepSocket,
+}
+
+async fn bind(info: &ConnectionInfo) -> anyhow::Result<Sockets> {
+    async fn bound<S: Socket>(mut socket: S, info: &ConnectionInfo, port: u16) -> anyhow::Result<S> {
+        let endpoint = connection::endpoint(info, port);
+        socket
+            .bind(&endpoint)
+            .await
+            .with_context(|| format!("cannot bind {endpoint}"))?;
+        Ok(socket)
+    }
+    Ok(Sockets {
+        shell: bound(RouterSocket::new(), info, info.shell_port).await?,
+        control: bound(RouterSocket::new(), info, info.control_port).await?,
+        stdin: bound(RouterSocket::new(), info, info.stdin_port).await?,
+        iopub: bound(PubSocket::new(), info, info.iopub_port).await?,
+        heartbeat: bound(RepSocket::new(), info, info.hb_port).await?,
+    })
+}
+
+/// Resolves when this process's parent has exited (we were re-parented).
+async fn parent_gone() {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if unsafe { libc::getppid() } != parent {
+            return;
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Connection files: where a peer's sockets are and the key that signs
+//! messages to it. Written mode 0600, since the key lets anyone run code.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub use jupyter_protocol::{ConnectionInfo, Transport};
+
+/// Why a connection file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("connection file {path} does not exist")]
+    Missing { path: PathBuf },
+    #[error("cannot read connection file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("connection file {path} is not valid: {source}")]
+    Malformed {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("connection file {path} uses signature scheme {scheme:?}; only hmac-sha256 is supported")]
+    Scheme { path: PathBuf, scheme: String },
+    #[error("cannot write connection file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Reads and checks a connection file.
+pub fn read(path: &Path) -> Result<ConnectionInfo, ConnectionError> {
+    let text = std::fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ConnectionError::Missing { path: path.into() }
+        } else {
+            ConnectionError::Read {
+                path: path.into(),
+                source,
+            }
+        }
+    })?;
+    let info: ConnectionInfo =
+        serde_json::from_slice(&text).map_err(|source| ConnectionError::Malformed {
+            path: path.into(),
+            source,
+        })?;
+    if !info.key.is_empty() && info.signature_scheme != "hmac-sha256" {
+        return Err(ConnectionError::Scheme {
+            path: path.into(),
+            scheme: info.signature_scheme,
+        });
+    }
+    Ok(info)
+}
+
+/// Writes `value` as JSON, readable by the owner only.
+pub fn write_private<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), ConnectionError> {
+    let err = |source| ConnectionError::Write {
+        path: path.into(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    // `mode` applies only on creation; tighten an existing file too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(err)?;
+    let json = serde_json::to_vec_pretty(value).expect("connection info serialises");
+    file.write_all(&json).map_err(err)
+}
+
+/// The endpoint of one channel, `tcp://ip:port` or `ipc://path-port`.
+pub fn endpoint(info: &ConnectionInfo, port: u16) -> String {
+    match info.transport {
+        Transport::TCP => format!("tcp://{}:{}", info.ip, port),
+        Transport::IPC => format!("ipc://{}-{}", info.ip, port),
+    }
+}
+
+/// A 256-bit random key, hex encoded.
+pub fn new_key() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ConnectionInfo {
+        ConnectionInfo {
+            ip: "127.0.0.1".into(),
+            transport: Transport::TCP,
+            shell_port: 1,
+            iopub_port: 2,
+            stdin_port: 3,
+            control_port: 4,
+            hb_port: 5,
+            key: new_key(),
+            signature_scheme: "hmac-sha256".into(),
+            kernel_name: Some("rparallel".into()),
+        }
+    }
+
+    #[test]
+    fn written_private_and_read_back() {
+        let dir = std::env::temp_dir().join(format!("rp-conn-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kernel.json");
+        write_private(&path, &sample()).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(read(&path).unwrap(), sample_with_key(&read(&path).unwrap().key));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn sample_with_key(key: &str) -> ConnectionInfo {
+        ConnectionInfo {
+            key: key.into(),
+            ..sample()
+        }
+    }
+
+    #[test]
+    fn missing_and_malformed_files_are_clear_errors() {
+        let dir = std::env::temp_dir().join(format!("rp-conn-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = read(&dir.join("nope.json")).unwrap_err().to_string();
+        assert!(missing.contains("does not exist"), "{missing}");
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, "{\"ip\": 1").unwrap();
+        let malformed = read(&bad).unwrap_err().to_string();
+        assert!(malformed.contains("is not valid"), "{malformed}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn endpoints_for_both_transports() {
+        let mut info = sample();
+        assert_eq!(endpoint(&info, 5555), "tcp://127.0.0.1:5555");
+        info.transport = Transport::IPC;
+        info.ip = "/tmp/k".into();
+        assert_eq!(endpoint(&info, 3), "ipc:///tmp/k-3");
+    }
+
+    #[test]
+    fn keys_are_random_and_long() {
+        assert_ne!(new_key(), new_key());
+        assert_eq!(new_key().len(), 64);
+    }
+}

@@ -1,0 +1,65 @@
+//! The Rust object that Python's output machinery calls.
+
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError};
+use pyo3::prelude::*;
+
+use crate::output::{InputError, OutputEvent, OutputSink};
+
+/// `hooks` in `rparallel_exec.py`.
+#[pyclass(frozen)]
+pub struct Hooks {
+    sink: Arc<dyn OutputSink>,
+    stdin_error: Py<PyAny>,
+}
+
+impl Hooks {
+    pub fn new(sink: Arc<dyn OutputSink>, stdin_error: Py<PyAny>) -> Self {
+        Hooks { sink, stdin_error }
+    }
+
+    fn emit(&self, py: Python<'_>, event: OutputEvent) {
+        let sink = self.sink.clone();
+        py.detach(move || sink.emit(event));
+    }
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+}
+
+#[pymethods]
+impl Hooks {
+    fn stream(&self, py: Python<'_>, name: String, text: String) {
+        self.emit(py, OutputEvent::Stream { name, text });
+    }
+
+    fn display(&self, py: Python<'_>, data: &str, metadata: &str, transient: &str, update: bool) {
+        self.emit(
+            py,
+            OutputEvent::Display {
+                data: json(data),
+                metadata: json(metadata),
+                transient: json(transient),
+                update,
+            },
+        );
+    }
+
+    fn clear_output(&self, py: Python<'_>, wait: bool) {
+        self.emit(py, OutputEvent::ClearOutput { wait });
+    }
+
+    fn input(&self, py: Python<'_>, prompt: String, password: bool) -> PyResult<String> {
+        let sink = self.sink.clone();
+        match py.detach(move || sink.input(&prompt, password)) {
+            Ok(line) => Ok(line),
+            Err(InputError::Interrupted) => Err(PyKeyboardInterrupt::new_err(())),
+            Err(e @ InputError::NotAllowed) => {
+                Err(PyErr::from_value(self.stdin_error.bind(py).call1((e.to_string(),))?))
+            }
+            Err(e) => Err(PyRuntimeError::new_err(e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Interpreter start-up.
+//!
+//! `VIRTUAL_ENV` is ignored by an embedded interpreter and `PYTHONHOME=<venv>`
+//! is fatal, so the environment is chosen the way `python` itself does it:
+//! `program_name` is set to the environment's `bin/python`, and CPython's
+//! start-up reads `pyvenv.cfg` next to it. The venv's site-packages are then
+//! on `sys.path` and the base interpreter's are not.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use pyo3::ffi;
+
+/// The Python environment a process runs: the path of its `python`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PythonEnv {
+    pub python: PathBuf,
+}
+
+impl PythonEnv {
+    /// `--python PATH` if given, else the active virtualenv, else the
+    /// interpreter this binary was built against.
+    pub fn resolve(explicit: Option<&Path>) -> PythonEnv {
+        let python = if let Some(p) = explicit {
+            p.to_path_buf()
+        } else if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
+            PathBuf::from(venv).join("bin").join("python")
+        } else {
+            PathBuf::from(option_env!("RPARALLEL_BUILD_PYTHON").unwrap_or("python3"))
+        };
+        // Keep the venv's own `bin/python` path (a symlink): resolving it
+        // would point at the base interpreter and lose the venv.
+        let python = std::path::absolute(&python).unwrap_or(python);
+        PythonEnv { python }
+    }
+
+    /// The environment's prefix: the directory above `bin/`.
+    pub fn prefix(&self) -> PathBuf {
+        self.python
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/usr"))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("Python environment {0} has no interpreter (expected an executable at that path)")]
+    NoInterpreter(PathBuf),
+    #[error("Python failed to start: {0}")]
+    Failed(String),
+}
+
+/// Starts CPython in this thread and releases the GIL. Call once, from the
+/// thread that will run Python code (Python's signal handlers run there).
+pub fn initialize(env: &PythonEnv) -> Result<(), InitError> {
+    if !env.python.exists() {
+        return Err(InitError::NoInterpreter(env.python.clone()));
+    }
+    let program = CString::new(env.python.as_os_str().as_bytes())
+        .map_err(|_| InitError::NoInterpreter(env.python.clone()))?;
+    // SAFETY: the standard PyConfig sequence from the CPython docs, run once
+    // before any other Python API call in this process.
+    unsafe {
+        let mut config = std::mem::MaybeUninit::<ffi::PyConfig>::uninit();
+        ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
+        let mut config = config.assume_init();
+        config.install_signal_handlers = 1;
+        config.parse_argv = 0;
+        let status = ffi::PyConfig_SetBytesString(
+            &mut config,
+            &mut config.program_name,
+            program.as_ptr(),
+        );
+        if ffi::PyStatus_Exception(status) != 0 {
+            ffi::PyConfig_Clear(&mut config);
+            return Err(InitError::Failed(status_message(&status)));
+        }
+        let status = ffi::Py_InitializeFromConfig(&config);
+        ffi::PyConfig_Clear(&mut config);
+        if ffi::PyStatus_Exception(status) != 0 {
+            return Err(InitError::Failed(status_message(&status)));
+        }
+        ffi::PyEval_SaveThread();
+    }
+    Ok(())
+}
+
+fn status_message(status: &ffi::PyStatus) -> String {
+    if status.err_msg.is_null() {
+        "unknown error".into()
+    } else {
+        // SAFETY: CPython sets err_msg to a static C string.
+        unsafe { std::ffi::CStr::from_ptr(status.err_msg) }
+            .to_string_lossy()
+            .into_owned()
+    }
+}

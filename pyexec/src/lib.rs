@@ -1,0 +1,28 @@
+//! Embedded CPython for rparallel, shared by the kernel and the engines.
+//!
+//! # Layout
+//!
+//! - [`init`]: starts the interpreter with a chosen environment as `sys.prefix`
+//!   (exact virtualenv semantics) and Python's signal handlers installed.
+//! - [`output`]: what a running cell emits ([`OutputEvent`]) and the
+//!   [`OutputSink`] it goes to; the embedding process decides where.
+//! - [`hooks`]: the Rust object Python's `sys.stdout`, `display()` and
+//!   `input()` call into.
+//! - [`shell`]: [`PyShell`], one persistent namespace: run a cell, complete,
+//!   inspect, is_complete. Its logic lives in `python/rparallel_exec.py`.
+//! - [`interrupt`]: raising KeyboardInterrupt in the Python thread from any
+//!   other thread.
+//!
+//! Python runs on one thread, the one that called [`init::initialize`];
+//! everything else talks to it through channels.
+
+pub mod hooks;
+pub mod init;
+pub mod interrupt;
+pub mod output;
+pub mod shell;
+
+pub use init::{initialize, PythonEnv};
+pub use interrupt::Interrupter;
+pub use output::{InputError, OutputEvent, OutputSink};
+pub use shell::{CellError, Completion, ExecuteOutcome, Inspection, IsComplete, MimeBundle, PyShell};

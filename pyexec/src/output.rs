@@ -1,0 +1,38 @@
+//! What a running cell emits, and where it goes.
+
+use serde_json::Value;
+
+/// One piece of output produced while a cell runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputEvent {
+    /// Text written to `sys.stdout` (`name == "stdout"`) or `sys.stderr`.
+    Stream { name: String, text: String },
+    /// `display(obj)`: a MIME bundle; `update` for `update_display_data`.
+    Display {
+        data: Value,
+        metadata: Value,
+        transient: Value,
+        update: bool,
+    },
+    /// `clear_output(wait)`.
+    ClearOutput { wait: bool },
+}
+
+/// Why `input()` could not be answered.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum InputError {
+    #[error("raw_input was called, but this frontend does not support input requests.")]
+    NotAllowed,
+    #[error("input was interrupted")]
+    Interrupted,
+    #[error("input failed: {0}")]
+    Failed(String),
+}
+
+/// Receives a cell's output as it is produced. Called on the Python thread
+/// with the GIL released, so an implementation may block (backpressure).
+pub trait OutputSink: Send + Sync + 'static {
+    fn emit(&self, event: OutputEvent);
+    /// Asks the user for a line of input.
+    fn input(&self, prompt: &str, password: bool) -> Result<String, InputError>;
+}

@@ -1,0 +1,210 @@
+//! [`PyShell`]: one persistent Python namespace and the questions a kernel
+//! asks about code. The IPython-like logic is in `python/rparallel_exec.py`;
+//! answers come back as JSON and are typed here.
+
+use std::ffi::CString;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::PyModule;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::hooks::Hooks;
+use crate::output::OutputSink;
+
+const CORE_SOURCE: &str = include_str!("../python/rparallel_exec.py");
+
+/// A rich representation: `data` maps MIME types to values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MimeBundle {
+    pub data: Value,
+    #[serde(default)]
+    pub metadata: Value,
+}
+
+/// An exception raised by a cell, with its IPython-style traceback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellError {
+    pub ename: String,
+    pub evalue: String,
+    pub traceback: Vec<String>,
+}
+
+/// What running a cell produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecuteOutcome {
+    pub execution_count: u32,
+    /// The last expression's value (if any), or the error.
+    pub result: Result<Option<MimeBundle>, CellError>,
+}
+
+#[derive(Deserialize)]
+struct RawOutcome {
+    status: String,
+    execution_count: u32,
+    data: Option<Value>,
+    #[serde(default)]
+    metadata: Value,
+    #[serde(flatten)]
+    error: Option<CellError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    pub matches: Vec<String>,
+    pub cursor_start: usize,
+    pub cursor_end: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inspection {
+    pub found: bool,
+    pub data: Value,
+}
+
+/// `is_complete`'s verdict: `status` is complete, incomplete or invalid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IsComplete {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indent: Option<String>,
+}
+
+/// One namespace. Lives on the Python thread.
+pub struct PyShell {
+    shell: Py<PyAny>,
+}
+
+impl PyShell {
+    /// Loads the execution core and takes over `sys.stdout`, `sys.stderr`,
+    /// `display`, `input` and SIGINT for this process.
+    pub fn new(sink: Arc<dyn OutputSink>) -> PyResult<Self> {
+        Python::attach(|py| {
+            let source = CString::new(CORE_SOURCE).expect("no NUL in the core source");
+            let module = PyModule::from_code(
+                py,
+                &source,
+                c"rparallel_exec.py",
+                c"_rparallel_exec",
+            )?;
+            let stdin_error = module.getattr("StdinNotImplementedError")?.unbind();
+            let hooks = Py::new(py, Hooks::new(sink, stdin_error))?;
+            let shell = module.getattr("Shell")?.call1((hooks,))?;
+            Ok(PyShell {
+                shell: shell.unbind(),
+            })
+        })
+    }
+
+    /// The count the next stored cell will get.
+    pub fn execution_count(&self) -> u32 {
+        Python::attach(|py| {
+            self.shell
+                .bind(py)
+                .getattr("execution_count")
+                .and_then(|c| c.extract())
+                .unwrap_or(0)
+        })
+    }
+
+    /// Runs a cell. Outputs go to the sink while it runs.
+    pub fn execute(&self, code: &str, silent: bool, store_history: bool) -> ExecuteOutcome {
+        let count = self.execution_count();
+        let raw = self.call_json::<RawOutcome>("run_cell", (code, silent, store_history));
+        match raw {
+            Ok(raw) if raw.status == "ok" => ExecuteOutcome {
+                execution_count: raw.execution_count,
+                result: Ok(raw.data.map(|data| MimeBundle {
+                    data,
+                    metadata: raw.metadata,
+                })),
+            },
+            Ok(raw) => ExecuteOutcome {
+                execution_count: raw.execution_count,
+                result: Err(raw.error.unwrap_or_else(|| internal_error("no error details"))),
+            },
+            Err(error) => ExecuteOutcome {
+                execution_count: count,
+                result: Err(error),
+            },
+        }
+    }
+
+    /// Evaluates `expressions` (a JSON object of name → expression).
+    pub fn user_expressions(&self, expressions: &Value) -> Value {
+        self.call_json("user_expressions", (expressions.to_string(),))
+            .unwrap_or_else(|_| Value::Object(Default::default()))
+    }
+
+    /// `sys.version`'s first word, e.g. "3.11.7".
+    pub fn python_version(&self) -> String {
+        Python::version_str()
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn complete(&self, code: &str, cursor_pos: usize) -> Completion {
+        self.call_json("complete", (code, cursor_pos))
+            .unwrap_or_else(|_| Completion {
+                matches: vec![],
+                cursor_start: cursor_pos,
+                cursor_end: cursor_pos,
+            })
+    }
+
+    pub fn inspect(&self, code: &str, cursor_pos: usize, detail_level: u8) -> Inspection {
+        self.call_json("inspect", (code, cursor_pos, detail_level))
+            .unwrap_or(Inspection {
+                found: false,
+                data: Value::Object(Default::default()),
+            })
+    }
+
+    pub fn is_complete(&self, code: &str) -> IsComplete {
+        self.call_json("is_complete", (code,))
+            .unwrap_or(IsComplete {
+                status: "unknown".into(),
+                indent: None,
+            })
+    }
+
+    /// Calls a method of the Python shell that returns JSON.
+    fn call_json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        args: impl for<'py> pyo3::call::PyCallArgs<'py>,
+    ) -> Result<T, CellError> {
+        Python::attach(|py| {
+            let text: String = self
+                .shell
+                .bind(py)
+                .call_method1(method, args)
+                .and_then(|r| r.extract())
+                .map_err(|e| python_error(py, e))?;
+            serde_json::from_str(&text).map_err(|e| internal_error(&e.to_string()))
+        })
+    }
+}
+
+fn python_error(py: Python<'_>, err: PyErr) -> CellError {
+    CellError {
+        ename: err
+            .get_type(py)
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "Exception".into()),
+        evalue: err.value(py).to_string(),
+        traceback: vec![format!("internal error in the execution core: {err}")],
+    }
+}
+
+fn internal_error(what: &str) -> CellError {
+    CellError {
+        ename: "RuntimeError".into(),
+        evalue: what.into(),
+        traceback: vec![format!("RuntimeError: {what}")],
+    }
+}

@@ -1,0 +1,354 @@
+"""Shared helpers for the end-to-end tests of the rparallel kernel.
+
+Everything here talks to a real kernel through jupyter_client; nothing is
+mocked. Every wait is bounded: a helper that waits longer than its timeout
+raises ``KernelTimeout`` with a description of what did (not) arrive.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+VENV = REPO / ".venv"
+VENV_BIN = VENV / "bin"
+VENV_PYTHON = VENV_BIN / "python"
+JUPYTER = VENV_BIN / "jupyter"
+
+# The kernel under test. Only ever overridden to check the tests themselves
+# against ipykernel (RPARALLEL_TEST_KERNEL=python3); `make test` uses rparallel.
+KERNEL_NAME = os.environ.get("RPARALLEL_TEST_KERNEL", "rparallel")
+IS_RPARALLEL = KERNEL_NAME == "rparallel"
+
+ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI_RE.sub("", text)
+
+
+class KernelTimeout(AssertionError):
+    """A bounded wait on the kernel ran out."""
+
+
+# --------------------------------------------------------------------------
+# processes
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in ("Z", "X")
+
+
+def wait_pid_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return not pid_alive(pid)
+
+
+def pids_with_cmdline(fragment: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains ``fragment``."""
+    found = []
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid == me:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                "utf-8", "replace"
+            )
+        except OSError:
+            continue
+        if fragment in cmdline and pid_alive(pid):
+            found.append(pid)
+    return found
+
+
+def wait_no_process_with(fragment: str, timeout: float) -> list[int]:
+    """Wait until no process has ``fragment`` in its command line; return leftovers."""
+    deadline = time.monotonic() + timeout
+    left = pids_with_cmdline(fragment)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = pids_with_cmdline(fragment)
+    return left
+
+
+def kill_pids(pids: list[int]) -> None:
+    import signal
+
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+# --------------------------------------------------------------------------
+# messages
+
+
+@dataclass
+class Execution:
+    """Everything the kernel sent for one execute_request."""
+
+    msg_id: str
+    code: str
+    reply: dict[str, Any] | None = None
+    # IOPub messages whose parent is this request, in arrival order,
+    # status messages included.
+    iopub: list[dict[str, Any]] = field(default_factory=list)
+    # time.monotonic() at which each iopub message was received
+    arrival: list[float] = field(default_factory=list)
+    sent_at: float = 0.0
+    idle_at: float = 0.0
+
+    @property
+    def content(self) -> dict[str, Any]:
+        assert self.reply is not None, f"no execute_reply for {self.code!r}"
+        return self.reply["content"]
+
+    @property
+    def status(self) -> str:
+        return self.content["status"]
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        """Output messages: everything but status and execute_input."""
+        return [m for m in self.iopub if m["msg_type"] not in ("status", "execute_input")]
+
+    def of_type(self, msg_type: str) -> list[dict[str, Any]]:
+        return [m for m in self.iopub if m["msg_type"] == msg_type]
+
+    def stream(self, name: str = "stdout") -> str:
+        return "".join(
+            m["content"]["text"]
+            for m in self.iopub
+            if m["msg_type"] == "stream" and m["content"]["name"] == name
+        )
+
+    @property
+    def stdout(self) -> str:
+        return self.stream("stdout")
+
+    @property
+    def stderr(self) -> str:
+        return self.stream("stderr")
+
+    def result(self) -> dict[str, Any]:
+        """The data of the single execute_result."""
+        results = self.of_type("execute_result")
+        assert len(results) == 1, (
+            f"expected exactly one execute_result for {self.code!r}, got "
+            f"{len(results)}; outputs: {describe(self.outputs)}"
+        )
+        return results[0]["content"]["data"]
+
+    def error(self) -> dict[str, Any]:
+        errors = self.of_type("error")
+        assert len(errors) == 1, (
+            f"expected exactly one error message for {self.code!r}, got "
+            f"{len(errors)}; outputs: {describe(self.outputs)}"
+        )
+        return errors[0]["content"]
+
+    def summary(self) -> str:
+        return (
+            f"code={self.code!r} reply={self.reply and self.reply['content']!r} "
+            f"iopub={describe(self.iopub)}"
+        )
+
+
+def describe(msgs: list[dict[str, Any]], limit: int = 400) -> str:
+    """Short human-readable list of messages for assertion messages."""
+    parts = []
+    for m in msgs:
+        c = m.get("content", {})
+        if m["msg_type"] == "stream":
+            text = c.get("text", "")
+            detail = f"{c.get('name')}:{text[:60]!r}{'...' if len(text) > 60 else ''}"
+        elif m["msg_type"] == "status":
+            detail = c.get("execution_state")
+        elif m["msg_type"] in ("execute_result", "display_data"):
+            detail = f"{sorted(c.get('data', {}))} {str(c.get('data', {}).get('text/plain'))[:60]!r}"
+        elif m["msg_type"] == "error":
+            detail = f"{c.get('ename')}: {c.get('evalue')}"
+        else:
+            detail = str(c)[:80]
+        parts.append(f"{m['msg_type']}({detail})")
+    text = ", ".join(parts)
+    return text if len(text) <= limit * 4 else text[: limit * 4] + "..."
+
+
+def parent_id(msg: dict[str, Any]) -> str | None:
+    return (msg.get("parent_header") or {}).get("msg_id")
+
+
+def collect_iopub(kc, ex: Execution, timeout: float) -> Execution:
+    """Read IOPub until the ``idle`` status whose parent is ``ex.msg_id``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise KernelTimeout(
+                f"no IOPub idle for {ex.code[:200]!r} within {timeout}s; "
+                f"received so far: {describe(ex.iopub)}"
+            )
+        try:
+            msg = kc.get_iopub_msg(timeout=min(remaining, 0.5))
+        except Empty:
+            continue
+        now = time.monotonic()
+        if parent_id(msg) != ex.msg_id:
+            continue
+        ex.iopub.append(msg)
+        ex.arrival.append(now)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            ex.idle_at = now
+            return ex
+
+
+def get_reply(kc, msg_id: str, timeout: float, channel: str = "shell") -> dict[str, Any]:
+    """The reply to ``msg_id`` on ``channel``; other replies are dropped."""
+    getter = {"shell": kc.get_shell_msg, "control": kc.get_control_msg}[channel]
+    deadline = time.monotonic() + timeout
+    seen = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise KernelTimeout(
+                f"no {channel} reply to {msg_id} within {timeout}s; other replies seen: "
+                f"{[(m['msg_type'], m['content'].get('status')) for m in seen]}"
+            )
+        try:
+            msg = getter(timeout=min(remaining, 0.5))
+        except Empty:
+            continue
+        if parent_id(msg) == msg_id:
+            return msg
+        seen.append(msg)
+
+
+def get_replies(kc, msg_ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+    """Shell replies to all of ``msg_ids`` (any order)."""
+    wanted = set(msg_ids)
+    got: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while wanted - set(got):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise KernelTimeout(
+                f"replies missing after {timeout}s for {sorted(wanted - set(got))}; "
+                f"got: {[(k, v['content'].get('status')) for k, v in got.items()]}"
+            )
+        try:
+            msg = kc.get_shell_msg(timeout=min(remaining, 0.5))
+        except Empty:
+            continue
+        if parent_id(msg) in wanted:
+            got[parent_id(msg)] = msg
+    return got
+
+
+def execute(kc, code: str, timeout: float = 30, **kwargs: Any) -> Execution:
+    """Run ``code``; return its reply and all its IOPub messages.
+
+    ``kwargs`` go to ``kc.execute`` (silent, store_history, allow_stdin,
+    stop_on_error, user_expressions). ``allow_stdin`` defaults to False here
+    so that a stray ``input()`` cannot hang a test.
+    """
+    kwargs.setdefault("allow_stdin", False)
+    sent = time.monotonic()
+    msg_id = kc.execute(code, **kwargs)
+    ex = Execution(msg_id=msg_id, code=code, sent_at=sent)
+    deadline = sent + timeout
+    collect_iopub(kc, ex, timeout)
+    ex.reply = get_reply(kc, msg_id, max(0.5, deadline - time.monotonic()))
+    return ex
+
+
+def execute_ok(kc, code: str, timeout: float = 30, **kwargs: Any) -> Execution:
+    """``execute`` and assert the cell succeeded."""
+    ex = execute(kc, code, timeout=timeout, **kwargs)
+    assert ex.status == "ok", f"cell failed: {ex.summary()}"
+    return ex
+
+
+def wait_for_stream(kc, ex: Execution, needle: str, timeout: float) -> None:
+    """Read IOPub (recording into ``ex``) until ``needle`` was printed on stdout."""
+    deadline = time.monotonic() + timeout
+    while needle not in ex.stdout:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise KernelTimeout(
+                f"{needle!r} not printed within {timeout}s; received: {describe(ex.iopub)}"
+            )
+        try:
+            msg = kc.get_iopub_msg(timeout=min(remaining, 0.5))
+        except Empty:
+            continue
+        if parent_id(msg) == ex.msg_id:
+            ex.iopub.append(msg)
+            ex.arrival.append(time.monotonic())
+
+
+def traceback_text(error_content: dict[str, Any]) -> str:
+    return strip_ansi("\n".join(error_content.get("traceback", [])))
+
+
+def kernel_pid(km) -> int:
+    """The pid of the process jupyter_client launched for the kernel."""
+    prov = km.provisioner
+    proc = getattr(prov, "process", None)
+    assert proc is not None, "kernel has no local process"
+    return proc.pid
+
+
+def shutdown_and_check(km, kc, timeout: float = 15) -> None:
+    """Shut the kernel down (politely, as a frontend does) and assert that
+    its process and any process holding its connection file are gone."""
+    pid = None
+    try:
+        pid = kernel_pid(km)
+    except Exception:
+        pass
+    conn_file = km.connection_file
+    try:
+        kc.stop_channels()
+    except Exception:
+        pass
+    if km.has_kernel:
+        if km.is_alive():
+            km.shutdown_kernel(now=False)
+        else:
+            try:
+                km.cleanup_resources()
+            except Exception:
+                pass
+    problems = []
+    if pid is not None and not wait_pid_gone(pid, timeout):
+        problems.append(f"kernel process {pid} still alive after shutdown")
+        kill_pids([pid])
+    if conn_file:
+        left = wait_no_process_with(conn_file, 5)
+        if left:
+            problems.append(f"processes still running with {conn_file}: {left}")
+            kill_pids(left)
+    assert not problems, "; ".join(problems)
