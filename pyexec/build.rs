@@ -4,5 +4,7 @@ fn main() {
     if let Some(exe) = config.executable() {
         println!("cargo:rustc-env=RPARALLEL_BUILD_PYTHON={exe}");
     }
+    // This crate's own test binaries embed Python too.
+    pyo3_build_config::add_libpython_rpath_link_args();
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
 }

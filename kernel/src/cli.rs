@@ -9,7 +9,11 @@ use rparallel_pyexec::PythonEnv;
 use crate::kernelspec::{self, Location};
 
 #[derive(Parser)]
-#[command(name = "rparallel", version, about = "Interactive parallel Python: a Jupyter kernel and its engines")]
+#[command(
+    name = "rparallel",
+    version,
+    about = "Interactive parallel Python: a Jupyter kernel and its engines"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

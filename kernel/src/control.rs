@@ -31,7 +31,9 @@ impl ControlChannel {
                 "interrupt_request" => {
                     self.python.interrupt();
                     self.stdin.cancel();
-                    self.replier.reply(&request, json!({ "status": "ok" })).await;
+                    self.replier
+                        .reply(&request, json!({ "status": "ok" }))
+                        .await;
                 }
                 "shutdown_request" => {
                     let restart = request.content["restart"].as_bool().unwrap_or(false);

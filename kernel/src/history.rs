@@ -97,10 +97,15 @@ mod tests {
     fn tail_range_and_search() {
         let h = history();
         let tail = h.answer(&json!({"hist_access_type": "tail", "n": 2}));
-        assert_eq!(tail, vec![json!([1, 3, "a + 1"]), json!([1, 4, "print(a)"])]);
-        let range = h.answer(&json!({"hist_access_type": "range", "session": 0, "start": 2, "stop": 4}));
+        assert_eq!(
+            tail,
+            vec![json!([1, 3, "a + 1"]), json!([1, 4, "print(a)"])]
+        );
+        let range =
+            h.answer(&json!({"hist_access_type": "range", "session": 0, "start": 2, "stop": 4}));
         assert_eq!(range.len(), 2);
-        let search = h.answer(&json!({"hist_access_type": "search", "pattern": "print*", "unique": true}));
+        let search =
+            h.answer(&json!({"hist_access_type": "search", "pattern": "print*", "unique": true}));
         assert_eq!(search, vec![json!([1, 4, "print(a)"])]);
         let with_output = h.answer(&json!({"hist_access_type": "tail", "n": 1, "output": true}));
         assert_eq!(with_output, vec![json!([1, 4, ["print(a)", null]])]);

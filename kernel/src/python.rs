@@ -105,7 +105,8 @@ impl KernelSink {
         }
     }
 
-    /// The request whose cell is running (None between cells).
+    /// The request whose cell runs now. It stays set after the cell, so
+    /// output from threads the cell started lands in that cell, as in ipykernel.
     pub fn set_parent(&self, parent: Parent) {
         *self.parent.lock().unwrap() = parent;
     }

@@ -67,7 +67,8 @@ pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
         .recv()
         .context("the kernel's I/O thread stopped during start-up")??;
     initialize(env)?;
-    let shell = PyShell::new(sink).map_err(|e| anyhow::anyhow!("cannot load the execution core: {e}"))?;
+    let shell =
+        PyShell::new(sink).map_err(|e| anyhow::anyhow!("cannot load the execution core: {e}"))?;
     jobs.serve(shell);
     Ok(())
 }
@@ -170,7 +171,11 @@ struct Sockets {
 }
 
 async fn bind(info: &ConnectionInfo) -> anyhow::Result<Sockets> {
-    async fn bound<S: Socket>(mut socket: S, info: &ConnectionInfo, port: u16) -> anyhow::Result<S> {
+    async fn bound<S: Socket>(
+        mut socket: S,
+        info: &ConnectionInfo,
+        port: u16,
+    ) -> anyhow::Result<S> {
         let endpoint = connection::endpoint(info, port);
         socket
             .bind(&endpoint)

@@ -5,9 +5,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use rparallel_magics::{cell_magic_complete, parse_cell, Cell};
 use rparallel_protocol::message::now_iso8601;
 use rparallel_protocol::Message;
-use rparallel_magics::{cell_magic_complete, parse_cell, Cell};
 use rparallel_pyexec::IsComplete;
 use serde_json::{json, Value};
 
@@ -170,7 +170,8 @@ impl ShellChannel {
             .call(move |shell| {
                 sink.set_parent(Some(parent.clone()));
                 if !silent {
-                    let input = json!({ "code": shown, "execution_count": shell.execution_count() });
+                    let input =
+                        json!({ "code": shown, "execution_count": shell.execution_count() });
                     iopub.blocking_publish("execute_input", input, Some(parent.clone()));
                 }
                 let outcome = shell.execute(&code, silent, store_history);
@@ -198,7 +199,6 @@ impl ShellChannel {
                     }
                     _ => json!({}),
                 };
-                sink.set_parent(None);
                 (outcome, user_expressions)
             })
             .await;

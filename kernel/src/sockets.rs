@@ -65,7 +65,11 @@ impl Replier {
     pub async fn send(&mut self, message: &Message) {
         if let Err(e) = self.socket.send(self.session.encode(message)).await {
             // A peer that went away is not an error worth more than a note.
-            tracing::info!("{}: could not send {}: {e}", self.channel, message.msg_type());
+            tracing::info!(
+                "{}: could not send {}: {e}",
+                self.channel,
+                message.msg_type()
+            );
         }
     }
 
@@ -82,6 +86,8 @@ impl Replier {
 pub fn reply_type(request_type: &str) -> String {
     format!(
         "{}_reply",
-        request_type.strip_suffix("_request").unwrap_or(request_type)
+        request_type
+            .strip_suffix("_request")
+            .unwrap_or(request_type)
     )
 }

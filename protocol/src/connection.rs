@@ -23,7 +23,9 @@ pub enum ConnectionError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("connection file {path} uses signature scheme {scheme:?}; only hmac-sha256 is supported")]
+    #[error(
+        "connection file {path} uses signature scheme {scheme:?}; only hmac-sha256 is supported"
+    )]
     Scheme { path: PathBuf, scheme: String },
     #[error("cannot write connection file {path}: {source}")]
     Write {
@@ -122,7 +124,10 @@ mod tests {
         write_private(&path, &sample()).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(read(&path).unwrap(), sample_with_key(&read(&path).unwrap().key));
+        assert_eq!(
+            read(&path).unwrap(),
+            sample_with_key(&read(&path).unwrap().key)
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -55,8 +55,10 @@ impl Message {
             Value::Object(ref m) if m.is_empty() => None,
             Value::Null => None,
             other => Some(
-                serde_json::from_value(other)
-                    .map_err(|source| WireError::Json { part: "parent_header", source })?,
+                serde_json::from_value(other).map_err(|source| WireError::Json {
+                    part: "parent_header",
+                    source,
+                })?,
             ),
         };
         let metadata: Value = parse("metadata", &raw.metadata)?;
@@ -209,7 +211,9 @@ mod tests {
         let raw = RawMessage::from_frames(frames, &signer).unwrap();
         assert!(Message::from_raw(raw).is_err());
         let raw = RawMessage {
-            header: Bytes::from(serde_json::to_vec(&json!({"msg_id": "x", "msg_type": "t"})).unwrap()),
+            header: Bytes::from(
+                serde_json::to_vec(&json!({"msg_id": "x", "msg_type": "t"})).unwrap(),
+            ),
             parent_header: Bytes::from_static(b"{}"),
             metadata: Bytes::from_static(b"{}"),
             content: Bytes::from_static(b"[1]"),

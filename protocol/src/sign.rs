@@ -144,7 +144,10 @@ mod tests {
             signer.verify(b"zz-not-hex", &PARTS),
             Err(SignatureError::Mismatch)
         );
-        assert_eq!(signer.verify(&[0xff; 64], &PARTS), Err(SignatureError::Mismatch));
+        assert_eq!(
+            signer.verify(&[0xff; 64], &PARTS),
+            Err(SignatureError::Mismatch)
+        );
         // A tampered part no longer matches.
         let tampered: [&[u8]; 4] = [PARTS[0], b"{}", b"{}", br#"{"code":"rm"}"#];
         assert_eq!(

@@ -165,7 +165,10 @@ mod tests {
             Err(WireError::TooFewFrames(2))
         ));
         assert!(matches!(
-            RawMessage::from_frames(frames(&[DELIMITER, b"", b"{}", b"{}", b"{}", b"{}"]), &signer),
+            RawMessage::from_frames(
+                frames(&[DELIMITER, b"", b"{}", b"{}", b"{}", b"{}"]),
+                &signer
+            ),
             Err(WireError::Signature(SignatureError::Missing))
         ));
         let mut forged = sample().into_frames(&Signer::new(b"wrong"));

@@ -30,6 +30,7 @@ import types
 import uuid
 
 TB_WIDTH = 75
+_CORE_FILE = globals().get("__file__", "rparallel_exec.py")
 CONTEXT_LINES = 2
 
 
@@ -230,6 +231,8 @@ def _frames_blocks(tb):
     blocks = []
     for frame, lineno in traceback.walk_tb(tb):
         code = frame.f_code
+        if code.co_filename == _CORE_FILE:
+            continue  # input(), display() and friends are ours, not the user's
         block = _location(code.co_filename, lineno, code.co_name, frame) + "\n"
         block += _numbered_lines(code.co_filename, lineno)
         blocks.append(block)
@@ -322,7 +325,10 @@ class Shell:
         except ImportError:
             pass
         sys.argv = [""]
-        signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:
+            pass  # not Python's main thread (an embedding test): no interrupts
 
     # -- interrupts: SIGINT raises only while user code runs
     def _on_sigint(self, signum, frame):

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError};
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
 use crate::output::{InputError, OutputEvent, OutputSink};
 
@@ -31,7 +32,9 @@ fn json(text: &str) -> serde_json::Value {
 
 #[pymethods]
 impl Hooks {
-    fn stream(&self, py: Python<'_>, name: String, text: String) {
+    fn stream(&self, py: Python<'_>, name: String, text: &Bound<'_, PyString>) {
+        // Lossy: a lone surrogate in printed text must not fail the print.
+        let text = text.to_string_lossy().into_owned();
         self.emit(py, OutputEvent::Stream { name, text });
     }
 
@@ -56,9 +59,9 @@ impl Hooks {
         match py.detach(move || sink.input(&prompt, password)) {
             Ok(line) => Ok(line),
             Err(InputError::Interrupted) => Err(PyKeyboardInterrupt::new_err(())),
-            Err(e @ InputError::NotAllowed) => {
-                Err(PyErr::from_value(self.stdin_error.bind(py).call1((e.to_string(),))?))
-            }
+            Err(e @ InputError::NotAllowed) => Err(PyErr::from_value(
+                self.stdin_error.bind(py).call1((e.to_string(),))?,
+            )),
             Err(e) => Err(PyRuntimeError::new_err(e.to_string())),
         }
     }

@@ -69,11 +69,8 @@ pub fn initialize(env: &PythonEnv) -> Result<(), InitError> {
         let mut config = config.assume_init();
         config.install_signal_handlers = 1;
         config.parse_argv = 0;
-        let status = ffi::PyConfig_SetBytesString(
-            &mut config,
-            &mut config.program_name,
-            program.as_ptr(),
-        );
+        let status =
+            ffi::PyConfig_SetBytesString(&mut config, &mut config.program_name, program.as_ptr());
         if ffi::PyStatus_Exception(status) != 0 {
             ffi::PyConfig_Clear(&mut config);
             return Err(InitError::Failed(status_message(&status)));

@@ -25,4 +25,6 @@ pub mod shell;
 pub use init::{initialize, PythonEnv};
 pub use interrupt::Interrupter;
 pub use output::{InputError, OutputEvent, OutputSink};
-pub use shell::{CellError, Completion, ExecuteOutcome, Inspection, IsComplete, MimeBundle, PyShell};
+pub use shell::{
+    CellError, Completion, ExecuteOutcome, Inspection, IsComplete, MimeBundle, PyShell,
+};

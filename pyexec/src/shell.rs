@@ -82,12 +82,8 @@ impl PyShell {
     pub fn new(sink: Arc<dyn OutputSink>) -> PyResult<Self> {
         Python::attach(|py| {
             let source = CString::new(CORE_SOURCE).expect("no NUL in the core source");
-            let module = PyModule::from_code(
-                py,
-                &source,
-                c"rparallel_exec.py",
-                c"_rparallel_exec",
-            )?;
+            let module =
+                PyModule::from_code(py, &source, c"rparallel_exec.py", c"_rparallel_exec")?;
             let stdin_error = module.getattr("StdinNotImplementedError")?.unbind();
             let hooks = Py::new(py, Hooks::new(sink, stdin_error))?;
             let shell = module.getattr("Shell")?.call1((hooks,))?;
@@ -122,7 +118,9 @@ impl PyShell {
             },
             Ok(raw) => ExecuteOutcome {
                 execution_count: raw.execution_count,
-                result: Err(raw.error.unwrap_or_else(|| internal_error("no error details"))),
+                result: Err(raw
+                    .error
+                    .unwrap_or_else(|| internal_error("no error details"))),
             },
             Err(error) => ExecuteOutcome {
                 execution_count: count,
