@@ -13,43 +13,43 @@ pub use jupyter_protocol::{ConnectionInfo, Transport};
 pub enum ConnectionError {
     #[error("connection file {path} does not exist")]
     Missing { path: PathBuf },
-    #[error("cannot read connection file {path}: {source}")]
+    #[error("cannot read connection file {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("connection file {path} is not valid: {source}")]
+    #[error("connection file {path} is not valid: {cause}")]
     Malformed {
         path: PathBuf,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     #[error(
         "connection file {path} uses signature scheme {scheme:?}; only hmac-sha256 is supported"
     )]
     Scheme { path: PathBuf, scheme: String },
-    #[error("cannot write connection file {path}: {source}")]
+    #[error("cannot write connection file {path}: {cause}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
 /// Reads and checks a connection file.
 pub fn read(path: &Path) -> Result<ConnectionInfo, ConnectionError> {
-    let text = std::fs::read(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
+    let text = std::fs::read(path).map_err(|cause| {
+        if cause.kind() == std::io::ErrorKind::NotFound {
             ConnectionError::Missing { path: path.into() }
         } else {
             ConnectionError::Read {
                 path: path.into(),
-                source,
+                cause,
             }
         }
     })?;
     let info: ConnectionInfo =
-        serde_json::from_slice(&text).map_err(|source| ConnectionError::Malformed {
+        serde_json::from_slice(&text).map_err(|cause| ConnectionError::Malformed {
             path: path.into(),
-            source,
+            cause,
         })?;
     if !info.key.is_empty() && info.signature_scheme != "hmac-sha256" {
         return Err(ConnectionError::Scheme {
@@ -62,9 +62,9 @@ pub fn read(path: &Path) -> Result<ConnectionInfo, ConnectionError> {
 
 /// Writes `value` as JSON, readable by the owner only.
 pub fn write_private<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), ConnectionError> {
-    let err = |source| ConnectionError::Write {
+    let err = |cause| ConnectionError::Write {
         path: path.into(),
-        source,
+        cause,
     };
     let mut file = OpenOptions::new()
         .write(true)
