@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use rparallel_controller::cluster::{self, ClusterOptions};
+use rparallel_controller::ControllerOptions;
 use rparallel_pyexec::PythonEnv;
 
 use crate::kernelspec::{self, Location};
@@ -25,6 +28,77 @@ enum Command {
     Install(InstallArgs),
     /// Run the kernel (Jupyter starts this from the kernelspec).
     Kernel(KernelArgs),
+    /// Start, stop or list clusters (a controller and its engines).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Run a controller in the foreground (`cluster start` runs this).
+    Controller(ControllerArgs),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Start a controller and N local engines; returns once all registered.
+    Start(ClusterStartArgs),
+    /// Stop a cluster: its controller and all its engines.
+    Stop {
+        /// The cluster's profile.
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    /// List the clusters of every profile.
+    List,
+}
+
+#[derive(Args)]
+struct ClusterStartArgs {
+    /// Number of engines.
+    #[arg(short = 'n', long = "n", default_value_t = default_engines())]
+    engines: usize,
+    /// Profile (its files live in $RPARALLEL_DIR/profile_<name>, default ~/.rparallel).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Return once the engines are registered and leave the cluster running.
+    #[arg(long)]
+    daemonize: bool,
+    /// Address to bind (engines on other hosts need a reachable one).
+    #[arg(long, default_value = "127.0.0.1")]
+    ip: String,
+    /// The Python environment the engines run (its `bin/python`).
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// Seconds to wait for the engines to register.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+    /// Seconds without a heartbeat after which an engine is declared dead.
+    #[arg(long, default_value_t = 10.0)]
+    heartbeat_timeout: f64,
+}
+
+#[derive(Args)]
+struct ControllerArgs {
+    #[arg(long)]
+    profile: Option<String>,
+    #[arg(long, default_value = "127.0.0.1")]
+    ip: String,
+    /// Local engines to start with the controller.
+    #[arg(short = 'n', long = "n", default_value_t = 0)]
+    engines: usize,
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 1.0)]
+    heartbeat_period: f64,
+    /// Seconds without a heartbeat after which an engine is declared dead.
+    #[arg(long, default_value_t = 10.0)]
+    heartbeat_timeout: f64,
+}
+
+/// One engine per CPU, at least 2.
+fn default_engines() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2)
 }
 
 #[derive(Args)]
@@ -63,6 +137,18 @@ pub fn main() -> ExitCode {
             let env = PythonEnv::resolve(args.python.as_deref());
             crate::server::run(&args.connection_file, &env)
         }
+        Command::Cluster(command) => cluster(command),
+        Command::Controller(args) => {
+            init_logging();
+            rparallel_controller::cluster::run_controller(ControllerOptions {
+                profile: args.profile,
+                ip: args.ip,
+                engines: args.engines,
+                python: PythonEnv::resolve(args.python.as_deref()).python,
+                heartbeat_period: seconds(args.heartbeat_period),
+                heartbeat_timeout: seconds(args.heartbeat_timeout),
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,6 +156,61 @@ pub fn main() -> ExitCode {
             eprintln!("rparallel: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn seconds(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.001))
+}
+
+fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Start(args) => {
+            let options = ClusterOptions {
+                profile: args.profile,
+                engines: args.engines,
+                python: PythonEnv::resolve(args.python.as_deref()).python,
+                ip: args.ip,
+                daemonize: args.daemonize,
+                timeout: seconds(args.timeout),
+                heartbeat_timeout: seconds(args.heartbeat_timeout),
+            };
+            let mut cluster = cluster::start_cluster(&options)?;
+            println!(
+                "Cluster {} ready: {} engines (controller pid {})",
+                cluster.profile.name, options.engines, cluster.controller_pid
+            );
+            if options.daemonize {
+                return Ok(());
+            }
+            println!("Press Ctrl-C to stop it.");
+            wait_for_stop_signal(&mut cluster);
+            cluster.stop()
+        }
+        ClusterCommand::Stop { profile } => cluster::stop_cluster(profile.as_deref()),
+        ClusterCommand::List => {
+            for line in cluster::list_clusters()? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Blocks until SIGINT/SIGTERM arrives or the controller exits by itself.
+fn wait_for_stop_signal(cluster: &mut cluster::StartedCluster) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static STOP: AtomicBool = AtomicBool::new(false);
+    extern "C" fn on_signal(_: libc::c_int) {
+        STOP.store(true, Ordering::SeqCst);
+    }
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    while !STOP.load(Ordering::SeqCst) && cluster.is_running() {
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -93,6 +234,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

@@ -21,7 +21,7 @@ pub mod wire;
 pub use connection::{ConnectionError, ConnectionInfo, Transport};
 pub use message::{Header, Message, Session};
 pub use sign::{SignatureError, Signer};
-pub use wire::{RawMessage, WireError, DELIMITER};
+pub use wire::{verify_frames, RawMessage, WireError, DELIMITER};
 
 /// The messaging protocol version this implementation speaks.
 pub const PROTOCOL_VERSION: &str = "5.3";

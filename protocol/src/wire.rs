@@ -36,6 +36,24 @@ pub enum WireError {
     },
 }
 
+/// Checks a received multipart message in place: finds the delimiter and
+/// verifies the signature, without copying or parsing anything. Returns the
+/// delimiter's index, so a router can forward the frames as they are.
+pub fn verify_frames(frames: &[Bytes], signer: &Signer) -> Result<usize, WireError> {
+    let Some(split) = frames.iter().position(|f| f.as_ref() == DELIMITER) else {
+        return Err(WireError::NoDelimiter(frames.len()));
+    };
+    let rest = &frames[split + 1..];
+    if rest.len() < 5 {
+        return Err(WireError::TooFewFrames(rest.len()));
+    }
+    if let Some(big) = rest[1..5].iter().find(|f| f.len() > MAX_JSON_PART) {
+        return Err(WireError::Oversize(big.len()));
+    }
+    signer.verify(&rest[0], &[&rest[1], &rest[2], &rest[3], &rest[4]])?;
+    Ok(split)
+}
+
 /// A message as it travels: identities, the four JSON parts undecoded, and
 /// binary buffers.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -51,35 +69,26 @@ pub struct RawMessage {
 impl RawMessage {
     /// Splits received frames and checks the signature with `signer`.
     pub fn from_frames(frames: Vec<Bytes>, signer: &Signer) -> Result<Self, WireError> {
-        let total = frames.len();
-        let Some(split) = frames.iter().position(|f| f.as_ref() == DELIMITER) else {
-            return Err(WireError::NoDelimiter(total));
-        };
+        let split = verify_frames(&frames, signer)?;
+        Ok(Self::from_verified_frames(frames, split))
+    }
+
+    /// Splits frames already checked by [`verify_frames`] (which returned
+    /// `split`), without verifying again.
+    pub fn from_verified_frames(frames: Vec<Bytes>, split: usize) -> Self {
         let mut frames = frames.into_iter();
         let identities: Vec<Bytes> = frames.by_ref().take(split).collect();
-        frames.next(); // the delimiter
-        let rest: Vec<Bytes> = frames.collect();
-        if rest.len() < 5 {
-            return Err(WireError::TooFewFrames(rest.len()));
-        }
-        if let Some(big) = rest[1..5].iter().find(|f| f.len() > MAX_JSON_PART) {
-            return Err(WireError::Oversize(big.len()));
-        }
-        let mut rest = rest.into_iter();
-        let signature = rest.next().unwrap();
-        let header = rest.next().unwrap();
-        let parent_header = rest.next().unwrap();
-        let metadata = rest.next().unwrap();
-        let content = rest.next().unwrap();
-        signer.verify(&signature, &[&header, &parent_header, &metadata, &content])?;
-        Ok(RawMessage {
+        let mut rest = frames.skip(2); // the delimiter and the signature
+        let mut next = || rest.next().unwrap_or_default();
+        let (header, parent_header, metadata, content) = (next(), next(), next(), next());
+        RawMessage {
             identities,
             header,
             parent_header,
             metadata,
             content,
             buffers: rest.collect(),
-        })
+        }
     }
 
     /// The frames to send, signed with `signer`.

@@ -1,0 +1,344 @@
+//! Cluster lifecycle: running a controller (`rparallel controller`) and
+//! starting, stopping and listing clusters (`rparallel cluster ...`, and
+//! `rparallel.Cluster` in Python through the same functions).
+
+use std::io::{IsTerminal, Write};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rparallel_protocol::{connection::new_key, Session};
+use tokio::sync::mpsc;
+use zeromq::{Endpoint, RouterSocket, Socket};
+
+use crate::hub::{Hub, HubConfig, HubEvent};
+use crate::launcher::{self, EngineCommand};
+use crate::profile::{process_alive, ClusterRecord, ConnectionFile, Profile};
+
+/// Options of `rparallel controller`.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    pub profile: Option<String>,
+    pub ip: String,
+    /// Local engines to start (0: engines are started elsewhere).
+    pub engines: usize,
+    pub python: PathBuf,
+    pub heartbeat_period: Duration,
+    pub heartbeat_timeout: Duration,
+}
+
+/// Runs a controller in this process until it is stopped.
+pub fn run_controller(options: ControllerOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(controller(options))
+}
+
+fn port_of(endpoint: &Endpoint) -> anyhow::Result<u16> {
+    match endpoint {
+        Endpoint::Tcp(_, port) => Ok(*port),
+        other => bail!("unexpected endpoint {other}"),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+async fn controller(options: ControllerOptions) -> anyhow::Result<()> {
+    let profile = Profile::new(options.profile.as_deref())?;
+    profile.create()?;
+    let me = std::process::id();
+    if let Some(record) = profile.read_record() {
+        if record.controller_pid != me && process_alive(record.controller_pid) {
+            bail!(
+                "a cluster is already running in profile {} (controller pid {}); stop it with `rparallel cluster stop --profile {}`",
+                profile.name,
+                record.controller_pid,
+                profile.name
+            );
+        }
+    }
+    let key = new_key();
+    let session = Session::new(key.as_bytes(), "controller");
+    let mut clients = RouterSocket::new();
+    let mut engines = RouterSocket::new();
+    let client_port = port_of(&clients.bind(&format!("tcp://{}:0", options.ip)).await?)?;
+    let engine_port = port_of(&engines.bind(&format!("tcp://{}:0", options.ip)).await?)?;
+    let cluster_id = uuid::Uuid::new_v4().to_string();
+    let file = |port| ConnectionFile {
+        transport: "tcp".into(),
+        ip: options.ip.clone(),
+        port,
+        key: key.clone(),
+        signature_scheme: "hmac-sha256".into(),
+        controller_pid: me,
+        cluster_id: cluster_id.clone(),
+    };
+    profile.write_connection_files(&file(client_port), &file(engine_port))?;
+    let mut record = ClusterRecord {
+        cluster_id: cluster_id.clone(),
+        profile: profile.name.clone(),
+        controller_pid: me,
+        engines_requested: options.engines,
+        engines_alive: 0,
+        started: rparallel_protocol::message::now_iso8601(),
+    };
+    profile.write_record(&record)?;
+
+    let (events_tx, events_rx) = mpsc::channel(256);
+    if options.engines > 0 {
+        launcher::check_python(&options.python)?;
+        let command = EngineCommand {
+            binary: launcher::own_binary()?,
+            engine_file: profile.engine_file(),
+            python: options.python.clone(),
+        };
+        launcher::start_engines(&command, options.engines, &events_tx)
+            .context("cannot start engines")?;
+    }
+    let stop = events_tx.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let _ = stop.send(HubEvent::Stop).await;
+    });
+
+    let record_profile = profile.clone();
+    let on_change = Box::new(move |alive: usize| {
+        record.engines_alive = alive;
+        if let Err(e) = record_profile.write_record(&record) {
+            tracing::warn!("cannot update the cluster record: {e}");
+        }
+    });
+    let (client_tx, client_rx) = clients.split();
+    let (engine_tx, engine_rx) = engines.split();
+    let config = HubConfig {
+        heartbeat_period: options.heartbeat_period,
+        heartbeat_timeout: options.heartbeat_timeout,
+        hostname: hostname(),
+    };
+    let hub = Hub::new(session, config, client_tx, engine_tx, on_change);
+    let exit = hub.run(client_rx, engine_rx, events_rx).await;
+    tracing::info!("controller stopping: {exit:?}");
+    // Engines were told to shut down; give them a moment before the
+    // runtime drops their handles (which kills any still running).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    profile.remove_files();
+    Ok(())
+}
+
+/// Options of `rparallel cluster start` and `rparallel.Cluster`.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub profile: Option<String>,
+    pub engines: usize,
+    pub python: PathBuf,
+    pub ip: String,
+    /// Leave the cluster running after this process exits.
+    pub daemonize: bool,
+    /// How long to wait for the engines to register.
+    pub timeout: Duration,
+    pub heartbeat_timeout: Duration,
+}
+
+/// A cluster this process started.
+pub struct StartedCluster {
+    pub profile: Profile,
+    pub controller_pid: u32,
+    /// The controller, when it is our child (not daemonized).
+    pub child: Option<Child>,
+}
+
+/// Starts a controller with local engines and waits until they are all
+/// registered. Not daemonized, the controller dies with this process.
+pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster> {
+    let profile = Profile::new(options.profile.as_deref())?;
+    profile.create()?;
+    if let Some(record) = profile.read_record() {
+        if process_alive(record.controller_pid) {
+            bail!(
+                "a cluster is already running in profile {} (controller pid {}); stop it with `rparallel cluster stop --profile {}`",
+                profile.name,
+                record.controller_pid,
+                profile.name
+            );
+        }
+    }
+    let mut command = Command::new(launcher::own_binary()?);
+    command
+        .arg("controller")
+        .arg("--profile")
+        .arg(&profile.name)
+        .arg("--ip")
+        .arg(&options.ip)
+        .arg("-n")
+        .arg(options.engines.to_string())
+        .arg("--python")
+        .arg(&options.python)
+        .arg("--heartbeat-timeout")
+        .arg(options.heartbeat_timeout.as_secs_f64().to_string())
+        .stdin(Stdio::null());
+    let log = profile.dir.join("controller.log");
+    if options.daemonize {
+        let out = std::fs::File::create(&log)?;
+        command.stdout(out.try_clone()?).stderr(out);
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    } else {
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    let mut child = command.spawn().context("cannot start the controller")?;
+    let pid = child.id();
+    let started = Instant::now();
+    let show_progress = std::io::stderr().is_terminal();
+    let mut shown = usize::MAX;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let mut message = format!(
+                "the controller exited during start-up ({})",
+                launcher::describe_exit(status)
+            );
+            if options.daemonize {
+                if let Ok(text) = std::fs::read_to_string(&log) {
+                    message.push_str(&format!(": {}", text.trim()));
+                }
+            }
+            bail!(message);
+        }
+        let alive = profile
+            .read_record()
+            .filter(|r| r.controller_pid == pid)
+            .map(|r| r.engines_alive)
+            .unwrap_or(0);
+        if show_progress && alive != shown {
+            eprint!(
+                "\rwaiting for engines: {alive}/{} registered",
+                options.engines
+            );
+            let _ = std::io::stderr().flush();
+            shown = alive;
+        }
+        if alive >= options.engines {
+            if show_progress {
+                eprintln!();
+            }
+            break;
+        }
+        if started.elapsed() > options.timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            profile.remove_files();
+            if show_progress {
+                eprintln!();
+            }
+            bail!(
+                "timed out after {:.0?} waiting for {} engines to register ({alive} did)",
+                options.timeout,
+                options.engines
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(StartedCluster {
+        profile,
+        controller_pid: pid,
+        child: if options.daemonize { None } else { Some(child) },
+    })
+}
+
+impl StartedCluster {
+    /// Whether the controller is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => process_alive(self.controller_pid),
+        }
+    }
+
+    /// Stops the controller and its engines, and waits for them.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        stop_controller(&self.profile, self.controller_pid, self.child.as_mut())
+    }
+}
+
+/// `rparallel cluster stop`.
+pub fn stop_cluster(profile: Option<&str>) -> anyhow::Result<()> {
+    let profile = Profile::new(profile)?;
+    let Some(record) = profile.read_record() else {
+        bail!("no cluster is running in profile {}", profile.name);
+    };
+    stop_controller(&profile, record.controller_pid, None)
+}
+
+fn stop_controller(profile: &Profile, pid: u32, child: Option<&mut Child>) -> anyhow::Result<()> {
+    let gone = |child: &mut Option<&mut Child>| match child {
+        Some(c) => c.try_wait().ok().flatten().is_some(),
+        None => !process_alive(pid),
+    };
+    let mut child = child;
+    if !gone(&mut child) {
+        // SAFETY: plain kill(2).
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !gone(&mut child) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !gone(&mut child) {
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            if let Some(c) = child.as_mut() {
+                let _ = c.wait();
+            }
+        }
+    }
+    profile.remove_files();
+    Ok(())
+}
+
+/// `rparallel cluster list`: one line per profile with a cluster record.
+pub fn list_clusters() -> anyhow::Result<Vec<String>> {
+    let mut lines = vec![format!(
+        "{:<16} {:>10} {:>8}  {}",
+        "PROFILE", "PID", "ENGINES", "STATE"
+    )];
+    for (profile, record) in Profile::all_with_clusters()? {
+        let state = if process_alive(record.controller_pid) {
+            "running"
+        } else {
+            "stale (controller gone)"
+        };
+        lines.push(format!(
+            "{:<16} {:>10} {:>8}  {}",
+            profile.name,
+            record.controller_pid,
+            format!("{}/{}", record.engines_alive, record.engines_requested),
+            state
+        ));
+    }
+    Ok(lines)
+}

@@ -1,0 +1,370 @@
+//! The routing loop. One task owns both ROUTER sockets and the engine table,
+//! so there are no locks: clients' requests go to engines by id, engines'
+//! output and replies go back to the client identity they carry, and the
+//! controller's own messages (registration, heartbeats, connection,
+//! shutdown) are answered here. Routed messages are verified and forwarded
+//! frame for frame: no JSON parsing, no copies of buffers.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rparallel_protocol::{verify_frames, Message, RawMessage, Session};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use zeromq::{RouterRecvHalf, RouterSendHalf, SocketRecv, SocketSend, ZmqMessage};
+
+use crate::registry::Registry;
+
+/// The prefix of the routing frame a client puts before a request for an engine.
+pub const ENGINE_ROUTE_PREFIX: &[u8] = b"engine:";
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub heartbeat_period: Duration,
+    pub heartbeat_timeout: Duration,
+    pub hostname: String,
+}
+
+/// What the outside world tells the hub.
+#[derive(Debug)]
+pub enum HubEvent {
+    /// A local engine process exited (pid, reason such as "signal 9").
+    ProcessExited { pid: u32, reason: String },
+    /// Stop: shut the engines down and return.
+    Stop,
+}
+
+/// Why the hub stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HubExit {
+    /// A client asked for the whole cluster to stop.
+    ShutdownRequested,
+    /// [`HubEvent::Stop`], or the event channel closed.
+    Stopped,
+}
+
+pub struct Hub {
+    session: Session,
+    config: HubConfig,
+    registry: Registry,
+    clients: HashSet<Bytes>,
+    client_tx: RouterSendHalf,
+    engine_tx: RouterSendHalf,
+    /// Called with the number of live engines whenever it changes.
+    on_change: Box<dyn FnMut(usize) + Send>,
+}
+
+impl Hub {
+    pub fn new(
+        session: Session,
+        config: HubConfig,
+        client_tx: RouterSendHalf,
+        engine_tx: RouterSendHalf,
+        on_change: Box<dyn FnMut(usize) + Send>,
+    ) -> Self {
+        Hub {
+            session,
+            config,
+            registry: Registry::default(),
+            clients: HashSet::new(),
+            client_tx,
+            engine_tx,
+            on_change,
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut client_rx: RouterRecvHalf,
+        mut engine_rx: RouterRecvHalf,
+        mut events: mpsc::Receiver<HubEvent>,
+    ) -> HubExit {
+        let mut tick = tokio::time::interval(self.config.heartbeat_period / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                received = client_rx.recv() => match received {
+                    Ok(message) => {
+                        if self.from_client(message).await {
+                            self.shutdown_engines().await;
+                            return HubExit::ShutdownRequested;
+                        }
+                    }
+                    Err(e) => tracing::debug!("client socket: {e}"),
+                },
+                received = engine_rx.recv() => match received {
+                    Ok(message) => self.from_engine(message).await,
+                    Err(e) => tracing::debug!("engine socket: {e}"),
+                },
+                event = events.recv() => match event {
+                    Some(HubEvent::ProcessExited { pid, reason }) => {
+                        let hostname = self.config.hostname.clone();
+                        if let Some(id) = self.registry.find_local_pid(pid, &hostname) {
+                            self.engine_died(id, &reason).await;
+                        } else {
+                            tracing::warn!("engine process {pid} exited before registering ({reason})");
+                        }
+                    }
+                    Some(HubEvent::Stop) | None => {
+                        self.shutdown_engines().await;
+                        return HubExit::Stopped;
+                    }
+                },
+                _ = tick.tick() => {
+                    let overdue = self.registry.overdue(Instant::now(), self.config.heartbeat_timeout);
+                    for id in overdue {
+                        let reason = format!("no heartbeat for {:?}", self.config.heartbeat_timeout);
+                        self.engine_died(id, &reason).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one message from a client; true when the cluster must stop.
+    async fn from_client(&mut self, message: ZmqMessage) -> bool {
+        let frames = message.into_vec();
+        let Some(client) = frames.first().cloned() else {
+            return false;
+        };
+        let split = match verify_frames(&frames[1..], self.session.signer()) {
+            Ok(split) => split + 1,
+            Err(e) => {
+                tracing::warn!("dropped a message from a client: {e}");
+                return false;
+            }
+        };
+        if split == 2 {
+            let route = &frames[1];
+            let target = route
+                .strip_prefix(ENGINE_ROUTE_PREFIX)
+                .and_then(|id| std::str::from_utf8(id).ok())
+                .and_then(|id| id.parse::<u32>().ok());
+            match target.and_then(|id| self.registry.get(id).map(|e| (id, e.identity.clone()))) {
+                Some((_, identity)) => {
+                    let mut out = Vec::with_capacity(frames.len());
+                    out.push(identity);
+                    out.push(client);
+                    out.extend(frames.into_iter().skip(2));
+                    self.send_engine(out).await;
+                }
+                None => {
+                    let reason = match target {
+                        Some(id) => format!("engine {id} is not registered (it may have died)"),
+                        None => format!("bad route {:?}", String::from_utf8_lossy(route)),
+                    };
+                    self.unavailable(client, frames, split, target, &reason)
+                        .await;
+                }
+            }
+            return false;
+        }
+        if split != 1 {
+            tracing::warn!("dropped a client message with {} routing frames", split - 1);
+            return false;
+        }
+        let raw = RawMessage::from_verified_frames(frames, split);
+        let request = match Message::from_raw(raw) {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::warn!("dropped a client message: {e}");
+                return false;
+            }
+        };
+        match request.msg_type() {
+            "connection_request" => {
+                self.clients.insert(client);
+                let content = json!({
+                    "status": "ok",
+                    "engines": self.registry.snapshot(),
+                    "heartbeat_period": self.config.heartbeat_period.as_secs_f64(),
+                });
+                self.reply_client(&request, "connection_reply", content)
+                    .await;
+            }
+            "heartbeat" => {
+                self.clients.insert(client);
+                self.reply_client(&request, "heartbeat_reply", json!({}))
+                    .await;
+            }
+            "shutdown_request" => {
+                let hub = request.content["hub"].as_bool().unwrap_or(false);
+                self.reply_client(&request, "shutdown_reply", json!({ "status": "ok" }))
+                    .await;
+                if hub {
+                    return true;
+                }
+                self.shutdown_engines().await;
+            }
+            other => tracing::warn!("controller: unsupported client message {other}"),
+        }
+        false
+    }
+
+    async fn from_engine(&mut self, message: ZmqMessage) {
+        let frames = message.into_vec();
+        let Some(engine) = frames.first().cloned() else {
+            return;
+        };
+        let split = match verify_frames(&frames[1..], self.session.signer()) {
+            Ok(split) => split + 1,
+            Err(e) => {
+                tracing::warn!("dropped a message from an engine: {e}");
+                return;
+            }
+        };
+        let known = self.registry.touch(&engine).is_some();
+        if split == 2 {
+            if !known {
+                tracing::warn!("dropped output from an unregistered engine");
+                return;
+            }
+            // [engine, client, <IDS|MSG>, ...] → [client, <IDS|MSG>, ...]
+            let client = frames[1].clone();
+            let out: Vec<Bytes> = frames.into_iter().skip(1).collect();
+            if let Err(e) = self.client_tx.send(zmq_message(out)).await {
+                tracing::info!("client gone: {e}");
+                self.clients.remove(&client);
+            }
+            return;
+        }
+        let raw = RawMessage::from_verified_frames(frames, split);
+        let request = match Message::from_raw(raw) {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::warn!("dropped an engine message: {e}");
+                return;
+            }
+        };
+        match request.msg_type() {
+            "registration_request" => {
+                let content = &request.content;
+                let id = self.registry.register(
+                    engine.clone(),
+                    content["uuid"].as_str().unwrap_or(""),
+                    content["pid"].as_u64().unwrap_or(0) as u32,
+                    content["hostname"].as_str().unwrap_or(""),
+                );
+                let reply = json!({
+                    "status": "ok",
+                    "id": id,
+                    "heartbeat_period": self.config.heartbeat_period.as_secs_f64(),
+                });
+                self.reply_engine(&request, "registration_reply", reply)
+                    .await;
+                let info = self
+                    .registry
+                    .get(id)
+                    .map(|e| e.describe())
+                    .unwrap_or_default();
+                tracing::info!("engine {id} registered: {info}");
+                self.notify_clients("engine_registered", info).await;
+                (self.on_change)(self.registry.len());
+            }
+            "heartbeat" if known => {
+                self.reply_engine(&request, "heartbeat_reply", json!({}))
+                    .await;
+            }
+            "heartbeat" => {
+                // Declared dead earlier but still talking: tell it to go.
+                self.reply_engine(&request, "shutdown_request", json!({}))
+                    .await;
+            }
+            "unregistration" => {
+                if let Some(id) = self.registry.id_of(&engine) {
+                    self.engine_died(id, "engine stopped").await;
+                }
+            }
+            other => tracing::warn!("controller: unsupported engine message {other}"),
+        }
+    }
+
+    async fn engine_died(&mut self, id: u32, reason: &str) {
+        if let Some(engine) = self.registry.remove(id) {
+            tracing::warn!("engine {id} (pid {}) died: {reason}", engine.pid);
+            self.notify_clients("engine_died", json!({ "id": id, "reason": reason }))
+                .await;
+            (self.on_change)(self.registry.len());
+        }
+    }
+
+    /// Tells every engine to exit.
+    async fn shutdown_engines(&mut self) {
+        let identities: Vec<Bytes> = self
+            .registry
+            .engines()
+            .map(|e| e.identity.clone())
+            .collect();
+        for identity in identities {
+            let mut message = self.session.message("shutdown_request", json!({}), None);
+            message.identities = vec![identity];
+            let _ = self.engine_tx.send(self.session.encode(&message)).await;
+        }
+    }
+
+    async fn unavailable(
+        &mut self,
+        client: Bytes,
+        frames: Vec<Bytes>,
+        split: usize,
+        target: Option<u32>,
+        reason: &str,
+    ) {
+        let raw = RawMessage::from_verified_frames(frames, split);
+        let Ok(request) = Message::from_raw(raw) else {
+            return;
+        };
+        let content = json!({ "engine_id": target, "reason": reason });
+        let mut message = self
+            .session
+            .message("engine_unavailable", content, Some(&request));
+        message.identities = vec![client];
+        let _ = self.client_tx.send(self.session.encode(&message)).await;
+    }
+
+    async fn reply_client(&mut self, request: &Message, msg_type: &str, content: Value) {
+        let message = self.session.message(msg_type, content, Some(request));
+        if self
+            .client_tx
+            .send(self.session.encode(&message))
+            .await
+            .is_err()
+        {
+            if let Some(client) = request.identities.first() {
+                self.clients.remove(client);
+            }
+        }
+    }
+
+    async fn reply_engine(&mut self, request: &Message, msg_type: &str, content: Value) {
+        let message = self.session.message(msg_type, content, Some(request));
+        let _ = self.engine_tx.send(self.session.encode(&message)).await;
+    }
+
+    async fn notify_clients(&mut self, msg_type: &str, content: Value) {
+        let clients: Vec<Bytes> = self.clients.iter().cloned().collect();
+        for client in clients {
+            let mut message = self.session.message(msg_type, content.clone(), None);
+            message.identities = vec![client.clone()];
+            if self
+                .client_tx
+                .send(self.session.encode(&message))
+                .await
+                .is_err()
+            {
+                self.clients.remove(&client);
+            }
+        }
+    }
+
+    async fn send_engine(&mut self, frames: Vec<Bytes>) {
+        if let Err(e) = self.engine_tx.send(zmq_message(frames)).await {
+            tracing::info!("engine connection gone: {e}");
+        }
+    }
+}
+
+fn zmq_message(frames: Vec<Bytes>) -> ZmqMessage {
+    ZmqMessage::try_from(frames).expect("routed messages have frames")
+}

@@ -1,0 +1,109 @@
+//! The local launcher: engines as child processes of the controller. Each
+//! child is bound to the controller's life (PR_SET_PDEATHSIG), and its exit
+//! is reported at once with the reason, so pending work fails immediately
+//! instead of waiting for a heartbeat to lapse.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::hub::HubEvent;
+
+/// "signal 9", "exit code 1".
+pub fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (_, Some(signal)) => format!("signal {signal}"),
+        (Some(code), None) => format!("exit code {code}"),
+        (None, None) => "unknown exit".into(),
+    }
+}
+
+/// Makes the child receive SIGKILL when the thread that spawned it dies.
+/// Spawn from a thread that lives as long as the process.
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs in the child
+    // between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// How to start one engine.
+#[derive(Debug, Clone)]
+pub struct EngineCommand {
+    pub binary: PathBuf,
+    pub engine_file: PathBuf,
+    pub python: PathBuf,
+}
+
+impl EngineCommand {
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("engine")
+            .arg("--file")
+            .arg(&self.engine_file)
+            .arg("--python")
+            .arg(&self.python)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        die_with_parent(&mut command);
+        command
+    }
+}
+
+/// Starts `count` engines; each one's exit is sent to `events`.
+pub fn start_engines(
+    engine: &EngineCommand,
+    count: usize,
+    events: &mpsc::Sender<HubEvent>,
+) -> std::io::Result<Vec<u32>> {
+    let mut pids = Vec::with_capacity(count);
+    for _ in 0..count {
+        let child = engine.command().spawn()?;
+        pids.push(child.id().unwrap_or(0));
+        watch(child, events.clone());
+    }
+    Ok(pids)
+}
+
+fn watch(mut child: Child, events: mpsc::Sender<HubEvent>) {
+    let pid = child.id().unwrap_or(0);
+    tokio::spawn(async move {
+        let reason = match child.wait().await {
+            Ok(status) => describe_exit(status),
+            Err(e) => format!("lost track of the process: {e}"),
+        };
+        let _ = events.send(HubEvent::ProcessExited { pid, reason }).await;
+    });
+}
+
+/// The `rparallel` binary to run engines with: this one.
+pub fn own_binary() -> std::io::Result<PathBuf> {
+    std::env::current_exe()
+}
+
+/// Checks a Python interpreter path before engines are started with it.
+pub fn check_python(python: &Path) -> anyhow::Result<()> {
+    if !python.exists() {
+        anyhow::bail!("no Python interpreter at {}", python.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_are_described() {
+        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "signal 9");
+        assert_eq!(describe_exit(ExitStatus::from_raw(1 << 8)), "exit code 1");
+    }
+}

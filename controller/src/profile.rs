@@ -1,0 +1,175 @@
+//! Profile directories: `$RPARALLEL_DIR` (default `~/.rparallel`) /
+//! `profile_<name>/`, holding `security/` (connection files, mode 0600) and
+//! `pid/cluster.json` (what `cluster list` shows).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rparallel_protocol::connection::write_private;
+use serde::{Deserialize, Serialize};
+
+pub const CLIENT_FILE: &str = "rparallel-client.json";
+pub const ENGINE_FILE: &str = "rparallel-engine.json";
+const CLUSTER_FILE: &str = "cluster.json";
+
+/// How to reach a controller: written for clients and for engines.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConnectionFile {
+    pub transport: String,
+    pub ip: String,
+    pub port: u16,
+    pub key: String,
+    pub signature_scheme: String,
+    pub controller_pid: u32,
+    pub cluster_id: String,
+}
+
+impl ConnectionFile {
+    pub fn endpoint(&self) -> String {
+        format!("{}://{}:{}", self.transport, self.ip, self.port)
+    }
+
+    /// Reads a connection file, refusing one that others can read.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("no connection file at {}", path.display()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            anyhow::bail!(
+                "connection file {} is readable by other users; it holds the cluster's key (chmod 600 it)",
+                path.display()
+            );
+        }
+        let text = std::fs::read(path)
+            .with_context(|| format!("cannot read connection file {}", path.display()))?;
+        serde_json::from_slice(&text)
+            .with_context(|| format!("connection file {} is not valid", path.display()))
+    }
+}
+
+/// The record of a running cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterRecord {
+    pub cluster_id: String,
+    pub profile: String,
+    pub controller_pid: u32,
+    /// Engines the controller was asked to start.
+    pub engines_requested: usize,
+    /// Engines registered and alive now.
+    pub engines_alive: usize,
+    pub started: String,
+}
+
+/// One profile directory.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl Profile {
+    /// The profile `name` (default "default") under `$RPARALLEL_DIR`
+    /// or `~/.rparallel`.
+    pub fn new(name: Option<&str>) -> anyhow::Result<Self> {
+        let name = name.unwrap_or("default").to_string();
+        let base = match std::env::var_os("RPARALLEL_DIR").filter(|d| !d.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
+                .join(".rparallel"),
+        };
+        Ok(Profile {
+            dir: base.join(format!("profile_{name}")),
+            name,
+        })
+    }
+
+    pub fn security_dir(&self) -> PathBuf {
+        self.dir.join("security")
+    }
+
+    pub fn client_file(&self) -> PathBuf {
+        self.security_dir().join(CLIENT_FILE)
+    }
+
+    pub fn engine_file(&self) -> PathBuf {
+        self.security_dir().join(ENGINE_FILE)
+    }
+
+    pub fn cluster_file(&self) -> PathBuf {
+        self.dir.join("pid").join(CLUSTER_FILE)
+    }
+
+    /// Creates the directories, `security/` readable by the owner only.
+    pub fn create(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        for dir in [self.security_dir(), self.dir.join("pid")] {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::set_permissions(self.security_dir(), std::fs::Permissions::from_mode(0o700))?;
+        Ok(())
+    }
+
+    pub fn write_connection_files(
+        &self,
+        client: &ConnectionFile,
+        engine: &ConnectionFile,
+    ) -> anyhow::Result<()> {
+        write_private(&self.client_file(), client)?;
+        write_private(&self.engine_file(), engine)?;
+        Ok(())
+    }
+
+    pub fn write_record(&self, record: &ClusterRecord) -> anyhow::Result<()> {
+        // Written whole to a temporary name, then renamed: readers never see
+        // half a file.
+        let path = self.cluster_file();
+        let tmp = path.with_extension("json.tmp");
+        write_private(&tmp, record)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    pub fn read_record(&self) -> Option<ClusterRecord> {
+        let text = std::fs::read(self.cluster_file()).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Removes the files of a cluster that has stopped.
+    pub fn remove_files(&self) {
+        for path in [self.client_file(), self.engine_file(), self.cluster_file()] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Every profile under the base directory that has a cluster record.
+    pub fn all_with_clusters() -> anyhow::Result<Vec<(Profile, ClusterRecord)>> {
+        let base = Profile::new(None)?
+            .dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut found = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&base) else {
+            return Ok(found);
+        };
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str().and_then(|n| n.strip_prefix("profile_")) else {
+                continue;
+            };
+            let profile = Profile::new(Some(name))?;
+            if let Some(record) = profile.read_record() {
+                found.push((profile, record));
+            }
+        }
+        found.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(found)
+    }
+}
+
+/// Whether a process with this pid exists.
+pub fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}

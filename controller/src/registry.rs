@@ -1,0 +1,147 @@
+//! The engine table: which engines are registered, under which socket
+//! identity, and when each was last heard from.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone)]
+pub struct EngineInfo {
+    pub id: u32,
+    pub identity: Bytes,
+    pub uuid: String,
+    pub pid: u32,
+    pub hostname: String,
+    pub last_seen: Instant,
+}
+
+impl EngineInfo {
+    pub fn describe(&self) -> Value {
+        json!({ "id": self.id, "uuid": self.uuid, "pid": self.pid, "hostname": self.hostname })
+    }
+}
+
+/// Ids are handed out 0, 1, 2… and never reused in a controller's life.
+#[derive(Default)]
+pub struct Registry {
+    engines: BTreeMap<u32, EngineInfo>,
+    by_identity: HashMap<Bytes, u32>,
+    next_id: u32,
+}
+
+impl Registry {
+    /// Registers an engine; a second request from the same connection gets
+    /// the same id.
+    pub fn register(&mut self, identity: Bytes, uuid: &str, pid: u32, hostname: &str) -> u32 {
+        if let Some(&id) = self.by_identity.get(&identity) {
+            return id;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_identity.insert(identity.clone(), id);
+        self.engines.insert(
+            id,
+            EngineInfo {
+                id,
+                identity,
+                uuid: uuid.to_string(),
+                pid,
+                hostname: hostname.to_string(),
+                last_seen: Instant::now(),
+            },
+        );
+        id
+    }
+
+    pub fn get(&self, id: u32) -> Option<&EngineInfo> {
+        self.engines.get(&id)
+    }
+
+    pub fn id_of(&self, identity: &Bytes) -> Option<u32> {
+        self.by_identity.get(identity).copied()
+    }
+
+    /// Notes that the engine on this connection is alive.
+    pub fn touch(&mut self, identity: &Bytes) -> Option<u32> {
+        let id = self.id_of(identity)?;
+        if let Some(engine) = self.engines.get_mut(&id) {
+            engine.last_seen = Instant::now();
+        }
+        Some(id)
+    }
+
+    pub fn remove(&mut self, id: u32) -> Option<EngineInfo> {
+        let engine = self.engines.remove(&id)?;
+        self.by_identity.remove(&engine.identity);
+        Some(engine)
+    }
+
+    /// The engine running in local process `pid` on this host.
+    pub fn find_local_pid(&self, pid: u32, hostname: &str) -> Option<u32> {
+        self.engines
+            .values()
+            .find(|e| e.pid == pid && e.hostname == hostname)
+            .map(|e| e.id)
+    }
+
+    /// Engines not heard from within `timeout`.
+    pub fn overdue(&self, now: Instant, timeout: Duration) -> Vec<u32> {
+        self.engines
+            .values()
+            .filter(|e| now.duration_since(e.last_seen) > timeout)
+            .map(|e| e.id)
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.engines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.engines.is_empty()
+    }
+
+    pub fn engines(&self) -> impl Iterator<Item = &EngineInfo> {
+        self.engines.values()
+    }
+
+    /// `{"0": {...}, "1": {...}}` for connection replies.
+    pub fn snapshot(&self) -> Value {
+        Value::Object(
+            self.engines
+                .values()
+                .map(|e| (e.id.to_string(), e.describe()))
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_sequential_stable_and_not_reused() {
+        let mut r = Registry::default();
+        let a = r.register(Bytes::from_static(b"a"), "ua", 10, "h");
+        let b = r.register(Bytes::from_static(b"b"), "ub", 11, "h");
+        assert_eq!((a, b), (0, 1));
+        assert_eq!(r.register(Bytes::from_static(b"a"), "ua", 10, "h"), 0);
+        r.remove(0);
+        assert_eq!(r.register(Bytes::from_static(b"c"), "uc", 12, "h"), 2);
+        assert_eq!(r.find_local_pid(11, "h"), Some(1));
+        assert_eq!(r.find_local_pid(11, "other"), None);
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn overdue_engines_are_found() {
+        let mut r = Registry::default();
+        r.register(Bytes::from_static(b"a"), "ua", 10, "h");
+        let later = Instant::now() + Duration::from_secs(5);
+        assert_eq!(r.overdue(later, Duration::from_secs(3)), vec![0]);
+        assert!(r.overdue(Instant::now(), Duration::from_secs(3)).is_empty());
+    }
+}
