@@ -783,6 +783,16 @@ def test_forged_messages_are_ignored(kernel, tmp_path, forgery):
     assert text_result(execute_ok(kc, "1 + 1")) == "2"
 
 
+def test_sys_exit_in_a_cell_does_not_end_the_kernel(kernel):
+    km, kc = kernel
+    execute_ok(kc, "x = 41")
+    ex = execute(kc, "import sys\nsys.exit(3)")
+    assert ex.status == "error", ex.summary()
+    assert ex.content["ename"] == "SystemExit"
+    assert km.is_alive()
+    assert text_result(execute_ok(kc, "x + 1")) == "42"
+
+
 # ===========================================================================
 # shutdown
 
@@ -807,3 +817,20 @@ def test_shutdown_request_exits_process(kernel, restart):
     assert wait_pid_gone(pid, 5)
     assert wait_pid_gone(reported, 5), f"process {reported} (os.getpid() in the kernel) still alive"
     assert not pid_alive(pid)
+
+
+def test_shutdown_runs_atexit_handlers(kernel, tmp_path):
+    """Python's normal exit: atexit handlers (user cleanup, multiprocessing's
+    semaphore and process cleanup) run when the kernel is shut down."""
+    km, kc = kernel
+    marker = tmp_path / "atexit-ran"
+    execute_ok(kc, f"import atexit\natexit.register(lambda: open({str(marker)!r}, 'w').write('done'))")
+    msg_id = kc.shutdown()
+    get_reply(kc, msg_id, 10, channel="control")
+    proc = km.provisioner.process
+    deadline = time.monotonic() + 10
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is not None, "kernel process still running 10 s after shutdown_reply"
+    assert marker.exists(), "atexit handlers did not run when the kernel shut down"
+    assert marker.read_text() == "done"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import time
 
 import pexpect
@@ -112,7 +111,24 @@ def _start(console) -> int:
     return pid
 
 
-def test_multiline_for_loop_and_exit(console):
+def _leave_with_ctrl_d(console, pid: int) -> None:
+    """The console's own exit path (independent of the kernel's `exit`)."""
+    console.child.sendcontrol("d")
+    console.expect(r"exit \(\[y\]/n\)\?", what="the exit confirmation after Ctrl-D")
+    console.child.send("y\r")
+    console.expect(pexpect.EOF, timeout=30, what="the console exiting after Ctrl-D")
+    assert wait_pid_gone(pid, 10), f"kernel process {pid} still alive 10 s after the console exited"
+
+
+def _check_clean_transcript(console) -> None:
+    transcript = console.text()
+    assert "did not respond" not in transcript, transcript
+    assert "is_complete" not in transcript, transcript
+    assert "Traceback" not in transcript, transcript
+    assert "SyntaxError" not in transcript, transcript
+
+
+def test_multiline_for_loop(console):
     pid = _start(console)
 
     console.type_line("for i in range(3):")
@@ -121,18 +137,17 @@ def test_multiline_for_loop_and_exit(console):
     console.expect(r"\n0\r?\n11\r?\n22\r?\n", what="the loop's output 0, 11, 22")
     console.expect(PROMPT, what="prompt In [3]")
     assert console.child.match.group(1) == "3"
+    _check_clean_transcript(console)
+    _leave_with_ctrl_d(console, pid)
 
+
+def test_exit_ends_console_and_kernel(console):
+    pid = _start(console)
     console.type_line("exit")
-    console.expect(pexpect.EOF, timeout=30, what="the console exiting after `exit`")
+    console.expect(pexpect.EOF, timeout=20, what="the console exiting after `exit`")
     console.child.close()
     assert console.child.exitstatus == 0, (console.child.exitstatus, console.text()[-2000:])
-
-    transcript = console.text()
-    assert "did not respond" not in transcript, transcript
-    assert "is_complete" not in transcript, transcript
-    assert "Traceback" not in transcript, transcript
-    assert "SyntaxError" not in transcript, transcript
-
+    _check_clean_transcript(console)
     assert wait_pid_gone(pid, 10), f"kernel process {pid} still alive 10 s after the console exited"
     left = wait_no_process_with(str(console.runtime), 5)
     assert not left, f"processes left with the console's connection file: {left}"
@@ -154,7 +169,4 @@ def test_ctrl_c_interrupts_running_cell(console):
     console.expect(r"\n42\r?\n", what="the kernel answering after the interrupt")
     console.expect(PROMPT)
     assert pid in console.kernel_pids()
-
-    console.type_line("exit")
-    console.expect(pexpect.EOF, timeout=30, what="the console exiting after `exit`")
-    assert wait_pid_gone(pid, 10), f"kernel process {pid} still alive 10 s after the console exited"
+    _leave_with_ctrl_d(console, pid)

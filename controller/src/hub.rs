@@ -86,7 +86,7 @@ impl Hub {
             tokio::select! {
                 received = client_rx.recv() => match received {
                     Ok(message) => {
-                        if self.from_client(message).await {
+                        if self.on_client_message(message).await {
                             self.shutdown_engines().await;
                             return HubExit::ShutdownRequested;
                         }
@@ -94,7 +94,7 @@ impl Hub {
                     Err(e) => tracing::debug!("client socket: {e}"),
                 },
                 received = engine_rx.recv() => match received {
-                    Ok(message) => self.from_engine(message).await,
+                    Ok(message) => self.on_engine_message(message).await,
                     Err(e) => tracing::debug!("engine socket: {e}"),
                 },
                 event = events.recv() => match event {
@@ -123,7 +123,7 @@ impl Hub {
     }
 
     /// Handles one message from a client; true when the cluster must stop.
-    async fn from_client(&mut self, message: ZmqMessage) -> bool {
+    async fn on_client_message(&mut self, message: ZmqMessage) -> bool {
         let frames = message.into_vec();
         let Some(client) = frames.first().cloned() else {
             return false;
@@ -202,7 +202,7 @@ impl Hub {
         false
     }
 
-    async fn from_engine(&mut self, message: ZmqMessage) {
+    async fn on_engine_message(&mut self, message: ZmqMessage) {
         let frames = message.into_vec();
         let Some(engine) = frames.first().cloned() else {
             return;

@@ -33,6 +33,8 @@ enum Command {
     Cluster(ClusterCommand),
     /// Run a controller in the foreground (`cluster start` runs this).
     Controller(ControllerArgs),
+    /// Run an engine of a cluster (the controller or a launcher starts this).
+    Engine(EngineArgs),
 }
 
 #[derive(Subcommand)]
@@ -128,6 +130,17 @@ struct KernelArgs {
     python: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct EngineArgs {
+    /// The engine connection file the controller wrote
+    /// (`security/rparallel-engine.json`).
+    #[arg(short = 'f', long = "file", value_name = "ENGINE_FILE")]
+    engine_file: PathBuf,
+    /// The Python environment to run (its `bin/python`).
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -138,6 +151,11 @@ pub fn main() -> ExitCode {
             crate::server::run(&args.connection_file, &env)
         }
         Command::Cluster(command) => cluster(command),
+        Command::Engine(args) => {
+            init_logging();
+            let env = PythonEnv::resolve(args.python.as_deref());
+            rparallel_engine::run(&args.engine_file, &env)
+        }
         Command::Controller(args) => {
             init_logging();
             rparallel_controller::cluster::run_controller(ControllerOptions {

@@ -86,6 +86,10 @@ impl PythonJobs {
         while let Ok(Command::Run(job)) = self.rx.recv() {
             job(&shell);
         }
+        // Exiting: clusters this kernel started stop with it, and the
+        // cells' atexit handlers run, as at the end of a Python program.
+        rparallel_directview::stop_owned_clusters();
+        shell.at_exit();
     }
 }
 

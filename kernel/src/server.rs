@@ -42,7 +42,8 @@ impl KernelInfo {
 /// Runs a kernel until it is shut down.
 pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     let info = connection::read(connection_file)?;
-    activate_environment(env);
+    // SAFETY: no other thread exists yet.
+    unsafe { env.activate() };
     let session = Session::new(info.key.as_bytes(), "kernel");
     let (python, jobs) = python::channel();
 
@@ -67,28 +68,11 @@ pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
         .recv()
         .context("the kernel's I/O thread stopped during start-up")??;
     initialize(env)?;
-    let shell =
-        PyShell::new(sink).map_err(|e| anyhow::anyhow!("cannot load the execution core: {e}"))?;
+    let shell = PyShell::new(sink)
+        .and_then(|shell| pyo3::Python::attach(rparallel_directview::install).map(|()| shell))
+        .map_err(|e| anyhow::anyhow!("cannot load the execution core: {e}"))?;
     jobs.serve(shell);
     Ok(())
-}
-
-/// Makes subprocesses started from cells see the same environment.
-fn activate_environment(env: &PythonEnv) {
-    let bin = env.prefix().join("bin");
-    if env.prefix().join("pyvenv.cfg").exists() {
-        // SAFETY: called before any other thread exists.
-        unsafe { std::env::set_var("VIRTUAL_ENV", env.prefix()) };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs: Vec<_> = std::env::split_paths(&path).collect();
-    if !dirs.contains(&bin) {
-        dirs.insert(0, bin);
-        if let Ok(joined) = std::env::join_paths(dirs) {
-            // SAFETY: as above.
-            unsafe { std::env::set_var("PATH", joined) };
-        }
-    }
 }
 
 type Ready = std::sync::mpsc::Sender<anyhow::Result<Arc<KernelSink>>>;

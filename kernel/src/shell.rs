@@ -65,28 +65,25 @@ impl ShellChannel {
                     None => return,
                 },
             };
-            let abort_queue = self.serve(&request).await;
-            if abort_queue {
-                // Like ipykernel: execute requests already queued behind a
-                // failed cell are aborted; anything else is still served.
-                tokio::task::yield_now().await;
-                while let Ok(queued) = self.incoming.try_recv() {
-                    if queued.msg_type() == "execute_request" {
-                        self.abort(&queued).await;
-                    } else {
-                        backlog.push_back(queued);
-                    }
+            // Like ipykernel: execute requests already queued when a cell
+            // fails with stop_on_error are aborted; anything else is served.
+            for queued in self.serve(&request).await {
+                if queued.msg_type() == "execute_request" {
+                    self.abort(&queued).await;
+                } else {
+                    backlog.push_back(queued);
                 }
             }
         }
     }
 
-    /// Serves one request; true when it was a failed cell with stop_on_error.
-    async fn serve(&mut self, request: &Arc<Message>) -> bool {
+    /// Serves one request. A failed cell with stop_on_error returns the
+    /// requests that were queued behind it when it failed.
+    async fn serve(&mut self, request: &Arc<Message>) -> Vec<Arc<Message>> {
         self.iopub.status("busy", Some(request.clone())).await;
-        let mut abort_queue = false;
+        let mut queued = Vec::new();
         match request.msg_type() {
-            "execute_request" => abort_queue = self.execute(request).await,
+            "execute_request" => queued = self.execute(request).await,
             "kernel_info_request" => {
                 let info = self.info.get(&self.python).await;
                 self.replier.reply(request, info).await;
@@ -154,10 +151,10 @@ impl ShellChannel {
             other => tracing::warn!("shell: unsupported message type {other}"),
         }
         self.iopub.status("idle", Some(request.clone())).await;
-        abort_queue
+        queued
     }
 
-    async fn execute(&mut self, request: &Arc<Message>) -> bool {
+    async fn execute(&mut self, request: &Arc<Message>) -> Vec<Arc<Message>> {
         let started = now_iso8601();
         let req = ExecuteRequest::from(&request.content);
         let (iopub, sink, parent) = (self.iopub.clone(), self.sink.clone(), request.clone());
@@ -212,7 +209,7 @@ impl ShellChannel {
             self.history.record(count, &req.code, output);
         }
         let failed = outcome.result.is_err();
-        let mut content = match outcome.result {
+        let mut content = match &outcome.result {
             Ok(_) => json!({ "status": "ok" }),
             Err(error) => {
                 let mut c = serde_json::to_value(error).unwrap_or_default();
@@ -222,7 +219,7 @@ impl ShellChannel {
         };
         content["execution_count"] = json!(count);
         content["user_expressions"] = user_expressions;
-        content["payload"] = json!([]);
+        content["payload"] = json!(outcome.payload);
         let mut reply = self
             .replier
             .session()
@@ -232,8 +229,16 @@ impl ShellChannel {
             "dependencies_met": true,
             "status": if failed { "error" } else { "ok" },
         });
+        // Taken before the reply goes out: a request sent after the client
+        // saw this failure is not aborted.
+        let mut queued = Vec::new();
+        if failed && req.stop_on_error {
+            while let Ok(next) = self.incoming.try_recv() {
+                queued.push(next);
+            }
+        }
         self.replier.send(&reply).await;
-        failed && req.stop_on_error
+        queued
     }
 
     async fn abort(&mut self, request: &Arc<Message>) {

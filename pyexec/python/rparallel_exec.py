@@ -195,12 +195,17 @@ def _numbered_lines(filename, lineno):
     return "\n".join(out) + "\n"
 
 
+def safe_str(value):
+    """str(value), even when its __str__ fails."""
+    try:
+        return str(value)
+    except Exception:
+        return "<unprintable %s object>" % type(value).__name__
+
+
 def _exception_line(etype, evalue):
-    name = etype.__name__
-    if etype.__module__ not in ("builtins", "__main__", None):
-        pass  # IPython shows the bare class name too
-    text = str(evalue) if evalue is not None else ""
-    return "%s: %s" % (name, text) if text else name
+    text = safe_str(evalue) if evalue is not None else ""
+    return "%s: %s" % (etype.__name__, text) if text else etype.__name__
 
 
 def _syntax_error_block(evalue):
@@ -272,6 +277,20 @@ def format_exception(etype, evalue, tb, _seen=None):
 
 # ---------------------------------------------------------------- the shell
 
+class Exiter:
+    """`exit` / `quit` in a cell: ask the frontend to end the session
+    (jupyter console leaves and shuts the kernel down), as IPython does."""
+
+    def __init__(self, shell):
+        self._shell = shell
+
+    def __repr__(self):
+        return "Use exit() or Ctrl-D (i.e. EOF) to exit"
+
+    def __call__(self, keep_kernel=False):
+        self._shell.payload.append({"source": "ask_exit", "keepkernel": bool(keep_kernel)})
+
+
 class DisplayHandle:
     """Returned by display(..., display_id=...): update the output in place."""
 
@@ -302,6 +321,7 @@ class Shell:
         self.user_module = module
         self.user_ns = module.__dict__
         self.history = [""]
+        self.payload = []
         self.output_history = {}
         self.user_ns.update({
             "In": self.history, "Out": self.output_history,
@@ -317,6 +337,7 @@ class Shell:
         # calls of these; the magics layer replaces them with real magics.
         builtins.__rparallel_magic__ = _no_line_magic
         builtins.__rparallel_cell_magic__ = _no_cell_magic
+        builtins.exit = builtins.quit = Exiter(self)
         builtins.input = self.input
         builtins.raw_input = self.input
         try:
@@ -394,6 +415,7 @@ class Shell:
         filename = cell_filename(count)
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         outcome = {"status": "ok", "execution_count": count}
+        self.payload = outcome["payload"] = []
         try:
             tree = ast.parse(code, filename, "exec")
         except (SyntaxError, ValueError) as e:
@@ -418,12 +440,21 @@ class Shell:
             return json.dumps(self._error(outcome, type(e), e, e.__traceback__.tb_next))
         finally:
             self.executing = False
+        if isinstance(value, Exiter):  # a bare `exit` means exit()
+            value()
+            value = None
         if value is not None:
             if store_history:
                 self._record_output(count, value)
             data, md = mime_bundle(value)
             outcome["data"], outcome["metadata"] = data, md
         return json.dumps(outcome)
+
+    def at_exit(self):
+        """Runs the atexit handlers cells registered (the kernel is exiting)."""
+        import atexit
+        atexit._run_exitfuncs()
+        return "null"
 
     def user_expressions(self, expressions):
         """Evaluates each {name: expression} after a cell, as Jupyter asks."""
@@ -441,6 +472,9 @@ class Shell:
         try:
             if issubclass(etype, UsageError):
                 tb_lines = ["UsageError: %s" % evalue]
+            elif callable(getattr(evalue, "render_traceback", None)):
+                # Remote errors render as the engines' tracebacks ([n:execute]).
+                tb_lines = list(evalue.render_traceback())
             else:
                 tb_lines = format_exception(etype, evalue, tb)
         except Exception:  # never lose the error because formatting failed
@@ -448,7 +482,7 @@ class Shell:
         outcome.update({
             "status": "error",
             "ename": etype.__name__,
-            "evalue": str(evalue),
+            "evalue": safe_str(evalue),
             "traceback": tb_lines,
         })
         return outcome

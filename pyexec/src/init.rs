@@ -35,6 +35,28 @@ impl PythonEnv {
         PythonEnv { python }
     }
 
+    /// Makes subprocesses started from cells see this environment
+    /// (`VIRTUAL_ENV`, and its `bin/` first on `PATH`).
+    ///
+    /// # Safety
+    /// Changes the process environment: call before any other thread exists.
+    pub unsafe fn activate(&self) {
+        let bin = self.prefix().join("bin");
+        if self.prefix().join("pyvenv.cfg").exists() {
+            // SAFETY: the caller guarantees no other thread runs.
+            unsafe { std::env::set_var("VIRTUAL_ENV", self.prefix()) };
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs: Vec<_> = std::env::split_paths(&path).collect();
+        if !dirs.contains(&bin) {
+            dirs.insert(0, bin);
+            if let Ok(joined) = std::env::join_paths(dirs) {
+                // SAFETY: as above.
+                unsafe { std::env::set_var("PATH", joined) };
+            }
+        }
+    }
+
     /// The environment's prefix: the directory above `bin/`.
     pub fn prefix(&self) -> PathBuf {
         self.python

@@ -12,6 +12,9 @@
 //!   inspect, is_complete. Its logic lives in `python/rparallel_exec.py`.
 //! - [`interrupt`]: raising KeyboardInterrupt in the Python thread from any
 //!   other thread.
+//! - [`remote`]: frames ↔ Python objects without copies (cloudpickle,
+//!   protocol 5, out-of-band buffers) and the engine's apply/push/pull/clear
+//!   on a shell's namespace. Its logic lives in `python/rparallel_serialize.py`.
 //!
 //! Python runs on one thread, the one that called [`init::initialize`];
 //! everything else talks to it through channels.
@@ -20,11 +23,13 @@ pub mod hooks;
 pub mod init;
 pub mod interrupt;
 pub mod output;
+pub mod remote;
 pub mod shell;
 
 pub use init::{initialize, PythonEnv};
 pub use interrupt::Interrupter;
 pub use output::{InputError, OutputEvent, OutputSink};
+pub use remote::{deserialize, frames_from_python, frames_to_python, serialize, Frame, Remote};
 pub use shell::{
     CellError, Completion, ExecuteOutcome, Inspection, IsComplete, MimeBundle, PyShell,
 };

@@ -37,6 +37,8 @@ pub struct ExecuteOutcome {
     pub execution_count: u32,
     /// The last expression's value (if any), or the error.
     pub result: Result<Option<MimeBundle>, CellError>,
+    /// Jupyter payloads for the reply (e.g. `ask_exit` from `exit`).
+    pub payload: Vec<Value>,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +50,8 @@ struct RawOutcome {
     metadata: Value,
     #[serde(flatten)]
     error: Option<CellError>,
+    #[serde(default)]
+    payload: Vec<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,24 +113,31 @@ impl PyShell {
         let count = self.execution_count();
         let raw = self.call_json::<RawOutcome>("run_cell", (code, silent, store_history));
         match raw {
-            Ok(raw) if raw.status == "ok" => ExecuteOutcome {
-                execution_count: raw.execution_count,
-                result: Ok(raw.data.map(|data| MimeBundle {
-                    data,
-                    metadata: raw.metadata,
-                })),
-            },
             Ok(raw) => ExecuteOutcome {
                 execution_count: raw.execution_count,
-                result: Err(raw
-                    .error
-                    .unwrap_or_else(|| internal_error("no error details"))),
+                result: if raw.status == "ok" {
+                    Ok(raw.data.map(|data| MimeBundle {
+                        data,
+                        metadata: raw.metadata,
+                    }))
+                } else {
+                    Err(raw
+                        .error
+                        .unwrap_or_else(|| internal_error("no error details")))
+                },
+                payload: raw.payload,
             },
             Err(error) => ExecuteOutcome {
                 execution_count: count,
                 result: Err(error),
+                payload: Vec::new(),
             },
         }
+    }
+
+    /// Runs the atexit handlers registered by cells (before the process exits).
+    pub fn at_exit(&self) {
+        let _: Result<Value, _> = self.call_json("at_exit", ());
     }
 
     /// Evaluates `expressions` (a JSON object of name → expression).
@@ -204,5 +215,13 @@ fn internal_error(what: &str) -> CellError {
         ename: "RuntimeError".into(),
         evalue: what.into(),
         traceback: vec![format!("RuntimeError: {what}")],
+    }
+}
+
+// Access for the engine's namespace operations (`remote`).
+impl PyShell {
+    /// The Python `Shell` object; its `user_ns` is the namespace cells run in.
+    pub fn py_shell(&self, py: Python<'_>) -> Py<PyAny> {
+        self.shell.clone_ref(py)
     }
 }

@@ -1,0 +1,137 @@
+"""rparallel.error: the exceptions of remote execution, rendered the way
+IPython's parallel tools show them (``[n:execute]:`` blocks)."""
+
+import builtins
+import sys
+
+__all__ = [
+    "RemoteError", "CompositeError", "TimeoutError", "EngineError",
+    "UnmetDependency", "NoEnginesRegistered", "TaskAborted",
+]
+
+
+class TimeoutError(builtins.TimeoutError):
+    """A result was asked for before it was ready."""
+
+
+class NoEnginesRegistered(Exception):
+    """No engines are registered with the controller."""
+
+
+class UnmetDependency(Exception):
+    """A @require'd module could not be imported on the engine."""
+
+
+def _engine_str(engine_info):
+    if not engine_info:
+        return "[Engine Exception]"
+    return "[%s:%s]" % (engine_info.get("engine_id", "?"), engine_info.get("method", "?"))
+
+
+class RemoteError(Exception):
+    """An exception raised on an engine, with the engine's traceback."""
+
+    def __init__(self, ename, evalue, traceback=None, engine_info=None):
+        super().__init__(ename, evalue)
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = list(traceback or [])
+        self.engine_info = dict(engine_info or {})
+
+    def __repr__(self):
+        return "<Remote[%s]:%s(%s)>" % (self.engine_info.get("engine_id", "?"),
+                                        self.ename, self.evalue)
+
+    def __str__(self):
+        return "%s %s: %s" % (_engine_str(self.engine_info), self.ename, self.evalue)
+
+    def render_traceback(self):
+        """The lines IPython-style frontends show for this error."""
+        lines = ["%s:" % _engine_str(self.engine_info)]
+        lines.extend("\n".join(self.traceback).split("\n") if self.traceback
+                     else ["%s: %s" % (self.ename, self.evalue)])
+        return lines
+
+    def print_traceback(self, excid=None):
+        print("\n".join(self.render_traceback()))
+
+
+class EngineError(RemoteError):
+    """An engine died (or could not be reached) with work pending."""
+
+    def __init__(self, message, engine_info=None):
+        RemoteError.__init__(self, "EngineError", message, ["EngineError: %s" % message],
+                             engine_info)
+
+    def __str__(self):
+        return self.evalue
+
+
+class TaskAborted(RemoteError):
+    """A queued task was aborted before it ran."""
+
+
+class CompositeError(RemoteError):
+    """Errors from several engines, one RemoteError each in ``elist``.
+
+    At most ``tb_limit`` tracebacks are rendered; the rest are counted.
+    """
+
+    tb_limit = 5
+
+    def __init__(self, message, elist):
+        self.msg = message
+        self.elist = list(elist)
+        first = self.elist[0] if self.elist else RemoteError("Exception", "")
+        RemoteError.__init__(self, first.ename, first.evalue, first.traceback,
+                             first.engine_info)
+        self.args = tuple(self.elist)
+
+    def _methods(self):
+        methods = []
+        for e in self.elist:
+            m = e.engine_info.get("method", "?")
+            if m not in methods:
+                methods.append(m)
+        return ", ".join(methods)
+
+    def __str__(self):
+        lines = ["one or more exceptions raised in: %s" % self._methods()]
+        shown = self.elist[:self.tb_limit]
+        for e in shown:
+            lines.append("%s%s: %s" % (_engine_str(e.engine_info), e.ename, e.evalue))
+        more = len(self.elist) - len(shown)
+        if more > 0:
+            lines.append("... %d more exceptions ..." % more)
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return "CompositeError(%d)" % len(self.elist)
+
+    def render_traceback(self, excid=None):
+        if excid is not None:
+            return self.elist[excid].render_traceback() + [""]
+        lines = []
+        shown = self.elist[:self.tb_limit]
+        for e in shown:
+            lines.extend(e.render_traceback())
+            lines.append("")
+        more = len(self.elist) - len(shown)
+        if more > 0:
+            lines.append("... %d more exceptions ..." % more)
+        return lines
+
+    def print_traceback(self, excid=None):
+        print("\n".join(self.render_traceback(excid)))
+
+    def raise_exception(self, excid=0):
+        """Raises the error of entry ``excid`` as a RemoteError."""
+        e = self.elist[excid]
+        raise RemoteError(e.ename, e.evalue, e.traceback, e.engine_info) from None
+
+
+def collect_exceptions(errors, method):
+    """One error: itself. Several: a CompositeError."""
+    if len(errors) == 1:
+        return errors[0]
+    return CompositeError("one or more exceptions raised in: %s" % method, errors)

@@ -1,0 +1,126 @@
+"""The parts of the rparallel module that are most natural in Python:
+import syncing, @require, and the small functions engines run for map,
+scatter and gather. Installed as ``rparallel._helpers`` in the kernel and
+in every engine, so functions here are pickled by reference."""
+
+import builtins
+import contextlib
+import functools
+import itertools
+import sys
+import types
+
+
+def map_chunk(f, *chunks):
+    """What one engine runs for view.map: f over its part of the sequences."""
+    return list(map(f, *chunks))
+
+
+def partition(seq, lo, hi):
+    """seq[lo:hi], keeping numpy arrays as arrays (sent without copies) and
+    turning ranges and other sequences into lists."""
+    if hasattr(seq, "__array__") and hasattr(seq, "shape"):
+        return seq[lo:hi]
+    if isinstance(seq, (list, tuple)):
+        return list(seq[lo:hi])
+    return list(itertools.islice(seq, lo, hi))
+
+
+def sequence(seq):
+    """A sliceable, sized form of seq."""
+    if hasattr(seq, "__len__") and hasattr(seq, "__getitem__"):
+        return seq
+    return list(seq)
+
+
+def concat(parts):
+    """Joins per-engine parts: arrays into one array, anything else into a list."""
+    parts = list(parts)
+    if parts and all(hasattr(p, "__array__") and hasattr(p, "shape") for p in parts):
+        import numpy
+        return numpy.concatenate(parts)
+    out = []
+    for p in parts:
+        if isinstance(p, (list, tuple)) or (hasattr(p, "__array__") and hasattr(p, "shape")):
+            out.extend(p)
+        else:
+            out.append(p)
+    return out
+
+
+@contextlib.contextmanager
+def sync_imports(view, local=True, quiet=False):
+    """Imports inside the block happen on the view's engines too:
+    ``with dview.sync_imports(): import numpy``."""
+    real_import = builtins.__import__
+    done = set()
+
+    def remote_import(name, globals=None, locals=None, fromlist=(), level=0):
+        user = sys._getframe(1).f_globals.get("__name__") == "__main__"
+        if user and level == 0 and name not in done:
+            done.add(name)
+            if fromlist:
+                names = ", ".join(fromlist)
+                if not quiet:
+                    print("from %s import %s on engine(s)" % (name, names))
+                view.execute("from %s import %s" % (name, names), block=True)
+            else:
+                if not quiet:
+                    print("importing %s on engine(s)" % name)
+                view.execute("import %s" % name, block=True)
+        if local:
+            return real_import(name, globals, locals, fromlist, level)
+        return None
+
+    builtins.__import__ = remote_import
+    try:
+        yield
+    finally:
+        builtins.__import__ = real_import
+
+
+def require(*mods):
+    """Decorator: import these modules (names or module objects) on the
+    engine before the function runs, into its globals. A module that cannot
+    be imported raises UnmetDependency."""
+    names = []
+    for m in mods:
+        if isinstance(m, types.ModuleType):
+            names.append(m.__name__)
+        elif isinstance(m, str):
+            names.append(m)
+        else:
+            raise TypeError("require takes module names or modules, not %r" % (m,))
+
+    def decorate(f):
+        @functools.wraps(f)
+        def with_requirements(*args, **kwargs):
+            import importlib
+            from rparallel.error import UnmetDependency
+            for name in names:
+                try:
+                    module = importlib.import_module(name)
+                except Exception as e:
+                    raise UnmetDependency("cannot import %s: %s" % (name, e)) from None
+                f.__globals__[name.split(".")[0]] = sys.modules[name.split(".")[0]]
+                del module
+            return f(*args, **kwargs)
+        return with_requirements
+    return decorate
+
+
+def interactive(f):
+    """Marks f as defined in __main__, so it runs in the engine's namespace."""
+    f.__module__ = "__main__"
+    return f
+
+
+def when_done(result, callback):
+    """Calls callback(result) from a thread once result is ready."""
+    import threading
+
+    def wait_then_call():
+        result.wait()
+        callback(result)
+
+    threading.Thread(target=wait_then_call, daemon=True).start()

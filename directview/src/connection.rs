@@ -1,0 +1,156 @@
+//! The client's connection to the controller: one DEALER socket owned by an
+//! I/O thread (a current-thread tokio runtime), so Python never blocks on
+//! the socket and arrivals are recorded even while Python is busy.
+//! Heartbeats detect a controller that is gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use rparallel_controller::profile::ConnectionFile;
+use rparallel_protocol::{Message, Session};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend};
+
+use crate::tracker::Tracker;
+
+/// Requests in flight are bounded by this queue; a full queue makes the
+/// sender wait (backpressure instead of unbounded memory).
+const OUTGOING_QUEUE: usize = 8192;
+/// Missed heartbeat replies before the controller is declared gone.
+const HEARTBEAT_MISSES: u32 = 3;
+
+enum Outgoing {
+    Send {
+        route: Option<u32>,
+        message: Box<Message>,
+    },
+    Close,
+}
+
+/// A cheap, cloneable handle to the I/O thread.
+#[derive(Clone)]
+pub struct Connection {
+    tx: mpsc::Sender<Outgoing>,
+    pub session: Session,
+    pub tracker: Arc<Tracker>,
+}
+
+impl Connection {
+    /// Connects to the controller described by `file`; blocks until
+    /// connected or `timeout`.
+    pub fn connect(file: &ConnectionFile, timeout: Duration) -> anyhow::Result<Connection> {
+        let session = Session::new(file.key.as_bytes(), "client");
+        let tracker = Tracker::new();
+        let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let endpoint = file.endpoint();
+        let io_session = session.clone();
+        let io_tracker = tracker.clone();
+        std::thread::Builder::new()
+            .name("rparallel-client".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                runtime.block_on(async move {
+                    let mut socket = DealerSocket::new();
+                    let connected = tokio::time::timeout(timeout, socket.connect(&endpoint)).await;
+                    match connected {
+                        Ok(Ok(())) => {
+                            let _ = ready_tx.send(Ok(()));
+                        }
+                        Ok(Err(e)) => {
+                            let _ = ready_tx.send(Err(anyhow::anyhow!(
+                                "cannot connect to the controller at {endpoint}: {e}"
+                            )));
+                            return;
+                        }
+                        Err(_) => {
+                            let _ = ready_tx.send(Err(anyhow::anyhow!(
+                                "no controller answered at {endpoint} within {timeout:?}"
+                            )));
+                            return;
+                        }
+                    }
+                    serve(socket, io_session, io_tracker, rx).await;
+                });
+            })
+            .context("cannot start the client's I/O thread")?;
+        ready_rx
+            .recv()
+            .context("the client's I/O thread stopped")??;
+        Ok(Connection {
+            tx,
+            session,
+            tracker,
+        })
+    }
+
+    /// Sends `message` to engine `route` (None: to the controller) and
+    /// records it. Blocks while the outgoing queue is full.
+    pub fn send(&self, route: Option<u32>, message: Message) {
+        self.tracker.submit(&message.header.msg_id, route);
+        let _ = self.tx.blocking_send(Outgoing::Send {
+            route,
+            message: Box::new(message),
+        });
+    }
+
+    pub fn close(&self) {
+        let _ = self.tx.try_send(Outgoing::Close);
+    }
+}
+
+async fn serve(
+    mut socket: DealerSocket,
+    session: Session,
+    tracker: Arc<Tracker>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+) {
+    let period = Duration::from_secs(1);
+    let mut heartbeat = tokio::time::interval(period);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            out = outgoing.recv() => match out {
+                Some(Outgoing::Send { route, message }) => {
+                    let mut frames = session.encode(&message);
+                    if let Some(engine) = route {
+                        frames.push_front(Bytes::from(format!("engine:{engine}")));
+                    }
+                    if let Err(e) = socket.send(frames).await {
+                        tracker.controller_lost(&format!("cannot reach the controller: {e}"));
+                    }
+                }
+                Some(Outgoing::Close) | None => return,
+            },
+            received = socket.recv() => match received {
+                Ok(frames) => match session.decode(frames) {
+                    Ok(message) => {
+                        last_heard = Instant::now();
+                        if message.msg_type() != "heartbeat_reply" {
+                            tracker.on_message(message);
+                        }
+                    }
+                    Err(e) => tracing::warn!("client: dropped a message: {e}"),
+                },
+                Err(e) => {
+                    tracker.controller_lost(&format!("the connection to the controller failed: {e}"));
+                    return;
+                }
+            },
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > period * HEARTBEAT_MISSES {
+                    tracker.controller_lost("the controller is gone (no heartbeat reply)");
+                    return;
+                }
+                let ping = session.message("heartbeat", serde_json::json!({}), None);
+                let _ = socket.send(session.encode(&ping)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! What every Python object of one client shares: the connection and the
+//! Python modules of the package.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use pyo3::prelude::*;
+use rparallel_protocol::Message;
+use serde_json::Value;
+
+use crate::connection::Connection;
+use crate::tracker::Tracker;
+
+pub struct Core {
+    pub connection: Connection,
+}
+
+impl Core {
+    pub fn tracker(&self) -> &Tracker {
+        &self.connection.tracker
+    }
+
+    /// Live engine ids, sorted.
+    pub fn ids(&self) -> Vec<u32> {
+        self.tracker().lock().engines.keys().copied().collect()
+    }
+
+    /// Sends a request to `engine` (None: the controller); returns its msg_id.
+    pub fn request(
+        &self,
+        engine: Option<u32>,
+        msg_type: &str,
+        content: Value,
+        buffers: Vec<Bytes>,
+    ) -> String {
+        let mut message: Message = self.connection.session.message(msg_type, content, None);
+        message.buffers = buffers;
+        let msg_id = message.header.msg_id.clone();
+        self.connection.send(engine, message);
+        msg_id
+    }
+
+    /// Waits for `msg_ids` in slices, checking for Ctrl-C / kernel interrupts
+    /// between them. True when all finished.
+    pub fn wait(
+        &self,
+        py: Python<'_>,
+        msg_ids: &[String],
+        timeout: Option<Duration>,
+    ) -> PyResult<bool> {
+        wait_interruptibly(py, timeout, |slice| {
+            self.tracker().wait(msg_ids, Some(slice))
+        })
+    }
+}
+
+/// Runs `wait(slice)` with the GIL released until it returns true or
+/// `timeout` passes; Python signal handlers run between slices, so an
+/// interrupt raises KeyboardInterrupt here.
+pub fn wait_interruptibly(
+    py: Python<'_>,
+    timeout: Option<Duration>,
+    wait: impl Fn(Duration) -> bool + Sync,
+) -> PyResult<bool> {
+    const SLICE: Duration = Duration::from_millis(50);
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let slice = match deadline {
+            Some(d) => d
+                .saturating_duration_since(std::time::Instant::now())
+                .min(SLICE),
+            None => SLICE,
+        };
+        if py.detach(|| wait(slice)) {
+            return Ok(true);
+        }
+        py.check_signals()?;
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Ok(false);
+        }
+    }
+}
+
+/// `timeout` as Python passes it: None or negative means forever.
+pub fn timeout_arg(timeout: Option<f64>) -> Option<Duration> {
+    timeout.filter(|t| *t >= 0.0).map(Duration::from_secs_f64)
+}
+
+/// `rparallel._helpers`.
+pub fn helpers(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    py.import("rparallel._helpers")
+}
+
+/// `rparallel.error`.
+pub fn errors(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    py.import("rparallel.error")
+}
+
+/// A Python exception of `rparallel.error`, built with `args`.
+pub fn error<'py>(py: Python<'py>, name: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
+    match errors(py)
+        .and_then(|m| m.getattr(name))
+        .and_then(|c| c.call1(args))
+    {
+        Ok(instance) => PyErr::from_value(instance),
+        Err(e) => e,
+    }
+}

@@ -1,0 +1,441 @@
+//! `AsyncResult`: the handle on requests in flight. Results are decoded
+//! when asked for; the tracker's records go when the handle goes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use pyo3::BoundObject;
+use serde_json::json;
+
+use crate::core::{error, helpers, timeout_arg, Core};
+use crate::tracker::{Status, Task};
+
+/// How per-engine values become the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    /// One value per engine (a bare value for a single-engine view).
+    Each,
+    /// Pulled lists: one name → its value, several → the list.
+    PullOne,
+    /// Per-engine parts joined into one sequence (map, gather, parallel).
+    Concat,
+}
+
+#[pyclass(module = "rparallel", name = "AsyncResult")]
+pub struct AsyncResult {
+    pub core: Arc<Core>,
+    pub msg_ids: Vec<String>,
+    pub engines: Vec<u32>,
+    /// "execute", "apply", "push", "pull", ...: shown in `[n:method]`.
+    pub method: &'static str,
+    pub single: bool,
+    pub combine: Combine,
+    pub submitted: Instant,
+    pub label: String,
+    /// Extra per-engine values decoded for pull of a single name.
+    pub pull_single_name: bool,
+}
+
+impl Drop for AsyncResult {
+    fn drop(&mut self) {
+        self.core.tracker().forget(&self.msg_ids);
+    }
+}
+
+impl AsyncResult {
+    fn tasks(&self) -> Vec<Option<Task>> {
+        let state = self.core.tracker().lock();
+        self.msg_ids
+            .iter()
+            .map(|id| state.tasks.get(id).cloned())
+            .collect()
+    }
+
+    fn is_ready(&self) -> bool {
+        let state = self.core.tracker().lock();
+        crate::tracker::Tracker::all_done(&state, &self.msg_ids)
+    }
+
+    fn engine_info(&self, py: Python<'_>, engine: u32) -> PyResult<Py<PyAny>> {
+        let info = PyDict::new(py);
+        info.set_item("engine_id", engine)?;
+        info.set_item("method", self.method)?;
+        Ok(info.into_any().unbind())
+    }
+
+    /// The value of one finished task, or its error (an exception instance).
+    fn task_value(
+        &self,
+        py: Python<'_>,
+        engine: u32,
+        task: Option<Task>,
+    ) -> PyResult<Result<Py<PyAny>, Py<PyAny>>> {
+        let info = self.engine_info(py, engine)?;
+        let Some(task) = task else {
+            return Err(PyRuntimeError::new_err(
+                "this result's records were released",
+            ));
+        };
+        match task.status {
+            Status::Pending => Err(PyRuntimeError::new_err("result not ready")),
+            Status::Failed(reason) => {
+                let e = error(py, "EngineError", (reason, info));
+                Ok(Err(e.value(py).clone().into_any().unbind()))
+            }
+            Status::Done => {
+                let reply = task.reply.expect("done tasks have replies");
+                let content = &reply.content;
+                match content["status"].as_str().unwrap_or("ok") {
+                    "ok" => {
+                        let value = match self.method {
+                            "apply" | "map" | "pull" | "gather" if !reply.buffers.is_empty() => {
+                                let value =
+                                    rparallel_pyexec::deserialize(py, reply.buffers.clone())?;
+                                if self.pull_single_name {
+                                    value.get_item(0)?
+                                } else {
+                                    value
+                                }
+                            }
+                            _ => py.None().into_bound(py),
+                        };
+                        Ok(Ok(value.unbind()))
+                    }
+                    status => {
+                        let (ename, evalue) = if status == "aborted" {
+                            (
+                                "TaskAborted".to_string(),
+                                "the task was aborted".to_string(),
+                            )
+                        } else {
+                            (
+                                content["ename"].as_str().unwrap_or("Exception").to_string(),
+                                content["evalue"].as_str().unwrap_or("").to_string(),
+                            )
+                        };
+                        let traceback: Vec<String> = content["traceback"]
+                            .as_array()
+                            .map(|t| {
+                                t.iter()
+                                    .filter_map(|l| l.as_str().map(String::from))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        let class = if status == "aborted" {
+                            "TaskAborted"
+                        } else {
+                            "RemoteError"
+                        };
+                        let e = error(py, class, (ename, evalue, traceback, info));
+                        Ok(Err(e.value(py).clone().into_any().unbind()))
+                    }
+                }
+            }
+        }
+    }
+
+    /// All values, raising the remote error(s) if any task failed.
+    pub fn values(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let mut values = Vec::new();
+        let mut errors = Vec::new();
+        for ((engine, task), _) in self.engines.iter().zip(self.tasks()).zip(&self.msg_ids) {
+            match self.task_value(py, *engine, task)? {
+                Ok(v) => values.push(v),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            let list = PyList::new(py, errors)?;
+            let e =
+                crate::core::errors(py)?.call_method1("collect_exceptions", (list, self.method))?;
+            return Err(PyErr::from_value(e));
+        }
+        match self.combine {
+            Combine::Concat => Ok(helpers(py)?.call_method1("concat", (values,))?.unbind()),
+            _ if self.single => Ok(values.into_iter().next().unwrap_or_else(|| py.None())),
+            _ => Ok(PyList::new(py, values)?.into_any().unbind()),
+        }
+    }
+
+    fn wait_for(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        self.core.wait(py, &self.msg_ids, timeout_arg(timeout))
+    }
+
+    /// A single-engine result's one item, or the list of them.
+    fn per_engine<'py, T: IntoPyObject<'py>>(
+        &self,
+        py: Python<'py>,
+        items: Vec<T>,
+    ) -> PyResult<Py<PyAny>> {
+        let mut items = items
+            .into_iter()
+            .map(|item| {
+                item.into_pyobject(py)
+                    .map(|o| o.into_bound().into_any().unbind())
+                    .map_err(Into::into)
+            })
+            .collect::<PyResult<Vec<Py<PyAny>>>>()?;
+        if self.single && !items.is_empty() {
+            Ok(items.swap_remove(0))
+        } else {
+            Ok(PyList::new(py, items)?.into_any().unbind())
+        }
+    }
+
+    fn stream(&self, name: &str) -> Vec<String> {
+        self.tasks()
+            .into_iter()
+            .map(|task| {
+                task.map(|t| {
+                    t.outputs
+                        .iter()
+                        .filter(|m| m.msg_type() == "stream" && m.content_str("name") == name)
+                        .map(|m| m.content_str("text").to_string())
+                        .collect::<String>()
+                })
+                .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    fn finished_at(&self) -> Option<Instant> {
+        self.tasks()
+            .into_iter()
+            .map(|t| t.and_then(|t| t.finished))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|f| f.into_iter().max())
+    }
+}
+
+fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(text).ok()
+}
+
+#[pymethods]
+impl AsyncResult {
+    /// The result; waits up to `timeout` seconds (None/-1: as long as it
+    /// takes). Raises rparallel.error.TimeoutError if not ready by then,
+    /// and the remote exception(s) if the work failed.
+    #[pyo3(signature = (timeout=None))]
+    pub fn get(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        if !self.wait_for(py, timeout)? {
+            return Err(error(py, "TimeoutError", ("Result not ready.",)));
+        }
+        self.values(py)
+    }
+
+    /// Waits up to `timeout` seconds; true when ready.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        self.wait_for(py, timeout)
+    }
+
+    fn ready(&self) -> bool {
+        self.is_ready()
+    }
+
+    /// Whether it finished without an error (it must be ready).
+    fn successful(&self, py: Python<'_>) -> PyResult<bool> {
+        if !self.is_ready() {
+            return Err(PyRuntimeError::new_err("the result is not ready"));
+        }
+        Ok(self.values(py).is_ok())
+    }
+
+    // concurrent.futures.Future protocol
+    #[pyo3(signature = (timeout=None))]
+    fn result(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        self.get(py, timeout)
+    }
+
+    fn done(&self) -> bool {
+        self.is_ready()
+    }
+
+    fn cancelled(&self) -> bool {
+        false
+    }
+
+    fn running(&self) -> bool {
+        !self.is_ready()
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn exception(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
+        match self.get(py, timeout) {
+            Ok(_) => Ok(None),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyTimeoutError>(py) => Err(e),
+            Err(e) => Ok(Some(e.value(py).clone().into_any().unbind())),
+        }
+    }
+
+    /// Calls `callback(self)` once the result is ready (from a thread).
+    fn add_done_callback(slf: Bound<'_, Self>, callback: Bound<'_, PyAny>) -> PyResult<()> {
+        helpers(slf.py())?.call_method1("when_done", (slf.clone(), callback))?;
+        Ok(())
+    }
+
+    #[getter]
+    fn r(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.get(py, None)
+    }
+
+    #[getter]
+    fn msg_ids(&self) -> Vec<String> {
+        self.msg_ids.clone()
+    }
+
+    #[getter]
+    fn engine_id(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.per_engine(py, self.engines.clone())
+    }
+
+    #[getter]
+    fn stdout(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.per_engine(py, self.stream("stdout"))
+    }
+
+    #[getter]
+    fn stderr(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.per_engine(py, self.stream("stderr"))
+    }
+
+    /// The displays each engine produced: lists of MIME bundles (dicts).
+    #[getter]
+    fn outputs(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let json = py.import("json")?;
+        let mut per_engine = Vec::new();
+        for task in self.tasks() {
+            let list = PyList::empty(py);
+            for m in task.iter().flat_map(|t| t.outputs.iter()) {
+                if matches!(m.msg_type(), "display_data" | "execute_result") {
+                    let text =
+                        json!({"data": m.content["data"], "metadata": m.content["metadata"]})
+                            .to_string();
+                    list.append(json.call_method1("loads", (text,))?)?;
+                }
+            }
+            per_engine.push(list.into_any().unbind());
+        }
+        self.per_engine(py, per_engine)
+    }
+
+    /// Seconds since submission (until the last task finished, if done).
+    #[getter]
+    fn elapsed(&self) -> f64 {
+        let end = self.finished_at().unwrap_or_else(Instant::now);
+        end.duration_since(self.submitted).as_secs_f64()
+    }
+
+    /// Seconds from submission to the last result (when ready).
+    #[getter]
+    fn wall_time(&self) -> f64 {
+        self.elapsed()
+    }
+
+    /// Seconds of engine time: the sum over tasks of started → completed.
+    #[getter]
+    fn serial_time(&self) -> f64 {
+        self.tasks()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                let md = &t.reply?.metadata;
+                let started = parse_time(md["started"].as_str()?)?;
+                let completed = parse_time(md["completed"].as_str()?)?;
+                Some((completed - started).num_microseconds()? as f64 / 1e6)
+            })
+            .sum()
+    }
+
+    /// How many tasks have finished.
+    #[getter]
+    fn progress(&self) -> usize {
+        self.tasks()
+            .into_iter()
+            .filter(|t| t.as_ref().is_none_or(|t| t.status != Status::Pending))
+            .count()
+    }
+
+    /// Prints a progress line until ready (or `timeout`).
+    #[pyo3(signature = (interval=0.1, timeout=None))]
+    fn wait_interactive(
+        &self,
+        py: Python<'_>,
+        interval: f64,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let started = Instant::now();
+        let total = self.msg_ids.len();
+        let print = py.import("builtins")?.getattr("print")?;
+        let deadline = timeout_arg(timeout).map(|t| started + t);
+        loop {
+            let ready = self.wait_for(py, Some(interval.max(0.01)))?;
+            let line = format!(
+                "\r{:4}/{} tasks finished after {:4.0} s",
+                self.progress(),
+                total,
+                started.elapsed().as_secs_f64()
+            );
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("end", "")?;
+            kwargs.set_item("flush", true)?;
+            print.call((line,), Some(&kwargs))?;
+            if ready || deadline.is_some_and(|d| Instant::now() >= d) {
+                print.call1(("\ndone",))?;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Prints each engine's stdout and stderr, labelled by engine.
+    #[pyo3(signature = (groupby="type"))]
+    fn display_outputs(&self, py: Python<'_>, groupby: &str) -> PyResult<()> {
+        let _ = groupby;
+        let print = py.import("builtins")?.getattr("print")?;
+        for (name, texts) in [
+            ("stdout", self.stream("stdout")),
+            ("stderr", self.stream("stderr")),
+        ] {
+            for (engine, text) in self.engines.iter().zip(texts) {
+                if text.is_empty() {
+                    continue;
+                }
+                let text = text.trim_end_matches('\n');
+                if text.contains('\n') {
+                    print.call1((format!("[{name}:{engine}]\n{text}"),))?;
+                } else {
+                    print.call1((format!("[{name}:{engine}] {text}"),))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn __len__(&self) -> usize {
+        self.msg_ids.len()
+    }
+
+    fn __iter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let value = self.get(py, None)?;
+        let value = value.bind(py);
+        let iterable = if self.single && self.combine != Combine::Concat {
+            PyList::new(py, [value])?.into_any()
+        } else {
+            value.clone()
+        };
+        Ok(iterable.try_iter()?.into_any().unbind())
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.is_ready() {
+            "finished"
+        } else {
+            "pending"
+        };
+        format!("<{}: {state}>", self.label)
+    }
+}

@@ -1,0 +1,310 @@
+//! What a client knows: live engines and the state of every request it sent.
+//! The I/O thread records arrivals; Python-facing code waits on the condvar
+//! with the GIL released. A task is forgotten when its AsyncResult is
+//! dropped, so memory follows what the user holds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rparallel_protocol::Message;
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    Pending,
+    /// The reply arrived.
+    Done,
+    /// The engine died or could not be reached: the reason, for EngineError.
+    Failed(String),
+}
+
+/// One request sent to an engine (or to the controller: `engine` None).
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub engine: Option<u32>,
+    pub status: Status,
+    pub reply: Option<Arc<Message>>,
+    /// stream, display_data, execute_result and error messages, in order.
+    pub outputs: Vec<Arc<Message>>,
+    pub submitted: Instant,
+    pub finished: Option<Instant>,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub tasks: HashMap<String, Task>,
+    /// Live engines: id → description from the controller.
+    pub engines: BTreeMap<u32, Value>,
+    /// Why the controller can no longer be reached, once it cannot.
+    pub controller_lost: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Tracker {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+/// Messages that are a request's output rather than its reply.
+const OUTPUT_TYPES: [&str; 6] = [
+    "stream",
+    "display_data",
+    "update_display_data",
+    "execute_result",
+    "error",
+    "clear_output",
+];
+
+impl Tracker {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Tracker::default())
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that `msg_id` was sent to `engine`.
+    pub fn submit(&self, msg_id: &str, engine: Option<u32>) {
+        let mut state = self.lock();
+        let status = match (&state.controller_lost, engine) {
+            (Some(reason), _) => Status::Failed(reason.clone()),
+            (None, Some(id)) if !state.engines.contains_key(&id) => {
+                Status::Failed(format!("engine {id} is not registered"))
+            }
+            _ => Status::Pending,
+        };
+        let failed = status != Status::Pending;
+        state.tasks.insert(
+            msg_id.to_string(),
+            Task {
+                engine,
+                status,
+                reply: None,
+                outputs: Vec::new(),
+                submitted: Instant::now(),
+                finished: failed.then(Instant::now),
+            },
+        );
+    }
+
+    /// Records a message from the controller or an engine.
+    pub fn on_message(&self, message: Message) {
+        let message = Arc::new(message);
+        let mut state = self.lock();
+        match message.msg_type() {
+            "engine_registered" | "engine_died" => {
+                let Some(id) = message.content["id"].as_u64().map(|id| id as u32) else {
+                    return;
+                };
+                if message.msg_type() == "engine_registered" {
+                    state.engines.insert(id, message.content.clone());
+                } else {
+                    state.engines.remove(&id);
+                    let reason = message.content["reason"].as_str().unwrap_or("unknown");
+                    fail_engine_tasks(&mut state, id, reason);
+                }
+            }
+            "connection_reply" => {
+                if let Some(engines) = message.content["engines"].as_object() {
+                    for (id, info) in engines {
+                        if let Ok(id) = id.parse() {
+                            state.engines.insert(id, info.clone());
+                        }
+                    }
+                }
+                complete(&mut state, &message);
+            }
+            "engine_unavailable" => {
+                let reason = message.content["reason"]
+                    .as_str()
+                    .unwrap_or("engine unavailable");
+                if let Some(task) = parent_task(&mut state, &message) {
+                    task.status = Status::Failed(reason.to_string());
+                    task.finished = Some(Instant::now());
+                }
+            }
+            t if OUTPUT_TYPES.contains(&t) => {
+                if let Some(task) = parent_task(&mut state, &message) {
+                    task.outputs.push(message.clone());
+                }
+            }
+            t if t.ends_with("_reply") => complete(&mut state, &message),
+            _ => {}
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Fails everything pending: the controller is gone.
+    pub fn controller_lost(&self, reason: &str) {
+        let mut state = self.lock();
+        state.controller_lost = Some(reason.to_string());
+        state.engines.clear();
+        for task in state.tasks.values_mut() {
+            if task.status == Status::Pending {
+                task.status = Status::Failed(reason.to_string());
+                task.finished = Some(Instant::now());
+            }
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Whether every one of `msg_ids` has finished.
+    pub fn all_done(state: &State, msg_ids: &[String]) -> bool {
+        msg_ids.iter().all(|id| {
+            state
+                .tasks
+                .get(id)
+                .is_none_or(|t| t.status != Status::Pending)
+        })
+    }
+
+    /// Waits until all of `msg_ids` finished or `timeout` passed (None:
+    /// forever). Call with the GIL released. True when all finished.
+    pub fn wait(&self, msg_ids: &[String], timeout: Option<Duration>) -> bool {
+        self.wait_until(timeout, |state| Self::all_done(state, msg_ids))
+    }
+
+    /// Waits until `ready(state)` holds or `timeout` passes.
+    pub fn wait_until(&self, timeout: Option<Duration>, ready: impl Fn(&State) -> bool) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut state = self.lock();
+        loop {
+            if ready(&state) {
+                return true;
+            }
+            match deadline {
+                None => {
+                    state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    state = self
+                        .changed
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// Drops the records of tasks nobody holds any more.
+    pub fn forget(&self, msg_ids: &[String]) {
+        let mut state = self.lock();
+        for id in msg_ids {
+            state.tasks.remove(id);
+        }
+    }
+
+    /// Wakes every waiter (e.g. to let them notice an interrupt).
+    pub fn wake(&self) {
+        self.changed.notify_all();
+    }
+}
+
+fn parent_task<'s>(state: &'s mut State, message: &Message) -> Option<&'s mut Task> {
+    let parent = message.parent_header.as_ref()?;
+    state.tasks.get_mut(&parent.msg_id)
+}
+
+fn complete(state: &mut State, message: &Arc<Message>) {
+    if let Some(task) = parent_task(state, message) {
+        if task.status == Status::Pending {
+            task.status = Status::Done;
+            task.finished = Some(Instant::now());
+        }
+        task.reply = Some(message.clone());
+    }
+}
+
+fn fail_engine_tasks(state: &mut State, engine: u32, reason: &str) {
+    for (msg_id, task) in state.tasks.iter_mut() {
+        if task.engine == Some(engine) && task.status == Status::Pending {
+            task.status = Status::Failed(format!(
+                "Engine {engine} died while running task {msg_id} ({reason})"
+            ));
+            task.finished = Some(Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rparallel_protocol::Session;
+    use serde_json::json;
+
+    fn reply_to(session: &Session, msg_type: &str, parent: &Message, content: Value) -> Message {
+        session.message(msg_type, content, Some(parent))
+    }
+
+    #[test]
+    fn replies_outputs_and_engine_death() {
+        let session = Session::new(b"k", "t");
+        let tracker = Tracker::new();
+        tracker.on_message(session.message("engine_registered", json!({"id": 0}), None));
+        tracker.on_message(session.message("engine_registered", json!({"id": 1}), None));
+        let a = session.message("apply_request", json!({}), None);
+        let b = session.message("apply_request", json!({}), None);
+        tracker.submit(&a.header.msg_id, Some(0));
+        tracker.submit(&b.header.msg_id, Some(1));
+        let ids = vec![a.header.msg_id.clone(), b.header.msg_id.clone()];
+        assert!(!tracker.wait(&ids, Some(Duration::from_millis(10))));
+
+        tracker.on_message(reply_to(
+            &session,
+            "stream",
+            &a,
+            json!({"name": "stdout", "text": "hi"}),
+        ));
+        tracker.on_message(reply_to(
+            &session,
+            "apply_reply",
+            &a,
+            json!({"status": "ok"}),
+        ));
+        tracker.on_message(session.message(
+            "engine_died",
+            json!({"id": 1, "reason": "signal 9"}),
+            None,
+        ));
+        assert!(tracker.wait(&ids, Some(Duration::from_millis(10))));
+        let state = tracker.lock();
+        assert_eq!(state.tasks[&ids[0]].outputs.len(), 1);
+        assert_eq!(state.tasks[&ids[0]].status, Status::Done);
+        let Status::Failed(reason) = &state.tasks[&ids[1]].status else {
+            panic!("engine death fails its task")
+        };
+        assert!(
+            reason.starts_with("Engine 1 died while running task"),
+            "{reason}"
+        );
+        assert!(reason.ends_with("(signal 9)"));
+        assert_eq!(state.engines.keys().copied().collect::<Vec<_>>(), vec![0]);
+        drop(state);
+
+        // Work for a dead engine fails at once; forgetting frees the records.
+        tracker.submit("late", Some(1));
+        assert!(tracker.wait(&["late".to_string()], Some(Duration::ZERO)));
+        tracker.forget(&ids);
+        assert_eq!(tracker.lock().tasks.len(), 1);
+    }
+
+    #[test]
+    fn losing_the_controller_fails_everything_pending() {
+        let tracker = Tracker::new();
+        tracker.submit("x", None);
+        tracker.controller_lost("the controller is gone");
+        assert_eq!(
+            tracker.lock().tasks["x"].status,
+            Status::Failed("the controller is gone".into())
+        );
+    }
+}

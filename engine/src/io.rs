@@ -1,0 +1,243 @@
+//! The I/O thread: connects the DEALER to the controller's engine port,
+//! registers, then runs the reader, the sender, the heartbeat and the
+//! scheduler as tasks of one current-thread tokio runtime (the fastest
+//! zeromq round trip on this kind of machine). Nothing here takes the GIL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rparallel_protocol::{Message, Session};
+use serde_json::json;
+use tokio::sync::mpsc;
+use zeromq::{DealerRecvHalf, DealerSocket, Socket, SocketRecv, SocketSend};
+
+use crate::connection::EngineConnection;
+use crate::heartbeat::{self, Liveness};
+use crate::outgoing::{self, Outgoing, OutgoingQueue};
+use crate::python::PythonHandle;
+use crate::queue::Queue;
+use crate::scheduler::{Exit, Scheduler};
+use crate::stamp::{Parent, Stamp};
+
+/// How long to wait for the controller to accept and answer registration.
+const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a shutdown waits for running code to stop before exiting anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// The heartbeat period when the controller does not say.
+const DEFAULT_PERIOD: f64 = 2.0;
+
+/// What the I/O thread needs; the Python thread keeps the other ends.
+pub struct Io {
+    pub info: EngineConnection,
+    pub session: Session,
+    pub uuid: String,
+    pub outgoing: Outgoing,
+    pub queue: OutgoingQueue,
+    pub python: PythonHandle,
+}
+
+pub type Ready = std::sync::mpsc::Sender<anyhow::Result<Stamp>>;
+
+/// Registers and serves until shutdown; exits the process when done.
+pub async fn serve(io: Io, ready: Ready) {
+    let endpoint = io.info.endpoint();
+    let registered = tokio::time::timeout(
+        REGISTRATION_TIMEOUT,
+        register(&endpoint, &io.session, &io.uuid),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(anyhow::anyhow!(
+            "the controller at {endpoint} did not answer registration within {}s",
+            REGISTRATION_TIMEOUT.as_secs()
+        ))
+    });
+    let (socket, engine_id, period) = match registered {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    tracing::info!("registered with {endpoint} as engine {engine_id}");
+    let stamp = Stamp {
+        session: io.session.clone(),
+        engine_id,
+        uuid: io.uuid.clone(),
+    };
+    let (send_half, recv_half) = socket.split();
+    outgoing::spawn(io.queue, send_half, stamp.clone());
+    let liveness = Liveness::default();
+    let incoming = spawn_reader(recv_half, io.session.clone(), liveness.clone());
+    let scheduler = Scheduler {
+        incoming,
+        python: io.python.clone(),
+        outgoing: io.outgoing.clone(),
+        stamp: stamp.clone(),
+        queue: Queue::default(),
+    };
+    let _ = ready.send(Ok(stamp.clone()));
+
+    let beat = heartbeat::run(period, liveness, io.outgoing.clone(), stamp.clone());
+    tokio::select! {
+        exit = scheduler.run() => {
+            if exit == Exit::Lost {
+                tracing::warn!("the engine's Python thread or socket is gone; exiting");
+            }
+        }
+        _ = beat => {
+            eprintln!(
+                "rparallel engine {engine_id}: no word from the controller for {} heartbeats; exiting",
+                heartbeat::MISSED_PERIODS
+            );
+            std::process::exit(1);
+        }
+    }
+    io.outgoing
+        .send(stamp.own("unregistration", json!({ "id": engine_id })))
+        .await;
+    io.outgoing.flush().await;
+    // Give the socket writer a moment to put the last messages on the wire.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    io.python.exit();
+    io.python.interrupt();
+    tokio::time::sleep(SHUTDOWN_GRACE).await;
+    tracing::warn!("running code did not stop after shutdown; exiting anyway");
+    std::process::exit(0);
+}
+
+/// Connects and registers: the socket, the engine id and the heartbeat period.
+async fn register(
+    endpoint: &str,
+    session: &Session,
+    uuid: &str,
+) -> anyhow::Result<(DealerSocket, u64, Duration)> {
+    let mut socket = DealerSocket::new();
+    socket
+        .connect(endpoint)
+        .await
+        .with_context(|| format!("cannot connect to the controller at {endpoint}"))?;
+    let request = session.message(
+        "registration_request",
+        json!({ "uuid": uuid, "pid": std::process::id(), "hostname": hostname() }),
+        None,
+    );
+    socket
+        .send(session.encode(&request))
+        .await
+        .with_context(|| format!("cannot register with the controller at {endpoint}"))?;
+    loop {
+        let frames = socket
+            .recv()
+            .await
+            .context("lost the controller during registration")?;
+        let reply = match session.decode(frames) {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::warn!("dropped a message during registration: {e}");
+                continue;
+            }
+        };
+        if reply.msg_type() != "registration_reply" {
+            tracing::warn!("ignored {} before registration", reply.msg_type());
+            continue;
+        }
+        return registration(&reply).map(|(id, period)| (socket, id, period));
+    }
+}
+
+/// The id and heartbeat period of a registration reply, or why it refused.
+fn registration(reply: &Message) -> anyhow::Result<(u64, Duration)> {
+    let content = &reply.content;
+    if content["status"] != "ok" {
+        let reason = content["reason"]
+            .as_str()
+            .or_else(|| content["evalue"].as_str())
+            .unwrap_or("no reason given");
+        anyhow::bail!("the controller refused registration: {reason}");
+    }
+    let id = content["id"]
+        .as_u64()
+        .context("registration_reply has no engine id")?;
+    let period = content["heartbeat_period"]
+        .as_f64()
+        .filter(|p| p.is_finite() && *p > 0.0)
+        .unwrap_or(DEFAULT_PERIOD);
+    Ok((id, Duration::from_secs_f64(period)))
+}
+
+/// Reads the socket on its own task: verified messages go to the scheduler,
+/// anything unsigned or malformed is dropped and logged.
+fn spawn_reader(
+    mut socket: DealerRecvHalf,
+    session: Session,
+    liveness: Liveness,
+) -> mpsc::Receiver<Parent> {
+    let (tx, rx) = mpsc::channel(4096);
+    tokio::spawn(async move {
+        loop {
+            match socket.recv().await {
+                Ok(frames) => match session.decode(frames) {
+                    Ok(message) => {
+                        liveness.heard();
+                        if tx.send(Arc::new(message)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => tracing::warn!("dropped a message: {e}"),
+                },
+                Err(e) => {
+                    tracing::debug!("receive failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer and its length are valid; gethostname NUL-terminates
+    // when the name fits.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    if ok {
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(content: serde_json::Value) -> Message {
+        Session::new(b"", "c").message("registration_reply", content, None)
+    }
+
+    #[test]
+    fn registration_reply_gives_id_and_period() {
+        let (id, period) = registration(&reply(
+            json!({"status": "ok", "id": 4, "heartbeat_period": 0.5}),
+        ))
+        .unwrap();
+        assert_eq!((id, period), (4, Duration::from_millis(500)));
+        let (_, period) = registration(&reply(json!({"status": "ok", "id": 0}))).unwrap();
+        assert_eq!(period, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn refused_or_malformed_registration_is_an_error() {
+        let err = registration(&reply(json!({"status": "error", "reason": "full"}))).unwrap_err();
+        assert!(err.to_string().contains("full"), "{err}");
+        assert!(registration(&reply(json!({"status": "ok"}))).is_err());
+    }
+
+    #[test]
+    fn hostname_is_not_empty() {
+        assert!(!hostname().is_empty());
+    }
+}

@@ -1,0 +1,313 @@
+//! The Python thread as an actor: it owns the interpreter ([`PyShell`] and
+//! its [`Remote`] operations) and serves one request at a time, sent by the
+//! scheduler. Outputs and the reply are sent from here, through the same
+//! ordered queue, so a request's outputs always precede its reply.
+
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use pyo3::Python;
+use rparallel_magics::parse_cell;
+use rparallel_protocol::message::now_iso8601;
+use rparallel_protocol::Message;
+use rparallel_pyexec::{
+    CellError, InputError, Interrupter, OutputEvent, OutputSink, PyShell, Remote,
+};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use crate::outgoing::Outgoing;
+use crate::stamp::{Parent, Stamp};
+
+/// How often an idle Python thread wakes to release Python objects that
+/// other threads dropped (sent frames that pointed into arrays).
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// What serving a request tells the scheduler.
+#[derive(Debug, Default)]
+pub struct Served {
+    /// A cell failed with `stop_on_error`: abort the queued execute requests.
+    pub abort_queue: bool,
+}
+
+enum Command {
+    Serve(Parent, oneshot::Sender<Served>),
+    Exit,
+}
+
+/// A cheap handle to the Python thread.
+#[derive(Clone)]
+pub struct PythonHandle {
+    tx: mpsc::Sender<Command>,
+    interrupter: Arc<Mutex<Option<Interrupter>>>,
+}
+
+/// The receiving end, served by the Python thread.
+pub struct PythonJobs {
+    rx: mpsc::Receiver<Command>,
+    interrupter: Arc<Mutex<Option<Interrupter>>>,
+}
+
+pub fn channel() -> (PythonHandle, PythonJobs) {
+    // Unbounded, but the scheduler hands over one request at a time.
+    let (tx, rx) = mpsc::channel();
+    let interrupter = Arc::new(Mutex::new(None));
+    (
+        PythonHandle {
+            tx,
+            interrupter: interrupter.clone(),
+        },
+        PythonJobs { rx, interrupter },
+    )
+}
+
+impl PythonHandle {
+    /// Serves `request` on the Python thread; resolves when its reply is queued.
+    pub fn serve(&self, request: Parent) -> oneshot::Receiver<Served> {
+        let (tx, rx) = oneshot::channel();
+        // If the Python thread is gone, `rx` resolves to an error.
+        let _ = self.tx.send(Command::Serve(request, tx));
+        rx
+    }
+
+    /// Raises KeyboardInterrupt in the running code, if any.
+    pub fn interrupt(&self) {
+        if let Some(interrupter) = *self.interrupter.lock().unwrap() {
+            interrupter.interrupt();
+        }
+    }
+
+    /// Asks the Python thread to stop after the current request.
+    pub fn exit(&self) {
+        let _ = self.tx.send(Command::Exit);
+    }
+}
+
+impl PythonJobs {
+    /// Serves requests on the calling thread (the one Python was started
+    /// on) until told to exit.
+    pub fn serve(self, server: Server) {
+        *self.interrupter.lock().unwrap() = Some(Interrupter::for_current_thread());
+        loop {
+            match self.rx.recv_timeout(IDLE_WAKE) {
+                Ok(Command::Serve(request, done)) => {
+                    let _ = done.send(server.serve(&request));
+                }
+                Ok(Command::Exit) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                // Attaching releases the references pyo3 deferred.
+                Err(mpsc::RecvTimeoutError::Timeout) => Python::attach(|_| ()),
+            }
+        }
+    }
+}
+
+/// The Python side of the engine.
+pub struct Server {
+    pub shell: PyShell,
+    pub remote: Remote,
+    pub stamp: Stamp,
+    pub outgoing: Outgoing,
+    pub sink: Arc<EngineSink>,
+}
+
+impl Server {
+    fn serve(&self, request: &Parent) -> Served {
+        let started = now_iso8601();
+        self.sink.set_parent(request.clone());
+        let mut served = Served::default();
+        let (content, buffers) = match request.msg_type() {
+            "execute_request" => {
+                let (content, abort) = self.execute(request);
+                served.abort_queue = abort;
+                (content, vec![])
+            }
+            "apply_request" => match self.remote.apply(request.buffers.clone()) {
+                Ok(frames) => (json!({ "status": "ok" }), frames),
+                Err(e) => (self.error_content(request, e), vec![]),
+            },
+            "push_request" => match self.remote.push(request.buffers.clone()) {
+                Ok(()) => (json!({ "status": "ok" }), vec![]),
+                Err(e) => (self.error_content(request, e), vec![]),
+            },
+            "pull_request" => match self.remote.pull(&names(&request.content)) {
+                Ok(frames) => (json!({ "status": "ok" }), frames),
+                Err(e) => (self.error_content(request, e), vec![]),
+            },
+            "clear_request" => match self.remote.clear() {
+                Ok(()) => (json!({ "status": "ok" }), vec![]),
+                Err(e) => (self.error_content(request, e), vec![]),
+            },
+            other => {
+                tracing::warn!("unsupported request {other}");
+                let error = CellError {
+                    ename: "ValueError".into(),
+                    evalue: format!("the engine does not serve {other}"),
+                    traceback: vec![format!("ValueError: the engine does not serve {other}")],
+                };
+                (self.error_content(request, error), vec![])
+            }
+        };
+        let mut reply = self.stamp.reply(request, content, &started);
+        reply.buffers = buffers;
+        self.outgoing.blocking_send(reply);
+        served
+    }
+
+    /// Runs a cell: execute_input, outputs, execute_result or error. Returns
+    /// the reply content and whether queued cells should be aborted.
+    fn execute(&self, request: &Parent) -> (Value, bool) {
+        let content = &request.content;
+        let flag = |key: &str, default: bool| content[key].as_bool().unwrap_or(default);
+        let code = request.content_str("code").to_string();
+        let silent = flag("silent", false);
+        let store_history = flag("store_history", !silent) && !silent;
+        // Only when asked: a client sending many requests should not see
+        // later ones aborted unless it said so.
+        let stop_on_error = flag("stop_on_error", false);
+
+        if !silent {
+            let input = json!({ "code": code, "execution_count": self.shell.execution_count() });
+            self.outgoing
+                .blocking_output("execute_input", input, request.clone());
+        }
+        let python = parse_cell(&code).into_python();
+        let outcome = self.shell.execute(&python, silent, store_history);
+        let count = outcome.execution_count;
+        match outcome.result {
+            Ok(Some(bundle)) => {
+                let result = json!({
+                    "execution_count": count,
+                    "data": bundle.data,
+                    "metadata": bundle.metadata,
+                });
+                self.outgoing
+                    .blocking_output("execute_result", result, request.clone());
+                (ok_execute(count), false)
+            }
+            Ok(None) => (ok_execute(count), false),
+            Err(error) => {
+                let shown = serde_json::to_value(&error).unwrap_or_default();
+                self.outgoing
+                    .blocking_output("error", shown, request.clone());
+                let mut reply = self.error_content(request, error);
+                reply["execution_count"] = json!(count);
+                (reply, stop_on_error)
+            }
+        }
+    }
+
+    fn error_content(&self, request: &Message, error: CellError) -> Value {
+        json!({
+            "status": "error",
+            "ename": error.ename,
+            "evalue": error.evalue,
+            "traceback": error.traceback,
+            "engine_info": self.stamp.engine_info(request),
+        })
+    }
+}
+
+fn ok_execute(count: u32) -> Value {
+    json!({
+        "status": "ok",
+        "execution_count": count,
+        "user_expressions": {},
+        "payload": [],
+    })
+}
+
+/// `names` of a pull request: a list of strings, or one string.
+fn names(content: &Value) -> Vec<String> {
+    match &content["names"] {
+        Value::String(name) => vec![name.clone()],
+        Value::Array(names) => names
+            .iter()
+            .map(|n| {
+                n.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| n.to_string())
+            })
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// Where a running request's output goes: to the client that sent it.
+pub struct EngineSink {
+    outgoing: Outgoing,
+    parent: Mutex<Option<Parent>>,
+}
+
+impl EngineSink {
+    pub fn new(outgoing: Outgoing) -> Self {
+        EngineSink {
+            outgoing,
+            parent: Mutex::new(None),
+        }
+    }
+
+    /// The request served now. It stays set afterwards, so output from
+    /// threads it started lands with it, as in the kernel.
+    pub fn set_parent(&self, parent: Parent) {
+        *self.parent.lock().unwrap() = Some(parent);
+    }
+
+    fn parent(&self) -> Option<Parent> {
+        self.parent.lock().unwrap().clone()
+    }
+}
+
+impl OutputSink for EngineSink {
+    fn emit(&self, event: OutputEvent) {
+        // Output before any request (start-up) has no one to go to.
+        let Some(parent) = self.parent() else {
+            return;
+        };
+        match event {
+            OutputEvent::Stream { name, text } => self.outgoing.blocking_stream(name, text, parent),
+            OutputEvent::Display {
+                data,
+                metadata,
+                transient,
+                update,
+            } => {
+                let msg_type = if update {
+                    "update_display_data"
+                } else {
+                    "display_data"
+                };
+                let content = json!({ "data": data, "metadata": metadata, "transient": transient });
+                self.outgoing.blocking_output(msg_type, content, parent);
+            }
+            OutputEvent::ClearOutput { wait } => {
+                self.outgoing
+                    .blocking_output("clear_output", json!({ "wait": wait }), parent);
+            }
+        }
+    }
+
+    /// Engines have no stdin: `input()` raises StdinNotImplementedError, as
+    /// in ipyparallel.
+    fn input(&self, _prompt: &str, _password: bool) -> Result<String, InputError> {
+        Err(InputError::NotAllowed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_names_from_a_list_or_a_string() {
+        assert_eq!(names(&json!({"names": ["a", "b[0]"]})), vec!["a", "b[0]"]);
+        assert_eq!(names(&json!({"names": "a"})), vec!["a"]);
+        assert!(names(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn ok_execute_reply_content() {
+        let c = ok_execute(4);
+        assert_eq!(c["status"], "ok");
+        assert_eq!(c["execution_count"], 4);
+    }
+}

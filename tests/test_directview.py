@@ -1,0 +1,1070 @@
+"""End-to-end tests of the Direct interface (``rparallel``'s Client,
+DirectView and AsyncResult) through the real ``rparallel`` kernel and a real
+cluster, following every example of the tutorial
+(``direct-interface.rst``) with ``import rparallel as ipp``.
+
+A cluster of 4 engines is started from the command line
+(``rparallel cluster start -n 4 --daemonize``) in a temporary
+``RPARALLEL_DIR``; one kernel, started with that ``RPARALLEL_DIR``, connects
+to it with ``ipp.Client(profile='e2e')``. Most checks run as assertions
+inside the kernel: the test passes when the cell succeeds. The engine-death
+test and the in-kernel ``ipp.Cluster`` test use clusters and kernels of
+their own. Every cluster is stopped at the end and its processes are checked
+to be gone; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty
+
+import pytest
+from jupyter_client.manager import KernelManager
+
+from kernel_helpers import (
+    IS_RPARALLEL,
+    REPO,
+    VENV_PYTHON,
+    Execution,
+    describe,
+    execute,
+    execute_ok,
+    get_reply,
+    kill_pids,
+    pid_alive,
+    shutdown_and_check,
+    strip_ansi,
+    traceback_text,
+)
+
+pytestmark = [
+    pytest.mark.skipif(not IS_RPARALLEL, reason="rparallel's own module and cluster"),
+    pytest.mark.timeout(180),
+]
+
+RPARALLEL = REPO / "target" / "release" / "rparallel"
+STARTUP_TIMEOUT = 60
+CLUSTER_TIMEOUT = 60
+# how long the cluster's processes may take to go away once it was stopped
+GONE_TIMEOUT = 15
+
+
+# --------------------------------------------------------------------------
+# clusters started from the command line
+
+
+def cluster_env(rp_dir: str) -> dict[str, str]:
+    return {**os.environ, "RPARALLEL_DIR": rp_dir}
+
+
+def cluster_processes(rp_dir: str) -> list[int]:
+    """Live ``rparallel engine`` / ``rparallel controller`` processes that
+    belong to clusters of ``rp_dir`` (by their RPARALLEL_DIR or their
+    command line)."""
+    found = []
+    marker = f"RPARALLEL_DIR={rp_dir}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) < 2 or not argv[0].endswith(b"rparallel"):
+            continue
+        if argv[1] not in (b"engine", b"controller"):
+            continue
+        mine = any(rp_dir.encode() in a for a in argv)
+        if not mine:
+            try:
+                mine = marker in (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                mine = False
+        if mine and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def wait_gone(pids, timeout: float = GONE_TIMEOUT) -> list[int]:
+    """Waits until none of ``pids`` is alive; returns the ones still alive."""
+    deadline = time.monotonic() + timeout
+    left = [p for p in pids if pid_alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [p for p in left if pid_alive(p)]
+    return left
+
+
+def wait_cluster_gone(rp_dir: str, timeout: float = GONE_TIMEOUT) -> list[int]:
+    deadline = time.monotonic() + timeout
+    left = cluster_processes(rp_dir)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = cluster_processes(rp_dir)
+    return left
+
+
+@dataclass
+class CliCluster:
+    rp_dir: str
+    profile: str
+    n: int
+    controller_pid: int
+    # engine and controller processes found right after start
+    pids: list[int] = field(default_factory=list)
+    # extra pids learnt later (e.g. from the kernel via os.getpid)
+    more_pids: set[int] = field(default_factory=set)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return cluster_env(self.rp_dir)
+
+    def cli(self, *args: str, timeout: float = CLUSTER_TIMEOUT) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(RPARALLEL), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+def start_cli_cluster(profile: str, n: int) -> CliCluster:
+    rp_dir = tempfile.mkdtemp(prefix=f"rp-{profile}-")
+    cluster = CliCluster(rp_dir=rp_dir, profile=profile, n=n, controller_pid=0)
+    try:
+        proc = cluster.cli(
+            "cluster", "start", "-n", str(n), "--daemonize", "--profile", profile,
+            "--python", str(VENV_PYTHON),
+        )
+    except subprocess.TimeoutExpired as e:
+        leftovers = cluster_processes(rp_dir)
+        kill_pids(leftovers)
+        raise AssertionError(
+            f"`rparallel cluster start -n {n}` did not return within {CLUSTER_TIMEOUT}s: "
+            f"stdout={e.stdout!r} stderr={e.stderr!r}"
+        ) from None
+    if proc.returncode != 0:
+        kill_pids(cluster_processes(rp_dir))
+        raise AssertionError(
+            f"`rparallel cluster start` failed ({proc.returncode}): "
+            f"stdout={proc.stdout!r} stderr={proc.stderr!r}"
+        )
+    info_file = Path(rp_dir) / f"profile_{profile}" / "pid" / "cluster.json"
+    info = json.loads(info_file.read_text())
+    cluster.controller_pid = int(info["controller_pid"])
+    cluster.pids = cluster_processes(rp_dir)
+    return cluster
+
+
+def stop_cli_cluster(cluster: CliCluster) -> None:
+    """``rparallel cluster stop``; asserts that every process of it is gone."""
+    problems = []
+    try:
+        proc = cluster.cli("cluster", "stop", "--profile", cluster.profile)
+        if proc.returncode != 0:
+            problems.append(
+                f"`rparallel cluster stop` exited {proc.returncode}: "
+                f"stdout={proc.stdout!r} stderr={proc.stderr!r}"
+            )
+    except subprocess.TimeoutExpired:
+        problems.append(f"`rparallel cluster stop` did not return within {CLUSTER_TIMEOUT}s")
+    known = set(cluster.pids) | cluster.more_pids | {cluster.controller_pid}
+    left = wait_gone(sorted(known))
+    if left:
+        problems.append(f"processes of the cluster still alive after stop: {left}")
+    scanned = wait_cluster_gone(cluster.rp_dir, timeout=2)
+    if scanned:
+        problems.append(
+            f"rparallel engine/controller processes of {cluster.rp_dir} still running: {scanned}"
+        )
+    kill_pids(sorted(set(left) | set(scanned)))
+    if not problems:
+        shutil.rmtree(cluster.rp_dir, ignore_errors=True)
+    assert not problems, "; ".join(problems)
+
+
+# --------------------------------------------------------------------------
+# kernels
+
+
+def start_kernel(rp_dir: str):
+    km = KernelManager(kernel_name="rparallel")
+    km.start_kernel(env=cluster_env(rp_dir))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=STARTUP_TIMEOUT)
+    except BaseException:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        raise
+    return km, kc
+
+
+def drain(kc) -> None:
+    for get in (kc.get_iopub_msg, kc.get_shell_msg, kc.get_stdin_msg):
+        while True:
+            try:
+                get(timeout=0.05)
+            except Empty:
+                break
+
+
+def run(kc, code: str, timeout: float = 60) -> Execution:
+    """Runs ``code`` in the kernel; asserts the cell succeeded."""
+    return execute_ok(kc, code, timeout=timeout)
+
+
+def run_error(kc, code: str, timeout: float = 60) -> Execution:
+    """Runs ``code``; asserts it failed with exactly one error message."""
+    ex = execute(kc, code, timeout=timeout)
+    assert ex.status == "error", f"cell should have failed: {ex.summary()}"
+    ex.error()  # exactly one
+    return ex
+
+
+def plain(ex: Execution) -> str:
+    return ex.result()["text/plain"]
+
+
+EXEC_HEADER = re.compile(r"\[(\d+):(execute|apply)\]:")
+
+
+def engine_blocks(tb: str) -> list[tuple[int, str, str]]:
+    """Splits a rendered CompositeError into ``(engine, method, text)`` blocks."""
+    heads = list(EXEC_HEADER.finditer(tb))
+    blocks = []
+    for i, m in enumerate(heads):
+        end = heads[i + 1].start() if i + 1 < len(heads) else len(tb)
+        blocks.append((int(m.group(1)), m.group(2), tb[m.end():end]))
+    return blocks
+
+
+# --------------------------------------------------------------------------
+# fixtures: the shared 4-engine cluster and its kernel
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = start_cli_cluster("e2e", 4)
+    try:
+        yield c
+    finally:
+        stop_cli_cluster(c)
+
+
+@pytest.fixture(scope="module")
+def cluster_kernel(cluster):
+    km, kc = start_kernel(cluster.rp_dir)
+    try:
+        run(
+            kc,
+            "import os, time\n"
+            "import rparallel as ipp\n"
+            "rc = ipp.Client(profile='e2e')\n"
+            "rc.wait_for_engines(4, timeout=30)\n"
+            "dview = rc[:]\n",
+        )
+        ex = run(kc, "import json\nprint(json.dumps(rc[:].apply_sync(os.getpid)))")
+        cluster.more_pids.update(json.loads(ex.stdout))
+        yield km, kc
+    finally:
+        shutdown_and_check(km, kc)
+
+
+@pytest.fixture
+def k(cluster_kernel):
+    """The shared kernel's client, drained, with ``dview = rc[:]`` fresh
+    (non-blocking, all engines), tb_limit back to 5 and no pending work."""
+    kc = cluster_kernel[1]
+    drain(kc)
+    run(
+        kc,
+        "rc.wait(timeout=60)\n"
+        "ipp.CompositeError.tb_limit = 5\n"
+        "dview = rc[:]\n"
+        "dview.block = False\n",
+    )
+    return kc
+
+
+# --------------------------------------------------------------------------
+# the cluster and the client
+
+
+def test_cluster_started_from_cli(cluster, cluster_kernel):
+    """`rparallel cluster start -n 4` left a controller and 4 engines running,
+    listed by `rparallel cluster list`; the engines the kernel reaches are them."""
+    assert pid_alive(cluster.controller_pid)
+    engines = set(cluster.more_pids)
+    assert len(engines) == 4, engines
+    assert engines <= set(cluster.pids), (
+        f"engine pids from the kernel {sorted(engines)} not among the cluster's "
+        f"processes found in /proc {cluster.pids}"
+    )
+    assert cluster.controller_pid in cluster.pids
+    listed = cluster.cli("cluster", "list")
+    assert listed.returncode == 0, listed.stderr
+    line = [ln for ln in listed.stdout.splitlines() if ln.split()[:1] == ["e2e"]]
+    assert line, f"e2e not in `cluster list`: {listed.stdout!r}"
+    assert str(cluster.controller_pid) in line[0], line[0]
+    assert "4/4" in line[0], line[0]
+
+
+def test_client_ids(k):
+    ex = run(k, "rc.ids")
+    assert plain(ex) == "[0, 1, 2, 3]"
+    run(k, "assert rc.ids == [0, 1, 2, 3], rc.ids\nassert len(rc) == 4, len(rc)")
+
+
+def test_view_repr(k):
+    ex = run(k, "view = rc[1:3]\nview")
+    assert plain(ex) == "<DirectView [1, 2]>"
+    run(k, "assert isinstance(view, ipp.DirectView)\nassert view.targets == [1, 2], view.targets")
+
+
+def test_view_apply_completion(k):
+    """`view.apply<tab>` offers apply, apply_async and apply_sync."""
+    run(k, "view = rc[1:3]")
+    code = "view.apply"
+    msg_id = k.complete(code, len(code))
+    reply = get_reply(k, msg_id, timeout=20)["content"]
+    assert reply["status"] == "ok", reply
+    full = {code[: reply["cursor_start"]] + m for m in reply["matches"]}
+    assert {"view.apply", "view.apply_async", "view.apply_sync"} <= full, reply["matches"]
+
+
+# --------------------------------------------------------------------------
+# quick and easy parallelism
+
+
+def test_map_sync_equals_serial_map(k):
+    run(
+        k,
+        "serial_result = list(map(lambda x: x**10, range(32)))\n"
+        "parallel_result = dview.map_sync(lambda x: x**10, range(32))\n"
+        "assert serial_result == parallel_result, parallel_result\n",
+    )
+    ex = run(k, "serial_result == parallel_result")
+    assert plain(ex) == "True"
+
+
+def test_remote_decorator_getpid(k):
+    ex = run(
+        k,
+        "@dview.remote(block=True)\n"
+        "def getpid():\n"
+        "    import os\n"
+        "    return os.getpid()\n"
+        "\n"
+        "pids = getpid()\n"
+        "assert isinstance(pids, list) and len(pids) == 4, pids\n"
+        "assert all(isinstance(p, int) for p in pids), pids\n"
+        "assert len(set(pids)) == 4, pids\n"
+        "assert os.getpid() not in pids\n"
+        "print(json.dumps(pids))\n",
+    )
+    assert len(set(json.loads(ex.stdout))) == 4
+
+
+def test_parallel_decorator_numpy(k):
+    run(
+        k,
+        "import numpy as np\n"
+        "A = np.random.random((64, 48))\n"
+        "@dview.parallel(block=True)\n"
+        "def pmul(A, B):\n"
+        "    return A*B\n"
+        "C_local = A*A\n"
+        "C_remote = pmul(A, A)\n"
+        "assert (C_local == C_remote).all()\n"
+        "assert isinstance(C_remote, np.ndarray), type(C_remote)\n"
+        "assert C_remote.shape == (64, 48), C_remote.shape\n",
+    )
+    ex = run(k, "(C_local == C_remote).all()")
+    assert plain(ex) in ("True", "np.True_")  # numpy >= 2 reprs np.True_
+
+
+def test_parallel_echo_vs_map(k):
+    run(
+        k,
+        "@dview.parallel(block=True)\n"
+        "def echo(x):\n"
+        "    return str(x)\n",
+    )
+    ex = run(k, "echo(range(5))")
+    assert plain(ex) == "['[0, 1]', '[2]', '[3]', '[4]']"
+    ex = run(k, "echo.map(range(5))")
+    assert plain(ex) == "['0', '1', '2', '3', '4']"
+    run(
+        k,
+        "assert echo(range(5)) == ['[0, 1]', '[2]', '[3]', '[4]'], echo(range(5))\n"
+        "assert echo.map(range(5)) == ['0', '1', '2', '3', '4'], echo.map(range(5))\n",
+    )
+
+
+# --------------------------------------------------------------------------
+# calling Python functions: apply, execute, block and targets
+
+
+def test_apply_blocking(k):
+    run(
+        k,
+        "assert dview.block is False, dview.block\n"
+        "dview.block = True\n"
+        "assert dview.block is True\n"
+        "dview['a'] = 5\n"
+        "dview['b'] = 10\n",
+    )
+    ex = run(k, "dview.apply(lambda x: a+b+x, 27)")
+    assert plain(ex) == "[42, 42, 42, 42]"
+    run(k, "dview.block = False")
+    ex = run(k, "dview.apply_sync(lambda x: a+b+x, 27)")
+    assert plain(ex) == "[42, 42, 42, 42]"
+    run(
+        k,
+        "ar = dview.apply(lambda x: a+b+x, 27)\n"
+        "assert isinstance(ar, ipp.AsyncResult), type(ar)\n"
+        "assert ar.get(30) == [42, 42, 42, 42], ar.get(30)\n"
+        "ar = dview.apply_async(lambda x, y=0: a+b+x+y, 27, y=1)\n"
+        "assert isinstance(ar, ipp.AsyncResult), type(ar)\n"
+        "assert ar.get(30) == [43, 43, 43, 43], ar.get(30)\n"
+        "dview.block = True\n"
+        "assert dview.apply_async(lambda: 1).get(30) == [1, 1, 1, 1]\n"
+        "assert dview.apply_sync(lambda: 2) == [2, 2, 2, 2]\n",
+    )
+
+
+def test_execute_on_slices_then_pull(k):
+    """rc[::2].execute('c=a+b'); rc[1::2].execute('c=a-b'); dview['c'] —
+    non-blocking executes, then a pull that must see their effect."""
+    run(k, "dview.push(dict(a=5, b=10), block=True)")
+    run(
+        k,
+        "ar_even = rc[::2].execute('c=a+b')\n"
+        "ar_odd = rc[1::2].execute('c=a-b')\n",
+    )
+    ex = run(k, "dview['c']")
+    assert plain(ex) == "[15, -5, 15, -5]"
+    run(
+        k,
+        "assert rc[::2].targets == [0, 2] and rc[1::2].targets == [1, 3]\n"
+        "assert dview['c'] == [15, -5, 15, -5], dview['c']\n",
+    )
+
+
+def test_apply_async_wait_and_get(k):
+    run(
+        k,
+        "def wait(t):\n"
+        "    import time\n"
+        "    tic = time.time()\n"
+        "    time.sleep(t)\n"
+        "    return time.time()-tic\n"
+        "ar = dview.apply_async(wait, 2)\n"
+        "r = ar.get(30)\n"
+        "assert len(r) == 4 and all(1.9 < t < 5 for t in r), r\n",
+    )
+
+
+def test_get_timeout_raises_timeouterror(k):
+    run(
+        k,
+        "def wait(t):\n"
+        "    import time\n"
+        "    tic = time.time()\n"
+        "    time.sleep(t)\n"
+        "    return time.time()-tic\n"
+        "ar = dview.apply_async(wait, 4)\n"
+        "assert ar.ready() is False\n"
+        "try:\n"
+        "    ar.get(0.1)\n"
+        "except ipp.error.TimeoutError as e:\n"
+        "    assert str(e) == 'Result not ready.', repr(e)\n"
+        "else:\n"
+        "    raise AssertionError('ar.get(0.1) did not raise')\n",
+    )
+    started = time.monotonic()
+    ex = run_error(k, "ar.get(1)")
+    took = time.monotonic() - started
+    err = ex.error()
+    assert err["ename"] == "TimeoutError", err
+    assert err["evalue"] == "Result not ready.", err
+    assert 0.8 < took < 3.5, f"ar.get(1) took {took:.2f}s"
+    # the kernel is fine and the result arrives
+    run(k, "r = ar.get(30)\nassert len(r) == 4 and all(3.9 < t < 8 for t in r), r\n")
+
+
+def test_wait_for_many_async_results(k):
+    run(
+        k,
+        "def wait(t):\n"
+        "    import time\n"
+        "    tic = time.time()\n"
+        "    time.sleep(t)\n"
+        "    return time.time()-tic\n"
+        "dview.block = False\n"
+        "pr_list = [dview.apply_async(wait, 0.3) for i in range(10)]\n"
+        "assert dview.wait(pr_list, timeout=60) is True\n"
+        "assert all(ar.ready() for ar in pr_list)\n"
+        "r = pr_list[0].get()\n"
+        "assert len(r) == 4 and all(0.25 < t < 3 for t in r), r\n"
+        "assert all(len(ar.r) == 4 for ar in pr_list)\n",
+    )
+
+
+def test_block_and_targets_attributes(k):
+    run(
+        k,
+        "dview.targets = [0, 2]\n"
+        "dview.block = False\n"
+        "ar = dview.apply(lambda: 10)\n"
+        "assert ar.get(30) == [10, 10], ar.get(30)\n",
+    )
+    ex = run(k, "ar.get(30)")
+    assert plain(ex) == "[10, 10]"
+    run(
+        k,
+        "dview.targets = dview.client.ids\n"
+        "dview.block = True\n",
+    )
+    ex = run(k, "dview.apply(lambda: 42)")
+    assert plain(ex) == "[42, 42, 42, 42]"
+
+
+def test_per_call_block_and_targets(k):
+    """Keyword block=/targets= override the attributes for one call only."""
+    run(
+        k,
+        "dview.block = False\n"
+        "r = dview.push(dict(q=1), block=True)\n"
+        "assert not isinstance(r, ipp.AsyncResult), r\n"
+        "assert dview.pull('q', block=True) == [1, 1, 1, 1]\n"
+        "assert dview.pull('q', targets=[1, 3], block=True) == [1, 1]\n"
+        "ar = dview.pull('q')\n"
+        "assert isinstance(ar, ipp.AsyncResult), type(ar)\n"
+        "assert ar.get(30) == [1, 1, 1, 1]\n"
+        "dview.block = True\n"
+        "ar = dview.pull('q', block=False)\n"
+        "assert isinstance(ar, ipp.AsyncResult), type(ar)\n"
+        "assert ar.get(30) == [1, 1, 1, 1]\n"
+        "assert dview.block is True and dview.targets == [0, 1, 2, 3], (dview.block, dview.targets)\n"
+        "dview.push(dict(q=2), targets=[0, 2])\n"
+        "assert dview.pull('q') == [2, 1, 2, 1], dview.pull('q')\n"
+        "dview.execute('q = q * 10', targets=1)\n"
+        "assert dview.pull('q') == [2, 10, 2, 1], dview.pull('q')\n"
+        "assert dview.targets == [0, 1, 2, 3]\n",
+    )
+
+
+# --------------------------------------------------------------------------
+# moving Python objects around
+
+
+def test_push_pull(k):
+    run(k, "dview.block = True")
+    ex = run(k, "dview.push(dict(a=1.03234, b=3453))")
+    assert plain(ex) == "[None, None, None, None]"
+    ex = run(k, "dview.pull('a')")
+    assert plain(ex) == "[1.03234, 1.03234, 1.03234, 1.03234]"
+    ex = run(k, "dview.pull('b', targets=0)")
+    assert plain(ex) == "3453"
+    ex = run(k, "dview.pull(('a', 'b'))")
+    assert plain(ex) == "[[1.03234, 3453], [1.03234, 3453], [1.03234, 3453], [1.03234, 3453]]"
+    ex = run(k, "dview.push(dict(c='speed'))")
+    assert plain(ex) == "[None, None, None, None]"
+    run(
+        k,
+        "ar = dview.pull('a', block=False)\n"
+        "assert ar.get(30) == [1.03234, 1.03234, 1.03234, 1.03234], ar.get(30)\n"
+        "assert dview.pull('c') == ['speed'] * 4\n"
+        "assert rc[2].pull('b', block=True) == 3453\n",
+    )
+
+
+def test_dictionary_interface(k):
+    run(k, "dview.block = True\ndview['a'] = ['foo', 'bar']")
+    ex = run(k, "dview['a']")
+    assert plain(ex) == "[['foo', 'bar'], ['foo', 'bar'], ['foo', 'bar'], ['foo', 'bar']]"
+    run(
+        k,
+        "dview.update(dict(u=7, v='x'))\n"
+        "assert dview.get('u') == [7, 7, 7, 7], dview.get('u')\n"
+        "assert dview.get(('u', 'v')) == [[7, 'x']] * 4, dview.get(('u', 'v'))\n"
+        "dview.block = False\n"
+        "dview['w'] = 3\n"
+        "rc.wait(timeout=30)\n"
+        "assert dview['w'] == [3, 3, 3, 3], dview['w']\n"
+        "assert dview.get('w') == [3, 3, 3, 3], dview.get('w')\n",
+    )
+
+
+def test_scatter_gather_range(k):
+    run(k, "dview.block = True\ndview.scatter('a', range(16))")
+    ex = run(k, "dview['a']")
+    assert plain(ex) == "[[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]"
+    ex = run(k, "dview.gather('a')")
+    assert plain(ex) == "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]"
+    run(
+        k,
+        "assert dview['a'] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]\n"
+        "assert dview.gather('a') == list(range(16))\n"
+        "dview.block = False\n"
+        "ar = dview.gather('a')\n"
+        "assert ar.get(30) == list(range(16)), ar.get(30)\n",
+    )
+
+
+def test_scatter_gather_numpy(k):
+    run(
+        k,
+        "import numpy as np\n"
+        "dview.block = True\n"
+        "X = np.arange(40.0).reshape(20, 2)\n"
+        "dview.scatter('x', X)\n"
+        "kinds = dview.apply(ipp.interactive(lambda: (type(x).__name__, x.shape)))\n"
+        "assert kinds == [('ndarray', (5, 2))] * 4, kinds\n"
+        "G = dview.gather('x')\n"
+        "assert isinstance(G, np.ndarray), type(G)\n"
+        "assert G.shape == X.shape and (G == X).all(), G\n",
+    )
+
+
+def test_parallel_list_comprehension_with_execute(k):
+    run(
+        k,
+        "dview.block = True\n"
+        "dview.scatter('x', range(64))\n"
+        "dview.execute('y = [i**10 for i in x]')\n"
+        "y = dview.gather('y')\n"
+        "assert y == [i**10 for i in range(64)], y[:8]\n",
+    )
+
+
+@pytest.mark.xfail(strict=True, reason="%px arrives with the magics issue (#4)")
+def test_parallel_list_comprehension_with_px(k):
+    """The tutorial's `%px y = [i**10 for i in x]` on the client's view."""
+    run(k, "dview.block = True\ndview.scatter('x', range(64))")
+    run(k, "%px y = [i**10 for i in x]")
+    run(k, "y = dview.gather('y')\nassert y == [i**10 for i in range(64)], y[:8]")
+
+
+# --------------------------------------------------------------------------
+# remote imports
+
+
+def test_sync_imports(k):
+    run(k, "dview.execute('globals().pop(\"numpy\", None)', block=True)")
+    ex = run(k, "with dview.sync_imports():\n    import numpy\n")
+    assert "importing numpy on engine(s)" in ex.stdout, describe(ex.outputs)
+    run(
+        k,
+        "dview.execute('assert \"numpy\" in globals()', block=True)\n"
+        "assert 'numpy' in globals()\n",
+    )
+
+
+def test_require_name_and_module(k):
+    run(
+        k,
+        "globals().pop('re', None)\n"
+        "@ipp.require('re')\n"
+        "def findall(pat, x):\n"
+        "    # re is guaranteed to be available\n"
+        "    return re.findall(pat, x)\n"
+        "r = dview.apply_sync(findall, r'\\d', 'a1b2')\n"
+        "assert r == [['1', '2']] * 4, r\n",
+    )
+    run(
+        k,
+        "import time\n"
+        "@ipp.require(time)\n"
+        "def wait(t):\n"
+        "    time.sleep(t)\n"
+        "    return t\n"
+        "r = dview.apply_sync(wait, 0.1)\n"
+        "assert r == [0.1] * 4, r\n",
+    )
+
+
+def test_require_missing_module(k):
+    run(
+        k,
+        "@ipp.require('no_such_module_rparallel_e2e')\n"
+        "def never():\n"
+        "    return 'ran'\n"
+        "try:\n"
+        "    dview.apply_sync(never)\n"
+        "except ipp.CompositeError as e:\n"
+        "    assert len(e.elist) == 4, e.elist\n"
+        "    assert all(x.ename == 'UnmetDependency' for x in e.elist), [x.ename for x in e.elist]\n"
+        "else:\n"
+        "    raise AssertionError('no CompositeError')\n",
+    )
+    ex = run_error(k, "dview.apply_sync(never)")
+    err = ex.error()
+    tb = traceback_text(err)
+    assert err["ename"] == "CompositeError", err["ename"]
+    blocks = engine_blocks(tb)
+    assert [b[0] for b in blocks] == [0, 1, 2, 3], tb
+    for _, _, text in blocks:
+        assert "UnmetDependency" in text, tb
+
+
+# --------------------------------------------------------------------------
+# parallel exceptions
+
+
+def test_composite_error_rendering(k):
+    ex = run_error(k, "dview.block = True\ndview.execute('1/0')")
+    err = ex.error()
+    tb = traceback_text(err)
+    assert err["ename"] == "CompositeError", err
+    blocks = engine_blocks(tb)
+    assert [(b[0], b[1]) for b in blocks] == [(i, "execute") for i in range(4)], tb
+    for _, _, text in blocks:
+        assert "ZeroDivisionError: division by zero" in text, tb
+        assert "----> 1 1/0" in text, tb
+    assert "more exceptions" not in tb, tb
+    # the same error again with block= on the call
+    ex = run_error(k, "dview.block = False\ndview.execute('1/0', block=True)")
+    assert [b[0] for b in engine_blocks(traceback_text(ex.error()))] == [0, 1, 2, 3]
+    # ... and in non-blocking mode, raised by ar.get()
+    run(k, "ar = dview.execute('1/0')")
+    ex = run_error(k, "ar.get(30)")
+    assert ex.error()["ename"] == "CompositeError", ex.error()
+    assert [b[0] for b in engine_blocks(traceback_text(ex.error()))] == [0, 1, 2, 3]
+
+
+def test_raise_exception(k):
+    run(
+        k,
+        "try:\n"
+        "    dview.execute('1/0', block=True)\n"
+        "except ipp.error.CompositeError as e:\n"
+        "    try:\n"
+        "        e.raise_exception()\n"
+        "    except ipp.RemoteError as r:\n"
+        "        assert not isinstance(r, ipp.CompositeError), type(r)\n"
+        "        assert r.ename == 'ZeroDivisionError', r.ename\n"
+        "    else:\n"
+        "        raise AssertionError('raise_exception did not raise')\n"
+        "else:\n"
+        "    raise AssertionError('no CompositeError')\n",
+    )
+    ex = run_error(
+        k,
+        "try:\n"
+        "    dview.execute('1/0', block=True)\n"
+        "except ipp.error.CompositeError as e:\n"
+        "    e.raise_exception()\n",
+    )
+    err = ex.error()
+    tb = traceback_text(err)
+    assert err["ename"] == "RemoteError", err["ename"]
+    blocks = engine_blocks(tb)
+    assert [(b[0], b[1]) for b in blocks] == [(0, "execute")], tb
+    assert "ZeroDivisionError" in blocks[0][2], tb
+
+
+def test_composite_error_attributes(k):
+    ex = run(
+        k,
+        "try:\n"
+        "    dview.execute('1/0', block=True)\n"
+        "except ipp.CompositeError as e:\n"
+        "    err = e\n"
+        "else:\n"
+        "    raise AssertionError('no CompositeError')\n"
+        "assert repr(err) == 'CompositeError(4)', repr(err)\n"
+        "assert str(err).startswith('one or more exceptions raised in: execute'), str(err)\n"
+        "assert len(err.elist) == 4, err.elist\n"
+        "assert err.ename == 'ZeroDivisionError', err.ename\n"
+        "for name in ('elist', 'engine_info', 'ename', 'evalue', 'traceback', 'msg',\n"
+        "             'print_traceback', 'raise_exception', 'render_traceback'):\n"
+        "    assert hasattr(err, name), name\n"
+        "print(str(err))\n",
+    )
+    lines = ex.stdout.splitlines()
+    assert lines[0] == "one or more exceptions raised in: execute", lines
+    assert lines[1:5] == [f"[{i}:execute]ZeroDivisionError: division by zero" for i in range(4)], lines
+    ex = run(k, "err")
+    assert plain(ex) == "CompositeError(4)"
+
+
+def test_print_traceback(k):
+    ex = run(
+        k,
+        "try:\n"
+        "    dview.execute('1/0', block=True)\n"
+        "except ipp.CompositeError as e:\n"
+        "    err = e\n"
+        "err.print_traceback(1)\n",
+    )
+    out = strip_ansi(ex.stdout)
+    blocks = engine_blocks(out)
+    assert [(b[0], b[1]) for b in blocks] == [(1, "execute")], out
+    assert "ZeroDivisionError" in blocks[0][2], out
+
+
+def test_tb_limit(k):
+    run(k, "dview.block = True\nipp.CompositeError.tb_limit = 1")
+    ex = run_error(k, "dview.execute('1/0')")
+    tb = traceback_text(ex.error())
+    blocks = engine_blocks(tb)
+    assert [(b[0], b[1]) for b in blocks] == [(0, "execute")], tb
+    assert "ZeroDivisionError" in blocks[0][2], tb
+    assert "... 3 more exceptions ..." in tb, tb
+    # ... and in non-blocking mode, when the result is asked for
+    run(k, "dview.block = False\nar = dview.execute('1/0')")
+    ex = run_error(k, "ar.get(30)")
+    tb = traceback_text(ex.error())
+    assert [b[0] for b in engine_blocks(tb)] == [0], tb
+    assert "... 3 more exceptions ..." in tb, tb
+    # str() is cut the same way
+    ex = run(
+        k,
+        "try:\n"
+        "    ar.get(30)\n"
+        "except ipp.CompositeError as e:\n"
+        "    print(str(e))\n",
+    )
+    assert ex.stdout.splitlines() == [
+        "one or more exceptions raised in: execute",
+        "[0:execute]ZeroDivisionError: division by zero",
+        "... 3 more exceptions ...",
+    ], ex.stdout
+    run(k, "ipp.CompositeError.tb_limit = 5")
+
+
+@pytest.mark.xfail(strict=True, reason="%px arrives with the magics issue (#4)")
+def test_tb_limit_with_px(k):
+    """The tutorial's `%px a=b` with tb_limit = 1: one NameError block."""
+    run(
+        k,
+        "dview.execute('globals().pop(\"b\", None)', block=True)\n"
+        "ipp.CompositeError.tb_limit = 1\n",
+    )
+    try:
+        ex = run_error(k, "%px a=b")
+        tb = traceback_text(ex.error())
+        blocks = engine_blocks(tb)
+        assert [(b[0], b[1]) for b in blocks] == [(0, "execute")], tb
+        assert "NameError" in blocks[0][2], tb
+        assert "... 3 more exceptions ..." in tb, tb
+    finally:
+        run(k, "ipp.CompositeError.tb_limit = 5")
+
+
+def test_single_engine_view_raises_remote_error(k):
+    run(
+        k,
+        "try:\n"
+        "    rc[0].execute('1/0', block=True)\n"
+        "except ipp.CompositeError as e:\n"
+        "    raise AssertionError('single engine raised CompositeError: %r' % (e,))\n"
+        "except ipp.RemoteError as e:\n"
+        "    assert e.ename == 'ZeroDivisionError', e.ename\n"
+        "else:\n"
+        "    raise AssertionError('no RemoteError')\n",
+    )
+    ex = run_error(k, "rc[0].execute('1/0', block=True)")
+    err = ex.error()
+    tb = traceback_text(err)
+    assert err["ename"] == "RemoteError", err["ename"]
+    assert [(b[0], b[1]) for b in engine_blocks(tb)] == [(0, "execute")], tb
+    assert "ZeroDivisionError" in tb, tb
+
+
+# --------------------------------------------------------------------------
+# AsyncResult
+
+
+def test_async_result_api(k):
+    ex = run(
+        k,
+        "ar = dview.execute('print(\"hello\", 7)\\nimport time\\ntime.sleep(1)')\n"
+        "assert isinstance(ar, ipp.AsyncResult), type(ar)\n"
+        "assert ar.ready() is False\n"
+        "assert ar.done() is False\n"
+        "assert len(ar.msg_ids) == 4 and len(set(ar.msg_ids)) == 4, ar.msg_ids\n"
+        "assert all(isinstance(m, str) for m in ar.msg_ids), ar.msg_ids\n"
+        "assert rc.wait([ar], timeout=30) is True\n"
+        "assert ar.ready() is True and ar.done() is True\n"
+        "ar.wait(5)\n"
+        "assert ar.successful() is True\n"
+        "assert ar.stdout == ['hello 7\\n'] * 4, ar.stdout\n"
+        "assert ar.elapsed > 0 and ar.wall_time > 0 and ar.serial_time > 0, (ar.elapsed, ar.wall_time, ar.serial_time)\n"
+        "assert ar.serial_time >= ar.wall_time * 0.9 or ar.serial_time > 3.5, (ar.serial_time, ar.wall_time)\n"
+        "assert ar.wall_time >= 0.9, ar.wall_time\n"
+        "print('elapsed', ar.elapsed, 'wall', ar.wall_time, 'serial', ar.serial_time)\n",
+    )
+    assert "hello 7" not in ex.stdout.replace("elapsed", ""), (
+        "engine output of a non-blocking execute leaked into the kernel's stdout: "
+        + repr(ex.stdout)
+    )
+    run(
+        k,
+        "ar = dview.apply_async(lambda x: x * 2, 21)\n"
+        "assert rc.wait([ar], timeout=30) is True\n"
+        "assert ar.r == [42] * 4, ar.r\n"
+        "assert ar.result() == [42] * 4, ar.result()\n"
+        "assert ar.get() == [42] * 4\n"
+        "assert ar.successful() and ar.done() and ar.ready()\n"
+        "assert ar.elapsed > 0 and ar.wall_time > 0 and ar.serial_time > 0\n"
+        "one = rc[2].apply_async(lambda: 'x')\n"
+        "assert one.get(30) == 'x' and one.r == 'x'\n"
+        "assert len(one.msg_ids) == 1\n"
+        "bad = dview.execute('1/0')\n"
+        "assert bad.wait(30) in (None, True)\n"
+        "assert bad.ready() is True and bad.successful() is False\n",
+    )
+
+
+def test_async_result_stdout_single_engine(k):
+    run(
+        k,
+        "ar = rc[3].execute('print(\"only three\")')\n"
+        "ar.get(30)\n"
+        "assert ar.stdout == 'only three\\n', repr(ar.stdout)\n",
+    )
+
+
+# --------------------------------------------------------------------------
+# a cluster started inside the kernel (own kernel and RPARALLEL_DIR)
+
+
+@pytest.mark.timeout(180)
+def test_cluster_in_kernel_stops_with_kernel():
+    rp_dir = tempfile.mkdtemp(prefix="rp-incluster-")
+    km, kc = start_kernel(rp_dir)
+    pids: list[int] = []
+    try:
+        ex = run(
+            kc,
+            "import os, json\n"
+            "import rparallel as ipp\n"
+            "cluster = ipp.Cluster(n=2)\n"
+            "rc = cluster.start_and_connect_sync()\n"
+            "assert rc.ids == [0, 1], rc.ids\n"
+            "engine_pids = rc[:].apply_sync(os.getpid)\n"
+            "assert len(set(engine_pids)) == 2, engine_pids\n"
+            "assert rc[:].apply_sync(lambda: 6 * 7) == [42, 42]\n"
+            "print(json.dumps({'pids': engine_pids, 'profile': cluster.profile}))\n",
+            timeout=90,
+        )
+        info = json.loads(ex.stdout.strip().splitlines()[-1])
+        pids = list(info["pids"])
+        cluster_json = Path(rp_dir) / f"profile_{info['profile']}" / "pid" / "cluster.json"
+        if cluster_json.exists():
+            pids.append(int(json.loads(cluster_json.read_text())["controller_pid"]))
+        scanned = cluster_processes(rp_dir)
+        assert set(info["pids"]) <= set(scanned), (info, scanned)
+        pids = sorted(set(pids) | set(scanned))
+        assert len(pids) >= 3, f"expected a controller and 2 engines, found {pids}"
+    finally:
+        shutdown_and_check(km, kc)
+        left = wait_gone(pids)
+        scanned = wait_cluster_gone(rp_dir, timeout=2)
+        kill_pids(sorted(set(left) | set(scanned)))
+        shutil.rmtree(rp_dir, ignore_errors=True)
+    assert not left, f"cluster processes still alive {GONE_TIMEOUT}s after the kernel shut down: {left}"
+    assert not scanned, f"engine/controller processes of {rp_dir} still running: {scanned}"
+
+
+# --------------------------------------------------------------------------
+# an engine dies with work pending (own cluster and kernel; keep LAST)
+
+
+@pytest.fixture
+def kill_cluster():
+    c = start_cli_cluster("e2e-kill", 3)
+    km = kc = None
+    try:
+        km, kc = start_kernel(c.rp_dir)
+        yield c, kc
+    finally:
+        try:
+            if km is not None:
+                shutdown_and_check(km, kc)
+        finally:
+            stop_cli_cluster(c)
+
+
+@pytest.mark.timeout(180)
+def test_engine_killed_with_pending_task(kill_cluster):
+    cluster, kc = kill_cluster
+    ex = run(
+        kc,
+        "import os, time, json\n"
+        "import rparallel as ipp\n"
+        "rc = ipp.Client(profile='e2e-kill')\n"
+        "rc.wait_for_engines(3, timeout=30)\n"
+        "assert rc.ids == [0, 1, 2], rc.ids\n"
+        "pids = rc[:].apply_sync(os.getpid)\n"
+        "ar = rc[1].apply_async(time.sleep, 30)\n"
+        "time.sleep(0.5)\n"
+        "assert not ar.ready()\n"
+        "print(json.dumps(pids))\n",
+    )
+    pids = json.loads(ex.stdout.strip().splitlines()[-1])
+    cluster.more_pids.update(pids)
+    victim = pids[1]
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    ex = run(
+        kc,
+        "t0 = time.monotonic()\n"
+        "try:\n"
+        "    ar.get(20)\n"
+        "except Exception as e:\n"
+        "    err = e\n"
+        "else:\n"
+        "    raise AssertionError('ar.get() returned after the engine was killed')\n"
+        "took = time.monotonic() - t0\n"
+        "text = type(err).__name__ + ' ' + str(err) + ' ' + repr(err)\n"
+        "if hasattr(err, 'render_traceback'):\n"
+        "    text += ' ' + '\\n'.join(err.render_traceback())\n"
+        "print(json.dumps({'took': took, 'type': type(err).__name__, 'text': text,\n"
+        "                  'msg_id': ar.msg_ids[0]}))\n"
+        "assert not isinstance(err, ipp.error.TimeoutError), text\n",
+        timeout=40,
+    )
+    elapsed = time.monotonic() - killed_at
+    info = json.loads(ex.stdout.strip().splitlines()[-1])
+    assert elapsed < 5, f"the failure took {elapsed:.1f}s to arrive after the kill: {info}"
+    # output-formats.md: "EngineError: Engine N died while running task <msg_id> (signal 9)"
+    assert info["type"] == "EngineError", info
+    assert "Engine 1 died while running task" in info["text"], info
+    assert info["msg_id"] in info["text"], info
+    assert "signal 9" in info["text"], info
+
+    # uncaught: the cell's error names the dead engine
+    ex = run_error(kc, "ar.get(5)")
+    err = ex.error()
+    shown = err["ename"] + " " + err["evalue"] + " " + traceback_text(err)
+    assert "EngineError" in shown and "Engine 1 died" in shown, shown
+
+    run(
+        kc,
+        "deadline = time.monotonic() + 5\n"
+        "while 1 in rc.ids and time.monotonic() < deadline:\n"
+        "    time.sleep(0.1)\n"
+        "assert rc.ids == [0, 2], rc.ids\n"
+        "assert rc[:].apply_sync(lambda: 5) == [5, 5]\n"
+        "assert rc[[0, 2]].apply_sync(os.getpid) == [pids[0], pids[2]]\n"
+        "assert rc[0].apply_sync(lambda: 'alive') == 'alive'\n",
+        timeout=30,
+    )
+    assert not pid_alive(victim)
