@@ -945,6 +945,32 @@ def test_async_result_stdout_single_engine(k):
 
 
 @pytest.mark.timeout(180)
+def test_interrupt_reaches_engines(cluster_kernel, k):
+    """Interrupting the kernel during a blocking apply_sync stops the remote
+    code too: the cell ends quickly and the engines answer at once after."""
+    km = cluster_kernel[0]
+    run(k, "dview['marker'] = 11")
+    msg_id = k.execute("dview.apply_sync(time.sleep, 100)")
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    km.interrupt_kernel()
+    reply = None
+    while reply is None:
+        msg = k.get_shell_msg(timeout=10)
+        if msg["parent_header"].get("msg_id") == msg_id:
+            reply = msg
+    assert time.monotonic() - t0 < 2.5
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    drain(k)
+    # The engines were interrupted, not left sleeping: a pull answers now,
+    # and their namespaces survived.
+    t1 = time.monotonic()
+    ex = run(k, "dview.pull('marker', block=True)", timeout=20)
+    assert plain(ex) == "[11, 11, 11, 11]"
+    assert time.monotonic() - t1 < 5
+
+
 def test_cluster_in_kernel_stops_with_kernel():
     rp_dir = tempfile.mkdtemp(prefix="rp-incluster-")
     km, kc = start_kernel(rp_dir)

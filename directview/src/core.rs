@@ -42,15 +42,52 @@ impl Core {
 
     /// Waits for `msg_ids` in slices, checking for Ctrl-C / kernel interrupts
     /// between them. True when all finished.
+    ///
+    /// An interrupt while waiting (Ctrl-C, the notebook's stop button) is
+    /// passed on to the engines still running these requests, so the remote
+    /// code stops too; then KeyboardInterrupt is raised here.
     pub fn wait(
         &self,
         py: Python<'_>,
         msg_ids: &[String],
         timeout: Option<Duration>,
     ) -> PyResult<bool> {
-        wait_interruptibly(py, timeout, |slice| {
+        let waited = wait_interruptibly(py, timeout, |slice| {
             self.tracker().wait(msg_ids, Some(slice))
-        })
+        });
+        if let Err(e) = &waited {
+            if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+                self.interrupt_engines_of(py, msg_ids);
+            }
+        }
+        waited
+    }
+
+    /// Sends interrupt_request to every engine running one of `msg_ids`,
+    /// and gives them a moment to stop.
+    fn interrupt_engines_of(&self, py: Python<'_>, msg_ids: &[String]) {
+        let engines: std::collections::BTreeSet<u32> = {
+            let state = self.tracker().lock();
+            msg_ids
+                .iter()
+                .filter_map(|id| state.tasks.get(id))
+                .filter(|t| t.status == crate::tracker::Status::Pending)
+                .filter_map(|t| t.engine)
+                .collect()
+        };
+        let sent: Vec<String> = engines
+            .into_iter()
+            .map(|engine| {
+                self.request(
+                    Some(engine),
+                    "interrupt_request",
+                    serde_json::json!({}),
+                    vec![],
+                )
+            })
+            .collect();
+        py.detach(|| self.tracker().wait(msg_ids, Some(Duration::from_secs(2))));
+        self.tracker().forget(&sent);
     }
 }
 
