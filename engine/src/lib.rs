@@ -62,7 +62,7 @@ pub fn run(engine_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
             env.prefix().display()
         )
     })?;
-    let (python, jobs) = python::channel();
+    let (python, jobs) = rparallel_pyexec::actor::channel();
 
     // Threads spawned while SIGINT is blocked inherit the mask, so interrupts
     // (and a terminal's Ctrl-C) always land on the Python (main) thread.

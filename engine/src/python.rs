@@ -1,27 +1,19 @@
-//! The Python thread as an actor: it owns the interpreter ([`PyShell`] and
-//! its [`Remote`] operations) and serves one request at a time, sent by the
-//! scheduler. Outputs and the reply are sent from here, through the same
+//! The engine's Python thread: an actor (`rparallel_pyexec::actor`) owning
+//! the interpreter ([`PyShell`] and its [`Remote`] operations) that serves
+//! one request at a time, sent by the scheduler. Outputs and the reply are sent from here, through the same
 //! ordered queue, so a request's outputs always precede its reply.
 
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
-use pyo3::Python;
 use rparallel_magics::parse_cell;
 use rparallel_protocol::message::now_iso8601;
 use rparallel_protocol::Message;
-use rparallel_pyexec::{
-    CellError, InputError, Interrupter, OutputEvent, OutputSink, PyShell, Remote,
-};
+use rparallel_pyexec::{CellError, InputError, OutputEvent, OutputSink, PyShell, Remote};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use crate::outgoing::Outgoing;
 use crate::stamp::{Parent, Stamp};
-
-/// How often an idle Python thread wakes to release Python objects that
-/// other threads dropped (sent frames that pointed into arrays).
-const IDLE_WAKE: Duration = Duration::from_secs(1);
 
 /// What serving a request tells the scheduler.
 #[derive(Debug, Default)]
@@ -30,75 +22,12 @@ pub struct Served {
     pub abort_queue: bool,
 }
 
-enum Command {
-    Serve(Parent, oneshot::Sender<Served>),
-    Exit,
-}
+/// The engine's handle to its Python thread.
+pub type PythonHandle = rparallel_pyexec::actor::PythonHandle<Server>;
 
-/// A cheap handle to the Python thread.
-#[derive(Clone)]
-pub struct PythonHandle {
-    tx: mpsc::Sender<Command>,
-    interrupter: Arc<Mutex<Option<Interrupter>>>,
-}
-
-/// The receiving end, served by the Python thread.
-pub struct PythonJobs {
-    rx: mpsc::Receiver<Command>,
-    interrupter: Arc<Mutex<Option<Interrupter>>>,
-}
-
-pub fn channel() -> (PythonHandle, PythonJobs) {
-    // Unbounded, but the scheduler hands over one request at a time.
-    let (tx, rx) = mpsc::channel();
-    let interrupter = Arc::new(Mutex::new(None));
-    (
-        PythonHandle {
-            tx,
-            interrupter: interrupter.clone(),
-        },
-        PythonJobs { rx, interrupter },
-    )
-}
-
-impl PythonHandle {
-    /// Serves `request` on the Python thread; resolves when its reply is queued.
-    pub fn serve(&self, request: Parent) -> oneshot::Receiver<Served> {
-        let (tx, rx) = oneshot::channel();
-        // If the Python thread is gone, `rx` resolves to an error.
-        let _ = self.tx.send(Command::Serve(request, tx));
-        rx
-    }
-
-    /// Raises KeyboardInterrupt in the running code, if any.
-    pub fn interrupt(&self) {
-        if let Some(interrupter) = *self.interrupter.lock().unwrap() {
-            interrupter.interrupt();
-        }
-    }
-
-    /// Asks the Python thread to stop after the current request.
-    pub fn exit(&self) {
-        let _ = self.tx.send(Command::Exit);
-    }
-}
-
-impl PythonJobs {
-    /// Serves requests on the calling thread (the one Python was started
-    /// on) until told to exit.
-    pub fn serve(self, server: Server) {
-        *self.interrupter.lock().unwrap() = Some(Interrupter::for_current_thread());
-        loop {
-            match self.rx.recv_timeout(IDLE_WAKE) {
-                Ok(Command::Serve(request, done)) => {
-                    let _ = done.send(server.serve(&request));
-                }
-                Ok(Command::Exit) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                // Attaching releases the references pyo3 deferred.
-                Err(mpsc::RecvTimeoutError::Timeout) => Python::attach(|_| ()),
-            }
-        }
-    }
+/// Serves `request` on the Python thread; resolves when its reply is queued.
+pub fn serve(python: &PythonHandle, request: Parent) -> oneshot::Receiver<Served> {
+    python.submit(move |server: &Server| server.serve(&request))
 }
 
 /// The Python side of the engine.

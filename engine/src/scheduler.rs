@@ -39,7 +39,7 @@ impl Scheduler {
                             .await;
                         return Exit::Shutdown;
                     }
-                    running = Some(self.python.serve(next));
+                    running = Some(crate::python::serve(&self.python, next));
                     continue;
                 }
             }

@@ -15,7 +15,7 @@ use zeromq::{PubSocket, RepSocket, RouterSocket, Socket};
 
 use crate::control::ControlChannel;
 use crate::history::History;
-use crate::python::{self, KernelSink, PythonHandle};
+use crate::python::{KernelSink, PythonHandle};
 use crate::shell::ShellChannel;
 use crate::sockets::{spawn_reader, Replier};
 use crate::{heartbeat, info, iopub, stdin};
@@ -45,7 +45,7 @@ pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     // SAFETY: no other thread exists yet.
     unsafe { env.activate() };
     let session = Session::new(info.key.as_bytes(), "kernel");
-    let (python, jobs) = python::channel();
+    let (python, jobs) = rparallel_pyexec::actor::channel();
 
     // Threads spawned while SIGINT is blocked inherit the mask, so Ctrl-C
     // and `kill -INT` always land on the Python (main) thread.
@@ -71,7 +71,11 @@ pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     let shell = PyShell::new(sink)
         .and_then(|shell| pyo3::Python::attach(rparallel_directview::install).map(|()| shell))
         .map_err(|e| anyhow::anyhow!("cannot load the execution core: {e}"))?;
-    jobs.serve(shell);
+    let shell = jobs.serve(shell);
+    // Exiting: clusters this kernel started stop with it, and the cells'
+    // atexit handlers run, as at the end of a Python program.
+    rparallel_directview::stop_owned_clusters();
+    shell.at_exit();
     Ok(())
 }
 

@@ -10,6 +10,8 @@
 //!   `input()` call into.
 //! - [`shell`]: [`PyShell`], one persistent namespace: run a cell, complete,
 //!   inspect, is_complete. Its logic lives in `python/rparallel_exec.py`.
+//! - [`actor`]: the Python thread as an actor serving jobs from other
+//!   threads (kernel and engines alike).
 //! - [`interrupt`]: raising KeyboardInterrupt in the Python thread from any
 //!   other thread.
 //! - [`remote`]: frames ↔ Python objects without copies (cloudpickle,
@@ -19,6 +21,7 @@
 //! Python runs on one thread, the one that called [`init::initialize`];
 //! everything else talks to it through channels.
 
+pub mod actor;
 pub mod hooks;
 pub mod init;
 pub mod interrupt;
