@@ -1,24 +1,17 @@
 //! Everything the engine sends goes through one task that owns the DEALER's
 //! send half, so a request's outputs always leave before its reply. The
 //! channel is bounded: a cell printing faster than the controller reads
-//! blocks in `print` (backpressure) instead of growing memory. Consecutive
-//! stream writes of one request are coalesced, as the kernel's IOPub does:
-//! `print` arrives as several writes.
-
-use std::time::Duration;
+//! blocks in `print` (backpressure) instead of growing memory. Stream
+//! writes are coalesced (`rparallel_pyexec::coalesce`), as in the kernel.
 
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use zeromq::{DealerSendHalf, SocketSend};
 
 use crate::stamp::{Parent, Stamp};
 use rparallel_protocol::Message;
+use rparallel_pyexec::coalesce::{Coalescer, Next, StreamChunk};
 
-/// How long a stream chunk may wait for more text before it is sent.
-const COALESCE_WINDOW: Duration = Duration::from_millis(5);
-/// A coalesced stream message never grows past this.
-const MAX_STREAM_CHUNK: usize = 1 << 20;
 /// Messages waiting for the socket at most.
 const CAPACITY: usize = 256;
 
@@ -93,13 +86,6 @@ pub fn spawn(queue: OutgoingQueue, socket: DealerSendHalf, stamp: Stamp) {
     tokio::spawn(Sender { socket, stamp }.run(queue.rx));
 }
 
-struct PendingStream {
-    name: String,
-    text: String,
-    parent: Parent,
-    deadline: Instant,
-}
-
 struct Sender {
     socket: DealerSendHalf,
     stamp: Stamp,
@@ -107,66 +93,44 @@ struct Sender {
 
 impl Sender {
     async fn run(mut self, mut rx: mpsc::Receiver<Send>) {
-        let mut pending: Option<PendingStream> = None;
+        let mut streams = Coalescer::default();
         loop {
-            let next = match &pending {
-                Some(p) => match tokio::time::timeout_at(p.deadline, rx.recv()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        self.send_stream(pending.take()).await;
-                        continue;
-                    }
-                },
-                None => rx.recv().await,
-            };
-            match next {
-                None => {
-                    self.send_stream(pending.take()).await;
+            match streams.next(&mut rx).await {
+                Next::Closed => {
+                    self.send_stream(streams.take()).await;
                     return;
                 }
-                Some(Send::Stream { name, text, parent }) => {
-                    if let Some(p) = &mut pending {
-                        if p.name == name
-                            && p.parent.header.msg_id == parent.header.msg_id
-                            && p.text.len() + text.len() <= MAX_STREAM_CHUNK
-                        {
-                            p.text.push_str(&text);
-                            continue;
-                        }
-                    }
-                    self.send_stream(pending.take()).await;
-                    pending = Some(PendingStream {
-                        name,
-                        text,
-                        parent,
-                        deadline: Instant::now() + COALESCE_WINDOW,
-                    });
+                Next::Chunk(chunk) => self.send_stream(Some(chunk)).await,
+                Next::Item(Send::Stream { name, text, parent }) => {
+                    let request = parent.header.msg_id.clone();
+                    let done = streams.push(name, text, &request, parent);
+                    self.send_stream(done).await;
                 }
-                Some(Send::Output {
+                Next::Item(Send::Output {
                     msg_type,
                     content,
                     parent,
                 }) => {
-                    self.send_stream(pending.take()).await;
+                    self.send_stream(streams.take()).await;
                     let message = self.stamp.output(msg_type, content, &parent);
                     self.send(&message).await;
                 }
-                Some(Send::Message(message)) => {
-                    self.send_stream(pending.take()).await;
+                Next::Item(Send::Message(message)) => {
+                    self.send_stream(streams.take()).await;
                     self.send(&message).await;
                 }
-                Some(Send::Flush(done)) => {
-                    self.send_stream(pending.take()).await;
+                Next::Item(Send::Flush(done)) => {
+                    self.send_stream(streams.take()).await;
                     let _ = done.send(());
                 }
             }
         }
     }
 
-    async fn send_stream(&mut self, pending: Option<PendingStream>) {
-        if let Some(p) = pending {
-            let content = json!({ "name": p.name, "text": p.text });
-            let message = self.stamp.output("stream", content, &p.parent);
+    async fn send_stream(&mut self, chunk: Option<StreamChunk<Parent>>) {
+        if let Some(c) = chunk {
+            let content = json!({ "name": c.name, "text": c.text });
+            let message = self.stamp.output("stream", content, &c.parent);
             self.send(&message).await;
         }
     }

@@ -1,22 +1,15 @@
 //! The IOPub publisher: one task owns the PUB socket, so everything the
-//! kernel broadcasts goes out in the order it was produced. Consecutive
-//! stream writes are coalesced: `print` arrives as several writes, and a
-//! tight loop of prints should not become one message per line.
+//! kernel broadcasts goes out in the order it was produced. Stream writes
+//! are coalesced (`rparallel_pyexec::coalesce`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use rparallel_protocol::{Message, Session};
+use rparallel_pyexec::coalesce::{Coalescer, Next, StreamChunk};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use zeromq::{PubSocket, SocketSend};
-
-/// How long a stream chunk may wait for more text before it is sent.
-const COALESCE_WINDOW: Duration = Duration::from_millis(5);
-/// A coalesced stream message never grows past this.
-const MAX_STREAM_CHUNK: usize = 1 << 20;
 
 pub type Parent = Option<Arc<Message>>;
 
@@ -88,83 +81,49 @@ pub fn spawn(socket: PubSocket, session: Session) -> Iopub {
     Iopub { tx }
 }
 
-struct PendingStream {
-    name: String,
-    text: String,
-    parent: Parent,
-    deadline: Instant,
-}
-
 struct Publisher {
     socket: PubSocket,
     session: Session,
 }
 
-fn same_parent(a: &Parent, b: &Parent) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => a.header.msg_id == b.header.msg_id,
-        (None, None) => true,
-        _ => false,
-    }
-}
-
 impl Publisher {
     async fn run(mut self, mut rx: mpsc::Receiver<Publish>) {
-        let mut pending: Option<PendingStream> = None;
+        let mut streams = Coalescer::default();
         loop {
-            let next = match &pending {
-                Some(p) => match tokio::time::timeout_at(p.deadline, rx.recv()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        self.send_stream(pending.take()).await;
-                        continue;
-                    }
-                },
-                None => rx.recv().await,
-            };
-            match next {
-                None => {
-                    self.send_stream(pending.take()).await;
+            match streams.next(&mut rx).await {
+                Next::Closed => {
+                    self.send_stream(streams.take()).await;
                     return;
                 }
-                Some(Publish::Stream { name, text, parent }) => {
-                    if let Some(p) = &mut pending {
-                        if p.name == name
-                            && same_parent(&p.parent, &parent)
-                            && p.text.len() + text.len() <= MAX_STREAM_CHUNK
-                        {
-                            p.text.push_str(&text);
-                            continue;
-                        }
-                    }
-                    self.send_stream(pending.take()).await;
-                    pending = Some(PendingStream {
-                        name,
-                        text,
-                        parent,
-                        deadline: Instant::now() + COALESCE_WINDOW,
-                    });
+                Next::Chunk(chunk) => self.send_stream(Some(chunk)).await,
+                Next::Item(Publish::Stream { name, text, parent }) => {
+                    let request = parent
+                        .as_ref()
+                        .map_or("", |p| p.header.msg_id.as_str())
+                        .to_string();
+                    let done = streams.push(name, text, &request, parent);
+                    self.send_stream(done).await;
                 }
-                Some(Publish::Message {
+                Next::Item(Publish::Message {
                     msg_type,
                     content,
                     parent,
                 }) => {
-                    self.send_stream(pending.take()).await;
+                    self.send_stream(streams.take()).await;
                     self.send(msg_type, content, parent.as_deref()).await;
                 }
-                Some(Publish::Flush(done)) => {
-                    self.send_stream(pending.take()).await;
+                Next::Item(Publish::Flush(done)) => {
+                    self.send_stream(streams.take()).await;
                     let _ = done.send(());
                 }
             }
         }
     }
 
-    async fn send_stream(&mut self, pending: Option<PendingStream>) {
-        if let Some(p) = pending {
-            let content = json!({ "name": p.name, "text": p.text });
-            self.send("stream", content, p.parent.as_deref()).await;
+    async fn send_stream(&mut self, chunk: Option<StreamChunk<Parent>>) {
+        if let Some(c) = chunk {
+            let content = json!({ "name": c.name, "text": c.text });
+            self.send("stream", content, c.parent.as_deref()).await;
         }
     }
 

@@ -12,6 +12,7 @@
 //!   inspect, is_complete. Its logic lives in `python/rparallel_exec.py`.
 //! - [`actor`]: the Python thread as an actor serving jobs from other
 //!   threads (kernel and engines alike).
+//! - [`coalesce`]: joining small stream writes into messages.
 //! - [`interrupt`]: raising KeyboardInterrupt in the Python thread from any
 //!   other thread.
 //! - [`remote`]: frames ↔ Python objects without copies (cloudpickle,
@@ -22,6 +23,7 @@
 //! everything else talks to it through channels.
 
 pub mod actor;
+pub mod coalesce;
 pub mod hooks;
 pub mod init;
 pub mod interrupt;
