@@ -28,7 +28,8 @@ pub struct DirectView {
     pub track: bool,
 }
 
-/// One request per engine: what to send.
+/// One request per engine: what to send (buffers are shared, not copied).
+#[derive(Clone)]
 pub struct Request {
     pub msg_type: &'static str,
     pub content: Value,
@@ -144,6 +145,22 @@ impl DirectView {
         } else {
             Ok(result.into_any().unbind())
         }
+    }
+
+    /// Sends the same request to every engine of `targets`.
+    fn broadcast(
+        &self,
+        py: Python<'_>,
+        targets: &Targets,
+        method: &'static str,
+        combine: Combine,
+        request: Request,
+        block: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let engines = self.engines(py, targets)?;
+        let requests = engines.iter().map(|_| request.clone()).collect();
+        let single = targets.is_single() && combine != Combine::Concat;
+        self.submit(py, engines, single, method, combine, requests, block)
     }
 
     fn block_for(&self, block: Option<bool>) -> bool {
@@ -271,22 +288,16 @@ impl DirectView {
         block: Option<bool>,
     ) -> PyResult<Py<PyAny>> {
         let targets = self.targets_for(targets)?;
-        let engines = self.engines(py, &targets)?;
-        let requests = engines
-            .iter()
-            .map(|_| Request {
+        let result = self.broadcast(
+            py,
+            &targets,
+            "execute",
+            Combine::Each,
+            Request {
                 msg_type: "execute_request",
                 content: json!({ "code": code, "silent": silent, "store_history": !silent, "stop_on_error": false }),
                 buffers: vec![],
-            })
-            .collect();
-        let result = self.submit(
-            py,
-            engines,
-            targets.is_single(),
-            "execute",
-            Combine::Each,
-            requests,
+            },
             false,
         )?;
         if self.block_for(block) {
@@ -390,23 +401,17 @@ impl DirectView {
             )));
         }
         let targets = self.targets_for(targets)?;
-        let engines = self.engines(py, &targets)?;
         let frames = rparallel_pyexec::serialize(ns)?;
-        let requests = engines
-            .iter()
-            .map(|_| Request {
-                msg_type: "push_request",
-                content: json!({}),
-                buffers: frames.clone(),
-            })
-            .collect();
-        self.submit(
+        self.broadcast(
             py,
-            engines,
-            targets.is_single(),
+            &targets,
             "push",
             Combine::Each,
-            requests,
+            Request {
+                msg_type: "push_request",
+                content: json!({}),
+                buffers: frames,
+            },
             self.block_for(block),
         )
     }
@@ -431,23 +436,17 @@ impl DirectView {
             )
         };
         let targets = self.targets_for(targets)?;
-        let engines = self.engines(py, &targets)?;
-        let requests = engines
-            .iter()
-            .map(|_| Request {
+        let combine = if one { Combine::PullOne } else { Combine::Each };
+        self.broadcast(
+            py,
+            &targets,
+            "pull",
+            combine,
+            Request {
                 msg_type: "pull_request",
                 content: json!({ "names": list }),
                 buffers: vec![],
-            })
-            .collect();
-        let combine = if one { Combine::PullOne } else { Combine::Each };
-        self.submit(
-            py,
-            engines,
-            targets.is_single(),
-            "pull",
-            combine,
-            requests,
+            },
             self.block_for(block),
         )
     }
@@ -536,22 +535,16 @@ impl DirectView {
             ));
         }
         let targets = self.targets_for(targets)?;
-        let engines = self.engines(py, &targets)?;
-        let requests = engines
-            .iter()
-            .map(|_| Request {
+        let result = self.broadcast(
+            py,
+            &targets,
+            "gather",
+            Combine::Concat,
+            Request {
                 msg_type: "pull_request",
                 content: json!({ "names": [key] }),
                 buffers: vec![],
-            })
-            .collect();
-        let result = self.submit(
-            py,
-            engines,
-            false,
-            "gather",
-            Combine::Concat,
-            requests,
+            },
             false,
         )?;
         {
@@ -581,22 +574,16 @@ impl DirectView {
         block: Option<bool>,
     ) -> PyResult<Py<PyAny>> {
         let targets = self.targets_for(targets)?;
-        let engines = self.engines(py, &targets)?;
-        let requests = engines
-            .iter()
-            .map(|_| Request {
+        self.broadcast(
+            py,
+            &targets,
+            "clear",
+            Combine::Each,
+            Request {
                 msg_type: "clear_request",
                 content: json!({}),
                 buffers: vec![],
-            })
-            .collect();
-        self.submit(
-            py,
-            engines,
-            targets.is_single(),
-            "clear",
-            Combine::Each,
-            requests,
+            },
             self.block_for(block),
         )
     }
@@ -623,22 +610,16 @@ impl DirectView {
     ) -> PyResult<Py<PyAny>> {
         let msg_ids = crate::client::job_ids(jobs)?;
         let targets = self.targets_for(targets)?;
-        let engines = self.engines(py, &targets)?;
-        let requests = engines
-            .iter()
-            .map(|_| Request {
+        self.broadcast(
+            py,
+            &targets,
+            "abort",
+            Combine::Each,
+            Request {
                 msg_type: "abort_request",
                 content: json!({ "msg_ids": msg_ids }),
                 buffers: vec![],
-            })
-            .collect();
-        self.submit(
-            py,
-            engines,
-            targets.is_single(),
-            "abort",
-            Combine::Each,
-            requests,
+            },
             self.block_for(block),
         )
     }
@@ -652,22 +633,16 @@ impl DirectView {
         block: Option<bool>,
     ) -> PyResult<Py<PyAny>> {
         let targets = self.targets_for(targets)?;
-        let engines = self.engines(py, &targets)?;
-        let requests = engines
-            .iter()
-            .map(|_| Request {
+        self.broadcast(
+            py,
+            &targets,
+            "shutdown",
+            Combine::Each,
+            Request {
                 msg_type: "shutdown_request",
                 content: json!({}),
                 buffers: vec![],
-            })
-            .collect();
-        self.submit(
-            py,
-            engines,
-            targets.is_single(),
-            "shutdown",
-            Combine::Each,
-            requests,
+            },
             self.block_for(block),
         )
     }
@@ -704,7 +679,6 @@ impl DirectView {
                 f.get_type().name()?
             )));
         }
-        let engines = self.engines(py, &self.targets)?;
         let kwargs = match kwargs {
             Some(k) => k.clone(),
             None => PyDict::new(py),
@@ -717,22 +691,17 @@ impl DirectView {
                 kwargs.into_any(),
             ],
         )?;
-        let frames = rparallel_pyexec::serialize(call.as_any())?;
-        let requests = engines
-            .iter()
-            .map(|_| Request {
-                msg_type: "apply_request",
-                content: json!({}),
-                buffers: frames.clone(),
-            })
-            .collect();
-        self.submit(
+        let request = Request {
+            msg_type: "apply_request",
+            content: json!({}),
+            buffers: rparallel_pyexec::serialize(call.as_any())?,
+        };
+        self.broadcast(
             py,
-            engines,
-            self.targets.is_single(),
+            &self.targets,
             method.unwrap_or("apply"),
             Combine::Each,
-            requests,
+            request,
             block,
         )
     }
