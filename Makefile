@@ -11,7 +11,7 @@ export PYO3_PYTHON := $(shell $(PYTHON3) -c 'import sys; print(sys.executable)')
 # Kernelspecs and runtime files of the tests stay inside the project.
 export JUPYTER_PATH := $(VENV)/share/jupyter
 
-.PHONY: demo test build venv kernelspec cargo-test e2e lint clean
+.PHONY: demo test build venv kernelspec lint clean bench bench-quick
 
 ## demo: build, set up .venv, install the kernelspec, execute the demo notebook
 demo: kernelspec
@@ -57,3 +57,16 @@ lint:
 clean:
 	cargo clean
 	rm -rf $(VENV)
+
+## bench: rparallel next to ipykernel / ipyparallel, measured in the same run
+bench: kernelspec
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	@mkdir -p bench/results
+	$(PY) bench/kernel.py --json bench/results/kernel-$$(date +%Y%m%d-%H%M).json
+	$(PY) bench/cluster.py --json bench/results/cluster-$$(date +%Y%m%d-%H%M).json
+
+## bench-quick: a short version for development (numbers not to be quoted)
+bench-quick: kernelspec
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	$(PY) bench/kernel.py --rounds 1 --cells 30
+	$(PY) bench/cluster.py --rounds 1 --quick

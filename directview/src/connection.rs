@@ -19,6 +19,11 @@ use crate::tracker::Tracker;
 /// Requests in flight are bounded by this queue; a full queue makes the
 /// sender wait (backpressure instead of unbounded memory).
 const OUTGOING_QUEUE: usize = 8192;
+/// Requests in flight to engines (sent, not answered) at most: past this a
+/// sender waits for replies. The zeromq crate has no high-water mark, so
+/// without this credit a fast producer could grow the controller's and the
+/// engines' queues without bound.
+const MAX_IN_FLIGHT: usize = 10_000;
 /// Missed heartbeat replies before the controller is declared gone.
 const HEARTBEAT_MISSES: u32 = 3;
 
@@ -92,7 +97,12 @@ impl Connection {
 
     /// Sends `message` to engine `route` (None: to the controller) and
     /// records it. Blocks while the outgoing queue is full.
+    /// Work for an engine waits for credit; interrupts and aborts never do.
     pub fn send(&self, route: Option<u32>, message: Message) {
+        let urgent = matches!(message.msg_type(), "interrupt_request" | "abort_request");
+        if route.is_some() && !urgent {
+            self.tracker.wait_for_credit(MAX_IN_FLIGHT);
+        }
         self.tracker.submit(&message.header.msg_id, route);
         let _ = self.tx.blocking_send(Outgoing::Send {
             route,

@@ -4,6 +4,7 @@
 //! dropped, so memory follows what the user holds.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,9 @@ pub struct Task {
     pub outputs: Vec<Arc<Message>>,
     pub submitted: Instant,
     pub finished: Option<Instant>,
+    /// Its AsyncResult is gone but the engine still works on it: kept (with
+    /// no outputs) only until the reply, so the credit it holds is honest.
+    pub orphan: bool,
 }
 
 #[derive(Default)]
@@ -44,6 +48,17 @@ pub struct State {
 pub struct Tracker {
     state: Mutex<State>,
     changed: Condvar,
+    /// Requests sent to engines and not finished: the client's credit.
+    in_flight: AtomicUsize,
+}
+
+/// Marks a pending task finished, returning the engine credit it held.
+fn finish(task: &mut Task, status: Status, in_flight: &AtomicUsize) {
+    if task.status == Status::Pending && task.engine.is_some() {
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+    task.status = status;
+    task.finished = Some(Instant::now());
 }
 
 /// Messages that are a request's output rather than its reply.
@@ -76,6 +91,9 @@ impl Tracker {
             _ => Status::Pending,
         };
         let failed = status != Status::Pending;
+        if !failed && engine.is_some() {
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+        }
         state.tasks.insert(
             msg_id.to_string(),
             Task {
@@ -85,6 +103,7 @@ impl Tracker {
                 outputs: Vec::new(),
                 submitted: Instant::now(),
                 finished: failed.then(Instant::now),
+                orphan: false,
             },
         );
     }
@@ -103,7 +122,8 @@ impl Tracker {
                 } else {
                     state.engines.remove(&id);
                     let reason = message.content["reason"].as_str().unwrap_or("unknown");
-                    fail_engine_tasks(&mut state, id, reason);
+                    fail_engine_tasks(&mut state, id, reason, &self.in_flight);
+                    state.tasks.retain(|_, t| !t.orphan);
                 }
             }
             "connection_reply" => {
@@ -114,23 +134,28 @@ impl Tracker {
                         }
                     }
                 }
-                complete(&mut state, &message);
+                complete(&mut state, &message, &self.in_flight);
             }
             "engine_unavailable" => {
                 let reason = message.content["reason"]
                     .as_str()
                     .unwrap_or("engine unavailable");
                 if let Some(task) = parent_task(&mut state, &message) {
-                    task.status = Status::Failed(reason.to_string());
-                    task.finished = Some(Instant::now());
+                    finish(task, Status::Failed(reason.to_string()), &self.in_flight);
                 }
+                drop_if_orphan(&mut state, &message);
             }
             t if OUTPUT_TYPES.contains(&t) => {
                 if let Some(task) = parent_task(&mut state, &message) {
-                    task.outputs.push(message.clone());
+                    if !task.orphan {
+                        task.outputs.push(message.clone());
+                    }
                 }
             }
-            t if t.ends_with("_reply") => complete(&mut state, &message),
+            t if t.ends_with("_reply") => {
+                complete(&mut state, &message, &self.in_flight);
+                drop_if_orphan(&mut state, &message);
+            }
             _ => {}
         }
         drop(state);
@@ -144,10 +169,10 @@ impl Tracker {
         state.engines.clear();
         for task in state.tasks.values_mut() {
             if task.status == Status::Pending {
-                task.status = Status::Failed(reason.to_string());
-                task.finished = Some(Instant::now());
+                finish(task, Status::Failed(reason.to_string()), &self.in_flight);
             }
         }
+        state.tasks.retain(|_, t| !t.orphan);
         drop(state);
         self.changed.notify_all();
     }
@@ -195,11 +220,33 @@ impl Tracker {
         }
     }
 
+    /// Requests sent to engines and not yet finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Blocks (call with the GIL released) until fewer than `limit`
+    /// requests are in flight.
+    pub fn wait_for_credit(&self, limit: usize) {
+        if self.in_flight() >= limit {
+            self.wait_until(None, |_| self.in_flight() < limit);
+        }
+    }
+
     /// Drops the records of tasks nobody holds any more.
     pub fn forget(&self, msg_ids: &[String]) {
         let mut state = self.lock();
         for id in msg_ids {
-            state.tasks.remove(id);
+            match state.tasks.get_mut(id) {
+                Some(task) if task.status == Status::Pending => {
+                    task.orphan = true;
+                    task.outputs.clear();
+                }
+                Some(_) => {
+                    state.tasks.remove(id);
+                }
+                None => {}
+            }
         }
     }
 
@@ -214,23 +261,33 @@ fn parent_task<'s>(state: &'s mut State, message: &Message) -> Option<&'s mut Ta
     state.tasks.get_mut(&parent.msg_id)
 }
 
-fn complete(state: &mut State, message: &Arc<Message>) {
+/// Removes the parent task of `message` if nobody holds it and it finished.
+fn drop_if_orphan(state: &mut State, message: &Message) {
+    if let Some(parent) = &message.parent_header {
+        if state
+            .tasks
+            .get(&parent.msg_id)
+            .is_some_and(|t| t.orphan && t.status != Status::Pending)
+        {
+            state.tasks.remove(&parent.msg_id);
+        }
+    }
+}
+
+fn complete(state: &mut State, message: &Arc<Message>, in_flight: &AtomicUsize) {
     if let Some(task) = parent_task(state, message) {
         if task.status == Status::Pending {
-            task.status = Status::Done;
-            task.finished = Some(Instant::now());
+            finish(task, Status::Done, in_flight);
         }
         task.reply = Some(message.clone());
     }
 }
 
-fn fail_engine_tasks(state: &mut State, engine: u32, reason: &str) {
+fn fail_engine_tasks(state: &mut State, engine: u32, reason: &str, in_flight: &AtomicUsize) {
     for (msg_id, task) in state.tasks.iter_mut() {
         if task.engine == Some(engine) && task.status == Status::Pending {
-            task.status = Status::Failed(format!(
-                "Engine {engine} died while running task {msg_id} ({reason})"
-            ));
-            task.finished = Some(Instant::now());
+            let reason = format!("Engine {engine} died while running task {msg_id} ({reason})");
+            finish(task, Status::Failed(reason), in_flight);
         }
     }
 }
@@ -295,6 +352,11 @@ mod tests {
         assert!(tracker.wait(&["late".to_string()], Some(Duration::ZERO)));
         tracker.forget(&ids);
         assert_eq!(tracker.lock().tasks.len(), 1);
+        assert_eq!(
+            tracker.in_flight(),
+            0,
+            "finished and failed work holds no credit"
+        );
     }
 
     #[test]

@@ -1,0 +1,132 @@
+"""rparallel next to ipyparallel, in the same run, driven as a user drives them.
+
+    .venv/bin/python bench/cluster.py [--rounds 2] [--quick] [--json FILE]
+
+Each round starts a fresh kernel of each kind (the `rparallel` kernel, and
+ipykernel with ipyparallel), alternating A B A B. Inside the kernel the
+workload script starts a 4-engine cluster and times the API calls with
+time.perf_counter; the kernel prints the figures as JSON.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import jupyter_client
+
+WORKLOAD = r'''
+import json, os, time, statistics
+import numpy as np
+import {module} as ipp
+
+def times(f, n):
+    out = []
+    for _ in range(n):
+        t = time.perf_counter(); f(); out.append(time.perf_counter() - t)
+    return out
+
+def rss_mb(pid):
+    with open("/proc/%d/status" % pid) as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+
+t = time.perf_counter()
+cluster = ipp.Cluster(n=4)
+rc = cluster.start_and_connect_sync()
+rc.wait_for_engines(4, timeout=120)
+start = time.perf_counter() - t
+dview = rc[:]
+e0 = rc[0]
+N = {n}
+r = {{"cluster start (4 engines)": [start]}}
+time.sleep(1.0)
+r["engine idle RSS"] = [rss_mb(p) for p in dview.apply_sync(os.getpid)]
+for _ in range(20):
+    e0.apply_sync(lambda: None)
+r["single-engine apply_sync"] = times(lambda: e0.apply_sync(lambda: None), N)
+r["4-engine apply_sync"] = times(lambda: dview.apply_sync(lambda: None), N)
+r["4-engine execute(block=True)"] = times(lambda: dview.execute("a=1", block=True), N)
+f = lambda: None
+t = time.perf_counter()
+ars = [rc[i % 4].apply_async(f) for i in range({tasks})]
+for ar in ars:
+    ar.get()
+r["apply_async throughput"] = [{tasks} / (time.perf_counter() - t)]
+del ars
+big = np.random.random({mb} * 1024 * 1024 // 8)
+r["push 100 MB (one engine)"] = [{mb} / x for x in times(lambda: e0.push({{"big": big}}, block=True), 3)]
+r["pull 100 MB (one engine)"] = [{mb} / x for x in times(lambda: e0.pull("big", block=True), 3)]
+cluster.stop_cluster_sync()
+print("RESULT " + json.dumps(r))
+'''
+
+UNITS = {
+    "cluster start (4 engines)": ("s", 1, False),
+    "single-engine apply_sync": ("ms", 1e3, False),
+    "4-engine apply_sync": ("ms", 1e3, False),
+    "4-engine execute(block=True)": ("ms", 1e3, False),
+    "apply_async throughput": ("tasks/s", 1, True),
+    "push 100 MB (one engine)": ("MB/s", 1, True),
+    "pull 100 MB (one engine)": ("MB/s", 1, True),
+    "engine idle RSS": ("MB", 1, False),
+}
+
+
+def run_workload(kernel_name, module, args):
+    km, kc = jupyter_client.manager.start_new_kernel(kernel_name=kernel_name)
+    try:
+        code = WORKLOAD.format(module=module, n=args.n, tasks=args.tasks, mb=args.mb)
+        out = []
+        reply = kc.execute_interactive(
+            code, timeout=900,
+            output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
+        if reply["content"]["status"] != "ok":
+            raise RuntimeError("%s failed: %s" % (module, reply["content"].get("evalue")))
+        for line in "".join(out).splitlines():
+            if line.startswith("RESULT "):
+                return json.loads(line[len("RESULT "):])
+        raise RuntimeError("%s printed no result" % module)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="short runs; not to be quoted")
+    parser.add_argument("--json", help="write the rows to this file")
+    args = parser.parse_args()
+    args.n, args.tasks, args.mb = (20, 500, 20) if args.quick else (100, 5000, 100)
+    systems = {"rparallel": ("rparallel", "rparallel"), "ipyparallel": ("python3", "ipyparallel")}
+    samples = {s: {} for s in systems}
+    for _ in range(args.rounds):
+        for label, (kernel, module) in systems.items():
+            for key, values in run_workload(kernel, module, args).items():
+                samples[label].setdefault(key, []).extend(values)
+    rows = []
+    print("%-30s %14s %10s %14s %10s %8s" % ("workload", "rparallel", "p90", "ipyparallel", "p90", "ratio"))
+    for key, (unit, scale, higher_better) in UNITS.items():
+        row = {"workload": key, "unit": unit}
+        for label in systems:
+            xs = sorted(v * scale for v in samples[label].get(key, []))
+            row[label + "_median"] = statistics.median(xs)
+            row[label + "_p90"] = xs[max(0, -(-9 * len(xs) // 10) - 1)]
+        a, b = row["rparallel_median"], row["ipyparallel_median"]
+        row["ratio"] = (a / b) if higher_better else (b / a)
+        rows.append(row)
+        print("%-30s %10.2f %-3s %10.2f %10.2f %-3s %10.2f %7.1fx" % (
+            key, a, unit[:3], row["rparallel_p90"], b, unit[:3], row["ipyparallel_p90"], row["ratio"]))
+    print("(ratio: how many times better rparallel is; medians over %d rounds%s)"
+          % (args.rounds, ", QUICK: not to be quoted" if args.quick else ""))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": args.quick, "rows": rows}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
