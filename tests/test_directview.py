@@ -945,6 +945,16 @@ def test_async_result_stdout_single_engine(k):
 
 
 @pytest.mark.timeout(180)
+def test_map_async_iterates_as_results_arrive(k):
+    run(
+        k,
+        "ar = dview.map_async(lambda x: x * 2, range(10))\n"
+        "assert list(ar) == [x * 2 for x in range(10)]\n"
+        "it = iter(rc[0].apply_async(lambda: 'bare'))\n"
+        "assert list(it) == ['bare']\n",
+    )
+
+
 def test_interrupt_reaches_engines(cluster_kernel, k):
     """Interrupting the kernel during a blocking apply_sync stops the remote
     code too: the cell ends quickly and the engines answer at once after."""

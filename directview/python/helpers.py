@@ -124,3 +124,13 @@ def when_done(result, callback):
         callback(result)
 
     threading.Thread(target=wait_then_call, daemon=True).start()
+
+
+def iterate(result, concat):
+    """Iterates an AsyncResult's values as they arrive, in order."""
+    for i in range(len(result)):
+        part = result._part(i)
+        if concat:
+            yield from part
+        else:
+            yield part

@@ -419,15 +419,27 @@ impl AsyncResult {
         self.msg_ids.len()
     }
 
-    fn __iter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let value = self.get(py, None)?;
-        let value = value.bind(py);
-        let iterable = if self.single && self.combine != Combine::Concat {
-            PyList::new(py, [value])?.into_any()
-        } else {
-            value.clone()
+    /// Results as they arrive, in order: each engine's part is yielded as
+    /// soon as that engine (and the ones before it) finished.
+    fn __iter__(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let concat = slf.borrow().combine == Combine::Concat;
+        Ok(helpers(slf.py())?
+            .call_method1("iterate", (slf.clone(), concat))?
+            .unbind())
+    }
+
+    /// The value of part `i` (engine `engine_id[i]`), waiting for it; its
+    /// error is raised as the engine's RemoteError.
+    fn _part(&self, py: Python<'_>, i: usize) -> PyResult<Py<PyAny>> {
+        let (Some(msg_id), Some(engine)) = (self.msg_ids.get(i), self.engines.get(i)) else {
+            return Err(pyo3::exceptions::PyIndexError::new_err(i));
         };
-        Ok(iterable.try_iter()?.into_any().unbind())
+        self.core.wait(py, std::slice::from_ref(msg_id), None)?;
+        let task = self.core.tracker().lock().tasks.get(msg_id).cloned();
+        match self.task_value(py, *engine, task)? {
+            Ok(value) => Ok(value),
+            Err(error) => Err(PyErr::from_value(error.into_bound(py))),
+        }
     }
 
     fn __repr__(&self) -> String {
