@@ -134,3 +134,14 @@ def iterate(result, concat):
             yield from part
         else:
             yield part
+
+
+# Views the %px family runs on, by magic suffix ("" for %px itself).
+active_views = {}
+
+
+def activate(view, suffix=""):
+    """Makes `view` the one %px{suffix}, %%px{suffix}, %autopx{suffix} and
+    %pxresult{suffix} use."""
+    active_views[suffix] = view
+    return view

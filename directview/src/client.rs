@@ -186,6 +186,20 @@ impl Client {
         Client::view(slf, targets)
     }
 
+    /// Makes a blocking view on `targets` the one `%px{suffix}` runs on.
+    #[pyo3(signature = (targets=None, suffix=""))]
+    fn activate(
+        slf: &Bound<'_, Self>,
+        targets: Option<&Bound<'_, PyAny>>,
+        suffix: &str,
+    ) -> PyResult<Py<PyAny>> {
+        let mut view = Client::direct_view(slf, targets)?;
+        view.block = true;
+        let view = Bound::new(slf.py(), view)?;
+        view.call_method1("activate", (suffix,))?;
+        Ok(view.into_any().unbind())
+    }
+
     /// Waits until at least `n` engines are registered.
     #[pyo3(signature = (n, timeout=None, block=true))]
     fn wait_for_engines(

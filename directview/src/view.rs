@@ -588,6 +588,13 @@ impl DirectView {
         )
     }
 
+    /// Makes this view the one `%px{suffix}` and its family run on.
+    #[pyo3(signature = (suffix=""))]
+    fn activate(slf: Bound<'_, Self>, suffix: &str) -> PyResult<()> {
+        helpers(slf.py())?.call_method1("activate", (slf.clone(), suffix))?;
+        Ok(())
+    }
+
     /// Waits for results (AsyncResults or msg_ids); all outstanding if None.
     #[pyo3(signature = (jobs=None, timeout=None))]
     fn wait(
