@@ -57,32 +57,40 @@ impl Connection {
         std::thread::Builder::new()
             .name("rparallel-client".into())
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime");
-                runtime.block_on(async move {
-                    let mut socket = DealerSocket::new();
-                    let connected = tokio::time::timeout(timeout, socket.connect(&endpoint)).await;
-                    match connected {
-                        Ok(Ok(())) => {
-                            let _ = ready_tx.send(Ok(()));
+                let on_panic = io_tracker.clone();
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("tokio runtime");
+                    runtime.block_on(async move {
+                        let mut socket = DealerSocket::new();
+                        let connected =
+                            tokio::time::timeout(timeout, socket.connect(&endpoint)).await;
+                        match connected {
+                            Ok(Ok(())) => {
+                                let _ = ready_tx.send(Ok(()));
+                            }
+                            Ok(Err(e)) => {
+                                let _ = ready_tx.send(Err(anyhow::anyhow!(
+                                    "cannot connect to the controller at {endpoint}: {e}"
+                                )));
+                                return;
+                            }
+                            Err(_) => {
+                                let _ = ready_tx.send(Err(anyhow::anyhow!(
+                                    "no controller answered at {endpoint} within {timeout:?}"
+                                )));
+                                return;
+                            }
                         }
-                        Ok(Err(e)) => {
-                            let _ = ready_tx.send(Err(anyhow::anyhow!(
-                                "cannot connect to the controller at {endpoint}: {e}"
-                            )));
-                            return;
-                        }
-                        Err(_) => {
-                            let _ = ready_tx.send(Err(anyhow::anyhow!(
-                                "no controller answered at {endpoint} within {timeout:?}"
-                            )));
-                            return;
-                        }
-                    }
-                    serve(socket, io_session, io_tracker, rx).await;
-                });
+                        serve(socket, io_session, io_tracker, rx).await;
+                    });
+                }));
+                if ran.is_err() {
+                    // Fail every wait instead of leaving it hanging.
+                    on_panic.controller_lost("the client's I/O thread failed");
+                }
             })
             .context("cannot start the client's I/O thread")?;
         ready_rx

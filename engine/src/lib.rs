@@ -76,16 +76,10 @@ pub fn run(engine_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
         queue,
         python,
     };
-    std::thread::Builder::new()
-        .name("rparallel-engine-io".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            runtime.block_on(io::serve(io, ready_tx));
-        })
-        .context("cannot start the I/O thread")?;
+    rparallel_pyexec::actor::spawn_io_thread("rparallel-engine-io", move || {
+        io::serve(io, ready_tx)
+    })
+    .context("cannot start the I/O thread")?;
     drop(blocked);
 
     let stamp = ready_rx

@@ -52,16 +52,10 @@ pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     let blocked = rparallel_pyexec::interrupt::block_sigint();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let io_python = python.clone();
-    std::thread::Builder::new()
-        .name("rparallel-io".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            runtime.block_on(serve(info, session, io_python, ready_tx));
-        })
-        .context("cannot start the I/O thread")?;
+    rparallel_pyexec::actor::spawn_io_thread("rparallel-io", move || {
+        serve(info, session, io_python, ready_tx)
+    })
+    .context("cannot start the I/O thread")?;
     drop(blocked);
 
     let sink = ready_rx
