@@ -104,7 +104,7 @@ pub async fn serve(io: Io, ready: Ready) {
     io.python.interrupt();
     tokio::time::sleep(SHUTDOWN_GRACE).await;
     tracing::warn!("running code did not stop after shutdown; exiting anyway");
-    std::process::exit(0);
+    rparallel_pyexec::actor::force_exit(0);
 }
 
 /// Connects and registers: the socket, the engine id and the heartbeat period.

@@ -141,7 +141,7 @@ async fn serve(info: ConnectionInfo, session: Session, python: PythonHandle, rea
     python.interrupt();
     tokio::time::sleep(SHUTDOWN_GRACE).await;
     tracing::warn!("a cell did not stop after shutdown; exiting anyway");
-    std::process::exit(0);
+    rparallel_pyexec::actor::force_exit(0);
 }
 
 struct Sockets {

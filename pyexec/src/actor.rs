@@ -140,3 +140,11 @@ where
         })
         .map(|_| ())
 }
+
+/// Ends the process now, from the I/O thread, when the Python thread did
+/// not stop within its grace period. `_exit` skips exit handlers: `exit()`
+/// could wait on a lock the stuck Python thread holds.
+pub fn force_exit(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and does not return.
+    unsafe { libc::_exit(code) }
+}
