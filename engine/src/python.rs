@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use rparallel_magics::parse_cell;
 use rparallel_protocol::message::now_iso8601;
 use rparallel_protocol::Message;
-use rparallel_pyexec::{CellError, InputError, OutputEvent, OutputSink, PyShell, Remote};
+use rparallel_pyexec::{
+    CellError, InputError, OutputEvent, OutputSink, PyShell, Remote, WireOutput,
+};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -192,25 +194,10 @@ impl OutputSink for EngineSink {
         let Some(parent) = self.parent() else {
             return;
         };
-        match event {
-            OutputEvent::Stream { name, text } => self.outgoing.blocking_stream(name, text, parent),
-            OutputEvent::Display {
-                data,
-                metadata,
-                transient,
-                update,
-            } => {
-                let msg_type = if update {
-                    "update_display_data"
-                } else {
-                    "display_data"
-                };
-                let content = json!({ "data": data, "metadata": metadata, "transient": transient });
-                self.outgoing.blocking_output(msg_type, content, parent);
-            }
-            OutputEvent::ClearOutput { wait } => {
-                self.outgoing
-                    .blocking_output("clear_output", json!({ "wait": wait }), parent);
+        match event.into_wire() {
+            WireOutput::Stream { name, text } => self.outgoing.blocking_stream(name, text, parent),
+            WireOutput::Message { msg_type, content } => {
+                self.outgoing.blocking_output(msg_type, content, parent)
             }
         }
     }

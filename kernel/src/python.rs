@@ -5,8 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use rparallel_protocol::Message;
-use rparallel_pyexec::{InputError, OutputEvent, OutputSink, PyShell};
-use serde_json::json;
+use rparallel_pyexec::{InputError, OutputEvent, OutputSink, PyShell, WireOutput};
 
 use crate::iopub::{Iopub, Parent};
 use crate::stdin::StdinHandle;
@@ -44,25 +43,10 @@ impl KernelSink {
 impl OutputSink for KernelSink {
     fn emit(&self, event: OutputEvent) {
         let parent = self.parent();
-        match event {
-            OutputEvent::Stream { name, text } => self.iopub.blocking_stream(name, text, parent),
-            OutputEvent::Display {
-                data,
-                metadata,
-                transient,
-                update,
-            } => {
-                let msg_type = if update {
-                    "update_display_data"
-                } else {
-                    "display_data"
-                };
-                let content = json!({ "data": data, "metadata": metadata, "transient": transient });
-                self.iopub.blocking_publish(msg_type, content, parent);
-            }
-            OutputEvent::ClearOutput { wait } => {
-                self.iopub
-                    .blocking_publish("clear_output", json!({ "wait": wait }), parent);
+        match event.into_wire() {
+            WireOutput::Stream { name, text } => self.iopub.blocking_stream(name, text, parent),
+            WireOutput::Message { msg_type, content } => {
+                self.iopub.blocking_publish(msg_type, content, parent)
             }
         }
     }

@@ -33,7 +33,7 @@ pub mod shell;
 
 pub use init::{initialize, PythonEnv};
 pub use interrupt::Interrupter;
-pub use output::{InputError, OutputEvent, OutputSink};
+pub use output::{InputError, OutputEvent, OutputSink, WireOutput};
 pub use remote::{deserialize, frames_from_python, frames_to_python, serialize, Frame, Remote};
 pub use shell::{
     CellError, Completion, ExecuteOutcome, Inspection, IsComplete, MimeBundle, PyShell,

@@ -18,6 +18,45 @@ pub enum OutputEvent {
     ClearOutput { wait: bool },
 }
 
+/// How an [`OutputEvent`] goes on the wire: stream text (which publishers
+/// coalesce) or a Jupyter message ready to send.
+pub enum WireOutput {
+    Stream {
+        name: String,
+        text: String,
+    },
+    Message {
+        msg_type: &'static str,
+        content: Value,
+    },
+}
+
+impl OutputEvent {
+    /// The Jupyter message type and content of this output.
+    pub fn into_wire(self) -> WireOutput {
+        match self {
+            OutputEvent::Stream { name, text } => WireOutput::Stream { name, text },
+            OutputEvent::Display {
+                data,
+                metadata,
+                transient,
+                update,
+            } => WireOutput::Message {
+                msg_type: if update {
+                    "update_display_data"
+                } else {
+                    "display_data"
+                },
+                content: serde_json::json!({ "data": data, "metadata": metadata, "transient": transient }),
+            },
+            OutputEvent::ClearOutput { wait } => WireOutput::Message {
+                msg_type: "clear_output",
+                content: serde_json::json!({ "wait": wait }),
+            },
+        }
+    }
+}
+
 /// Why `input()` could not be answered.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum InputError {
