@@ -1015,7 +1015,11 @@ def test_cluster_in_kernel_stops_with_kernel():
         left = wait_gone(pids)
         scanned = wait_cluster_gone(rp_dir, timeout=2)
         kill_pids(sorted(set(left) | set(scanned)))
+        # A Cluster without a profile name has a private profile, removed
+        # when it stops (here: with the kernel).
+        leftover_profiles = sorted(p.name for p in Path(rp_dir).glob("profile_cluster-*"))
         shutil.rmtree(rp_dir, ignore_errors=True)
+    assert not leftover_profiles, leftover_profiles
     assert not left, f"cluster processes still alive {GONE_TIMEOUT}s after the kernel shut down: {left}"
     assert not scanned, f"engine/controller processes of {rp_dir} still running: {scanned}"
 

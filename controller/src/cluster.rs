@@ -154,6 +154,9 @@ pub struct ClusterOptions {
     /// How long to wait for the engines to register.
     pub timeout: Duration,
     pub heartbeat_timeout: Duration,
+    /// The profile exists only for this cluster: its directory is removed
+    /// when the cluster stops.
+    pub ephemeral: bool,
 }
 
 /// A cluster this process started.
@@ -162,6 +165,7 @@ pub struct StartedCluster {
     pub controller_pid: u32,
     /// The controller, when it is our child (not daemonized).
     pub child: Option<Child>,
+    ephemeral: bool,
 }
 
 /// Starts a controller with local engines and waits until they are all
@@ -269,6 +273,7 @@ pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster>
         profile,
         controller_pid: pid,
         child: if options.daemonize { None } else { Some(child) },
+        ephemeral: options.ephemeral,
     })
 }
 
@@ -283,7 +288,11 @@ impl StartedCluster {
 
     /// Stops the controller and its engines, and waits for them.
     pub fn stop(mut self) -> anyhow::Result<()> {
-        stop_controller(&self.profile, self.controller_pid, self.child.as_mut())
+        stop_controller(&self.profile, self.controller_pid, self.child.as_mut())?;
+        if self.ephemeral {
+            let _ = std::fs::remove_dir_all(&self.profile.dir);
+        }
+        Ok(())
     }
 }
 

@@ -57,6 +57,7 @@ impl Cluster {
             )));
         }
         let n = n.unwrap_or_else(default_engines);
+        let ephemeral = profile.is_none();
         let profile = profile.unwrap_or_else(|| {
             format!(
                 "cluster-{}-{}",
@@ -79,6 +80,7 @@ impl Cluster {
             daemonize: false,
             timeout: Duration::from_secs_f64(get("engine_timeout", 60.0)?),
             heartbeat_timeout: Duration::from_secs_f64(get("heartbeat_timeout", 10.0)?),
+            ephemeral,
         };
         Ok(Cluster {
             n,

@@ -192,6 +192,7 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
                 daemonize: args.daemonize,
                 timeout: seconds(args.timeout),
                 heartbeat_timeout: seconds(args.heartbeat_timeout),
+                ephemeral: false,
             };
             let mut cluster = cluster::start_cluster(&options)?;
             println!(
