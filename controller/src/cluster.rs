@@ -54,16 +54,7 @@ async fn controller(options: ControllerOptions) -> anyhow::Result<()> {
     let profile = Profile::new(options.profile.as_deref())?;
     profile.create()?;
     let me = std::process::id();
-    if let Some(record) = profile.read_record() {
-        if record.controller_pid != me && process_alive(record.controller_pid) {
-            bail!(
-                "a cluster is already running in profile {} (controller pid {}); stop it with `rparallel cluster stop --profile {}`",
-                profile.name,
-                record.controller_pid,
-                profile.name
-            );
-        }
-    }
+    profile.refuse_if_running(Some(me))?;
     let key = new_key();
     let session = Session::new(key.as_bytes(), "controller");
     let mut clients = RouterSocket::new();
@@ -173,16 +164,7 @@ pub struct StartedCluster {
 pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster> {
     let profile = Profile::new(options.profile.as_deref())?;
     profile.create()?;
-    if let Some(record) = profile.read_record() {
-        if process_alive(record.controller_pid) {
-            bail!(
-                "a cluster is already running in profile {} (controller pid {}); stop it with `rparallel cluster stop --profile {}`",
-                profile.name,
-                record.controller_pid,
-                profile.name
-            );
-        }
-    }
+    profile.refuse_if_running(None)?;
     let mut command = Command::new(launcher::own_binary()?);
     command
         .arg("controller")
@@ -209,13 +191,7 @@ pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster>
             });
         }
     } else {
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        launcher::die_with_parent(&mut command);
     }
     let mut child = command.spawn().context("cannot start the controller")?;
     let pid = child.id();

@@ -23,7 +23,8 @@ pub fn describe_exit(status: ExitStatus) -> String {
 
 /// Makes the child receive SIGKILL when the thread that spawned it dies.
 /// Spawn from a thread that lives as long as the process.
-pub fn die_with_parent(command: &mut Command) {
+pub fn die_with_parent(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe; nothing else runs in the child
     // between fork and exec.
     unsafe {
@@ -53,7 +54,7 @@ impl EngineCommand {
             .arg(&self.python)
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        die_with_parent(&mut command);
+        die_with_parent(command.as_std_mut());
         command
     }
 }

@@ -135,6 +135,21 @@ impl Profile {
         serde_json::from_slice(&text).ok()
     }
 
+    /// Fails if another live controller (not `me`) owns this profile.
+    pub fn refuse_if_running(&self, me: Option<u32>) -> anyhow::Result<()> {
+        if let Some(record) = self.read_record() {
+            if Some(record.controller_pid) != me && process_alive(record.controller_pid) {
+                anyhow::bail!(
+                    "a cluster is already running in profile {} (controller pid {}); stop it with `rparallel cluster stop --profile {}`",
+                    self.name,
+                    record.controller_pid,
+                    self.name
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the files of a cluster that has stopped.
     pub fn remove_files(&self) {
         for path in [self.client_file(), self.engine_file(), self.cluster_file()] {
