@@ -53,6 +53,21 @@ pub fn parse_cell(code: &str) -> Cell {
     Cell::Python(rewrite_line_magics(code))
 }
 
+/// Parses a cell in `%autopx` mode: it runs on the engines as `%%px{suffix}`,
+/// except blank cells and cells that start with a magic (`%autopx` turns the
+/// mode off; `%pxresult` and `%%px -t 0` keep working).
+pub fn parse_cell_autopx(code: &str, suffix: &str) -> Cell {
+    let start = code.trim_start();
+    if start.is_empty() || start.starts_with('%') {
+        return parse_cell(code);
+    }
+    Cell::CellMagic {
+        name: format!("px{suffix}"),
+        args: String::new(),
+        body: code.to_string(),
+    }
+}
+
 /// Whether a cell magic typed line by line is finished: its body, unlike
 /// Python, has no syntax to tell, so it ends at a blank line.
 pub fn cell_magic_complete(code: &str) -> bool {
@@ -198,6 +213,27 @@ mod tests {
             parse_cell("%%px -b\nprint('hi')\n").into_python(),
             "__rparallel_cell_magic__('px', '-b', 'print(\\'hi\\')\\n')"
         );
+    }
+
+    #[test]
+    fn autopx_sends_cells_to_the_engines_except_magics() {
+        assert_eq!(
+            parse_cell_autopx("a = 1\nb = 2", "2"),
+            Cell::CellMagic {
+                name: "px2".into(),
+                args: "".into(),
+                body: "a = 1\nb = 2".into()
+            }
+        );
+        assert_eq!(
+            parse_cell_autopx("  %autopx", ""),
+            Cell::Python("  __rparallel_magic__('autopx', '')".into())
+        );
+        assert_eq!(parse_cell_autopx("\n", ""), Cell::Python("\n".into()));
+        assert!(matches!(
+            parse_cell_autopx("%%px -t 0\nx", ""),
+            Cell::CellMagic { args, .. } if args == "-t 0"
+        ));
     }
 
     #[test]
