@@ -200,6 +200,18 @@ impl Client {
         Ok(view.into_any().unbind())
     }
 
+    /// As in ipyparallel: a new client's blocking view of all engines
+    /// becomes the one `%px` runs on (until another is activated).
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
+        _args: &Bound<'_, pyo3::types::PyTuple>,
+        _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
+    ) -> PyResult<()> {
+        Client::activate(slf, None, "")?;
+        Ok(())
+    }
+
     /// Waits until at least `n` engines are registered.
     #[pyo3(signature = (n, timeout=None, block=true))]
     fn wait_for_engines(

@@ -11,6 +11,9 @@ use serde_json::Value;
 use crate::connection::Connection;
 use crate::tracker::Tracker;
 
+/// How long interrupted engines get to stop before the caller gives up.
+pub const INTERRUPT_GRACE: Duration = Duration::from_millis(1500);
+
 pub struct Core {
     pub connection: Connection,
 }
@@ -64,8 +67,17 @@ impl Core {
     }
 
     /// Sends interrupt_request to every engine running one of `msg_ids`,
-    /// and gives them a moment to stop.
-    fn interrupt_engines_of(&self, py: Python<'_>, msg_ids: &[String]) {
+    /// and gives them a moment to stop (short enough that an interrupted
+    /// cell ends within 2 s).
+    pub fn interrupt_engines_of(&self, py: Python<'_>, msg_ids: &[String]) {
+        let sent = self.send_interrupts(msg_ids);
+        py.detach(|| self.tracker().wait(msg_ids, Some(INTERRUPT_GRACE)));
+        self.tracker().forget(&sent);
+    }
+
+    /// Sends interrupt_request to every engine running one of `msg_ids`;
+    /// returns the interrupt requests' ids.
+    pub fn send_interrupts(&self, msg_ids: &[String]) -> Vec<String> {
         let engines: std::collections::BTreeSet<u32> = {
             let state = self.tracker().lock();
             msg_ids
@@ -75,7 +87,7 @@ impl Core {
                 .filter_map(|t| t.engine)
                 .collect()
         };
-        let sent: Vec<String> = engines
+        engines
             .into_iter()
             .map(|engine| {
                 self.request(
@@ -85,9 +97,7 @@ impl Core {
                     vec![],
                 )
             })
-            .collect();
-        py.detach(|| self.tracker().wait(msg_ids, Some(Duration::from_secs(2))));
-        self.tracker().forget(&sent);
+            .collect()
     }
 }
 

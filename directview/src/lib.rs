@@ -9,6 +9,8 @@
 //!   outputs, failures); waiting happens here with the GIL released.
 //! - [`core`]: what a client's Python objects share; interruptible waits.
 //! - [`targets`], [`partition`]: which engines, and which part each gets.
+//! - [`display`], [`relay`]: showing engine output (live while waiting,
+//!   or grouped afterwards) with the labels `rparallel_magics` renders.
 //! - [`client`], [`view`], [`result`], [`remote`], [`cluster`]: the Python
 //!   classes. [`view::DirectView::submit`] is the one path to the engines.
 //! - `python/error.py` (`rparallel.error`) and `python/helpers.py`
@@ -18,7 +20,9 @@ pub mod client;
 pub mod cluster;
 pub mod connection;
 pub mod core;
+pub mod display;
 pub mod partition;
+pub mod relay;
 pub mod remote;
 pub mod result;
 pub mod targets;

@@ -2,7 +2,7 @@
 //! when asked for; the tracker's records go when the handle goes.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -10,8 +10,13 @@ use pyo3::types::{PyDict, PyList};
 use pyo3::BoundObject;
 use serde_json::json;
 
-use crate::core::{error, helpers, timeout_arg, Core};
-use crate::tracker::{Status, Task};
+use rparallel_magics::render;
+use rparallel_magics::GroupBy;
+
+use crate::core::{error, helpers, timeout_arg, wait_interruptibly, Core};
+use crate::display::{engine_outputs, Frontend};
+use crate::relay::Relay;
+use crate::tracker::{Status, Task, Tracker};
 
 /// How per-engine values become the result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +51,7 @@ impl Drop for AsyncResult {
 }
 
 impl AsyncResult {
-    fn tasks(&self) -> Vec<Option<Task>> {
+    pub fn tasks(&self) -> Vec<Option<Task>> {
         let state = self.core.tracker().lock();
         self.msg_ids
             .iter()
@@ -54,7 +59,7 @@ impl AsyncResult {
             .collect()
     }
 
-    fn is_ready(&self) -> bool {
+    pub fn is_ready(&self) -> bool {
         let state = self.core.tracker().lock();
         crate::tracker::Tracker::all_done(&state, &self.msg_ids)
     }
@@ -158,6 +163,98 @@ impl AsyncResult {
             _ if self.single => Ok(values.into_iter().next().unwrap_or_else(|| py.None())),
             _ => Ok(PyList::new(py, values)?.into_any().unbind()),
         }
+    }
+
+    /// How many of its requests finished.
+    pub fn finished(&self) -> usize {
+        self.tasks()
+            .into_iter()
+            .filter(|t| t.as_ref().is_none_or(|t| t.status != Status::Pending))
+            .count()
+    }
+
+    /// Waits up to `timeout` (None: until done). With a `relay`, each
+    /// engine's output is shown live (keep the relay across calls so
+    /// nothing is shown twice); `tick` runs between slices (progress bars).
+    /// True when all finished. An interrupt is passed on to the engines;
+    /// what they print while stopping is shown, then KeyboardInterrupt is
+    /// raised.
+    pub fn wait_showing(
+        &self,
+        py: Python<'_>,
+        mut relay: Option<&mut Relay>,
+        timeout: Option<Duration>,
+        mut tick: impl FnMut(&Self) -> PyResult<()>,
+    ) -> PyResult<bool> {
+        const SLICE: Duration = Duration::from_millis(100);
+        let frontend = Frontend::new(py)?;
+        let tracker = self.core.tracker();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let slice = deadline.map_or(SLICE, |d| {
+                d.saturating_duration_since(Instant::now()).min(SLICE)
+            });
+            let news = relay.as_deref();
+            let waited = wait_interruptibly(py, Some(slice), |slice| {
+                tracker.wait_until(Some(slice), |state| {
+                    Tracker::all_done(state, &self.msg_ids)
+                        || news.is_some_and(|r| r.has_news(state))
+                })
+            });
+            if let Err(e) = waited {
+                if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+                    self.core.interrupt_engines_of(py, &self.msg_ids);
+                    if let Some(relay) = relay.as_deref_mut() {
+                        relay.pump(tracker, &frontend, true)?;
+                    }
+                }
+                return Err(e);
+            }
+            let done = self.is_ready();
+            if let Some(relay) = relay.as_deref_mut() {
+                relay.pump(tracker, &frontend, done)?;
+            }
+            if done {
+                return Ok(true);
+            }
+            tick(self)?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// A relay for showing this result's output live.
+    pub fn relay(&self) -> Relay {
+        Relay::new(&self.msg_ids, &self.engines)
+    }
+
+    /// Engines still running its requests.
+    pub fn running_engines(&self) -> Vec<u32> {
+        self.engines
+            .iter()
+            .zip(self.tasks())
+            .filter(|(_, t)| t.as_ref().is_some_and(|t| t.status == Status::Pending))
+            .map(|(e, _)| *e)
+            .collect()
+    }
+
+    /// Asks the engines still running its requests to stop (no waiting).
+    pub fn send_interrupts(&self) {
+        let sent = self.core.send_interrupts(&self.msg_ids);
+        self.core.tracker().forget(&sent);
+    }
+
+    /// Shows the engines' results (`Out[N:k]:`), in ascending engine order.
+    pub fn show_results(&self, py: Python<'_>) -> PyResult<()> {
+        let outputs = engine_outputs(&self.engines, &self.tasks());
+        Frontend::new(py)?.show(&render::results(&outputs))
+    }
+
+    /// Shows everything the engines produced, grouped as `by` says.
+    pub fn show_outputs(&self, py: Python<'_>, by: GroupBy) -> PyResult<()> {
+        let outputs = engine_outputs(&self.engines, &self.tasks());
+        Frontend::new(py)?.show(&render::arrange(&outputs, by))
     }
 
     fn wait_for(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
@@ -354,10 +451,7 @@ impl AsyncResult {
     /// How many tasks have finished.
     #[getter]
     fn progress(&self) -> usize {
-        self.tasks()
-            .into_iter()
-            .filter(|t| t.as_ref().is_none_or(|t| t.status != Status::Pending))
-            .count()
+        self.finished()
     }
 
     /// Prints a progress line until ready (or `timeout`).
@@ -391,28 +485,22 @@ impl AsyncResult {
         }
     }
 
-    /// Prints each engine's stdout and stderr, labelled by engine.
+    /// Shows everything the engines produced so far: streams labelled
+    /// `[stdout:N]`, displays, results `Out[N:k]:`; `groupby` is "type",
+    /// "engine" or "order".
     #[pyo3(signature = (groupby="type"))]
     fn display_outputs(&self, py: Python<'_>, groupby: &str) -> PyResult<()> {
-        let _ = groupby;
-        let print = py.import("builtins")?.getattr("print")?;
-        for (name, texts) in [
-            ("stdout", self.stream("stdout")),
-            ("stderr", self.stream("stderr")),
-        ] {
-            for (engine, text) in self.engines.iter().zip(texts) {
-                if text.is_empty() {
-                    continue;
-                }
-                let text = text.trim_end_matches('\n');
-                if text.contains('\n') {
-                    print.call1((format!("[{name}:{engine}]\n{text}"),))?;
-                } else {
-                    print.call1((format!("[{name}:{engine}] {text}"),))?;
-                }
+        let by = match groupby {
+            "type" => GroupBy::Type,
+            "engine" => GroupBy::Engine,
+            "order" => GroupBy::Order,
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "groupby must be 'type', 'engine' or 'order', not {other:?}"
+                )))
             }
-        }
-        Ok(())
+        };
+        self.show_outputs(py, by)
     }
 
     fn __len__(&self) -> usize {

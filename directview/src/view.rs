@@ -288,18 +288,7 @@ impl DirectView {
         block: Option<bool>,
     ) -> PyResult<Py<PyAny>> {
         let targets = self.targets_for(targets)?;
-        let result = self.broadcast(
-            py,
-            &targets,
-            "execute",
-            Combine::Each,
-            Request {
-                msg_type: "execute_request",
-                content: json!({ "code": code, "silent": silent, "store_history": !silent, "stop_on_error": false }),
-                buffers: vec![],
-            },
-            false,
-        )?;
+        let result = self.execute_async(py, code, silent, &targets)?.into_any();
         if self.block_for(block) {
             result.bind(py).call_method1("get", ())?;
         }
@@ -671,6 +660,30 @@ impl DirectView {
 }
 
 impl DirectView {
+    /// Sends `code` to the engines of `targets` without waiting. `%px`
+    /// sends it not silent: engines count it and return the last value.
+    pub fn execute_async(
+        &self,
+        py: Python<'_>,
+        code: &str,
+        silent: bool,
+        targets: &Targets,
+    ) -> PyResult<Py<AsyncResult>> {
+        let result = self.broadcast(
+            py,
+            targets,
+            "execute",
+            Combine::Each,
+            Request {
+                msg_type: "execute_request",
+                content: json!({ "code": code, "silent": silent, "store_history": !silent, "stop_on_error": false }),
+                buffers: vec![],
+            },
+            false,
+        )?;
+        Ok(result.into_bound(py).cast_into::<AsyncResult>()?.unbind())
+    }
+
     pub fn apply_with(
         &self,
         py: Python<'_>,

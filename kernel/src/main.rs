@@ -15,6 +15,8 @@
 //! - [`heartbeat`]: echoes pings.
 //! - [`python`]: the Python thread (an actor that owns the interpreter) and
 //!   the [`python::KernelSink`] its output goes to.
+//! - [`px`]: the `%px` family (`%px`, `%%px`, `%autopx`, `%pxresult`,
+//!   `%pxconfig`), run through the DirectView layer.
 //! - [`history`]: the session's input history.
 //! - [`info`]: `kernel_info_reply` content.
 
@@ -25,6 +27,7 @@ mod history;
 mod info;
 mod iopub;
 mod kernelspec;
+mod px;
 mod python;
 mod server;
 mod shell;

@@ -15,6 +15,7 @@ use zeromq::{PubSocket, RepSocket, RouterSocket, Socket};
 
 use crate::control::ControlChannel;
 use crate::history::History;
+use crate::px::{self, AutoPx};
 use crate::python::{KernelSink, PythonHandle};
 use crate::shell::ShellChannel;
 use crate::sockets::{spawn_reader, Replier};
@@ -46,6 +47,8 @@ pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     unsafe { env.activate() };
     let session = Session::new(info.key.as_bytes(), "kernel");
     let (python, jobs) = rparallel_pyexec::actor::channel();
+    let autopx = AutoPx::default();
+    let io_autopx = autopx.clone();
 
     // Threads spawned while SIGINT is blocked inherit the mask, so Ctrl-C
     // and `kill -INT` always land on the Python (main) thread.
@@ -53,7 +56,7 @@ pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let io_python = python.clone();
     rparallel_pyexec::actor::spawn_io_thread("rparallel-io", move || {
-        serve(info, session, io_python, ready_tx)
+        serve(info, session, io_python, io_autopx, ready_tx)
     })
     .context("cannot start the I/O thread")?;
     drop(blocked);
@@ -63,7 +66,13 @@ pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
         .context("the kernel's I/O thread stopped during start-up")??;
     initialize(env)?;
     let shell = PyShell::new(sink)
-        .and_then(|shell| pyo3::Python::attach(rparallel_directview::install).map(|()| shell))
+        .and_then(|shell| {
+            pyo3::Python::attach(|py| {
+                rparallel_directview::install(py)?;
+                px::install(py, shell.py_shell(py), autopx)
+            })?;
+            Ok(shell)
+        })
         .map_err(|e| anyhow::anyhow!("cannot load the execution core: {e}"))?;
     let shell = jobs.serve(shell);
     // Exiting: clusters this kernel started stop with it, and the cells'
@@ -75,7 +84,13 @@ pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
 
 type Ready = std::sync::mpsc::Sender<anyhow::Result<Arc<KernelSink>>>;
 
-async fn serve(info: ConnectionInfo, session: Session, python: PythonHandle, ready: Ready) {
+async fn serve(
+    info: ConnectionInfo,
+    session: Session,
+    python: PythonHandle,
+    autopx: AutoPx,
+    ready: Ready,
+) {
     let sockets = match bind(&info).await {
         Ok(sockets) => sockets,
         Err(e) => {
@@ -111,6 +126,7 @@ async fn serve(info: ConnectionInfo, session: Session, python: PythonHandle, rea
             sink: sink.clone(),
             info: kernel_info.clone(),
             history: History::default(),
+            autopx,
         }
         .run(),
     );

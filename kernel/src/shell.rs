@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::history::History;
 use crate::iopub::Iopub;
+use crate::px::AutoPx;
 use crate::python::{KernelSink, PythonHandle};
 use crate::server::KernelInfo;
 use crate::sockets::{Incoming, Replier};
@@ -25,6 +26,8 @@ pub struct ShellChannel {
     pub sink: Arc<KernelSink>,
     pub info: KernelInfo,
     pub history: History,
+    /// Whether cells go to the engines (`%autopx`).
+    pub autopx: AutoPx,
 }
 
 /// What an execute request asked for, read once from its content.
@@ -158,7 +161,7 @@ impl ShellChannel {
         let started = now_iso8601();
         let req = ExecuteRequest::from(&request.content);
         let (iopub, sink, parent) = (self.iopub.clone(), self.sink.clone(), request.clone());
-        let code = parse_cell(&req.code).into_python();
+        let code = self.autopx.parse(&req.code).into_python();
         let shown = req.code.clone();
         let (silent, store_history) = (req.silent, req.store_history);
         let expressions = req.user_expressions.clone();

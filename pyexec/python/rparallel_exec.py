@@ -450,6 +450,19 @@ class Shell:
             outcome["data"], outcome["metadata"] = data, md
         return json.dumps(outcome)
 
+    def run_local(self, code):
+        """Runs code in the user's namespace from inside a running cell
+        (``%%px --local``); the last expression's value is displayed."""
+        tree = ast.parse(code, "<px --local>", "exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, "<px --local>", "exec"), self.user_ns)
+        if last is not None:
+            value = eval(compile(last, "<px --local>", "eval"), self.user_ns)
+            if value is not None:
+                self.display(value)
+
     def at_exit(self):
         """Runs the atexit handlers cells registered (the kernel is exiting)."""
         import atexit
