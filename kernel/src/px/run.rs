@@ -7,6 +7,7 @@ use std::time::Duration;
 use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 use rparallel_directview::display::Frontend;
+use rparallel_directview::relay::Relay;
 use rparallel_directview::result::AsyncResult;
 use rparallel_magics::options::parse_result;
 use rparallel_magics::render::verbose_line;
@@ -112,27 +113,7 @@ impl Magics {
 fn wait_and_show(py: Python<'_>, result: &AsyncResult, showing: &Showing) -> PyResult<()> {
     let mut relay = showing.stream.then(|| result.relay());
     let mut progress = Progress::new(showing.progress_after, result.msg_ids.len());
-    let timeout = showing.timeout.map(Duration::from_secs_f64);
-    let mut tick = |r: &AsyncResult| progress.tick(py, r);
-    let waited = match result.wait_showing(py, relay.as_mut(), timeout, &mut tick) {
-        Ok(true) => Ok(()),
-        Ok(false) => {
-            let running = result.running_engines();
-            let seconds = showing.timeout.unwrap_or_default();
-            Frontend::new(py)?.write(
-                "stderr",
-                &format!(
-                    "%px: interrupting engine(s) {running:?}: still running after {seconds} s\n"
-                ),
-            )?;
-            result.send_interrupts();
-            result
-                .wait_showing(py, relay.as_mut(), None, &mut tick)
-                .map(|_| ())
-        }
-        Err(e) => Err(e),
-    };
-    drop(tick);
+    let waited = waited(py, result, showing, relay.as_mut(), &mut progress);
     progress.finish(py, result)?;
     match waited {
         // Engines that stopped in time report KeyboardInterrupt: shown below.
@@ -146,4 +127,33 @@ fn wait_and_show(py: Python<'_>, result: &AsyncResult, showing: &Showing) -> PyR
         result.show_outputs(py, showing.group)?;
     }
     result.values(py).map(|_| ())
+}
+
+/// Waits until done; past `--timeout`, interrupts the engines still running
+/// and waits for them to stop.
+fn waited(
+    py: Python<'_>,
+    result: &AsyncResult,
+    showing: &Showing,
+    mut relay: Option<&mut Relay>,
+    progress: &mut Progress,
+) -> PyResult<()> {
+    let timeout = showing.timeout.map(Duration::from_secs_f64);
+    let mut tick = |r: &AsyncResult| progress.tick(py, r);
+    match result.wait_showing(py, relay.as_deref_mut(), timeout, &mut tick) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let running = result.running_engines();
+            let seconds = showing.timeout.unwrap_or_default();
+            Frontend::new(py)?.write(
+                "stderr",
+                &format!(
+                    "%px: interrupting engine(s) {running:?}: still running after {seconds} s\n"
+                ),
+            )?;
+            result.send_interrupts();
+            result.wait_showing(py, relay, None, &mut tick).map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
 }
