@@ -5,7 +5,8 @@
 Each round starts a fresh kernel of each kind (the `rparallel` kernel, and
 ipykernel with ipyparallel), alternating A B A B. Inside the kernel the
 workload script starts a 4-engine cluster and times the API calls with
-time.perf_counter; the kernel prints the figures as JSON.
+time.perf_counter; the kernel prints the figures as JSON. Cells (`%px a=1`)
+are timed from outside, from sending the request to the kernel's idle.
 """
 
 import argparse
@@ -60,7 +61,6 @@ del ars
 big = np.random.random({mb} * 1024 * 1024 // 8)
 r["push 100 MB (one engine)"] = [{mb} / x for x in times(lambda: e0.push({{"big": big}}, block=True), 3)]
 r["pull 100 MB (one engine)"] = [{mb} / x for x in times(lambda: e0.pull("big", block=True), 3)]
-cluster.stop_cluster_sync()
 print("RESULT " + json.dumps(r))
 '''
 
@@ -72,8 +72,25 @@ UNITS = {
     "apply_async throughput": ("tasks/s", 1, True),
     "push 100 MB (one engine)": ("MB/s", 1, True),
     "pull 100 MB (one engine)": ("MB/s", 1, True),
+    "%px a=1 cell (4 engines)": ("ms", 1e3, False),
     "engine idle RSS": ("MB", 1, False),
 }
+
+
+def cell_time(kc, code):
+    """Seconds from sending `code` to the kernel going idle after it."""
+    t = time.perf_counter()
+    msg_id = kc.execute(code)
+    while True:
+        m = kc.get_iopub_msg(timeout=60)
+        if (m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "status"
+                and m["content"]["execution_state"] == "idle"):
+            break
+    elapsed = time.perf_counter() - t
+    reply = kc.get_shell_msg(timeout=60)
+    if reply["content"]["status"] != "ok":
+        raise RuntimeError("%r failed: %s" % (code, reply["content"].get("evalue")))
+    return elapsed
 
 
 def run_workload(kernel_name, module, args):
@@ -86,10 +103,17 @@ def run_workload(kernel_name, module, args):
             output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
         if reply["content"]["status"] != "ok":
             raise RuntimeError("%s failed: %s" % (module, reply["content"].get("evalue")))
+        result = None
         for line in "".join(out).splitlines():
             if line.startswith("RESULT "):
-                return json.loads(line[len("RESULT "):])
-        raise RuntimeError("%s printed no result" % module)
+                result = json.loads(line[len("RESULT "):])
+        if result is None:
+            raise RuntimeError("%s printed no result" % module)
+        for _ in range(5):
+            cell_time(kc, "%px a=1")
+        result["%px a=1 cell (4 engines)"] = [cell_time(kc, "%px a=1") for _ in range(args.n)]
+        kc.execute_interactive("cluster.stop_cluster_sync()", timeout=120)
+        return result
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)

@@ -651,7 +651,6 @@ def test_parallel_list_comprehension_with_execute(k):
     )
 
 
-@pytest.mark.xfail(strict=True, reason="%px arrives with the magics issue (#4)")
 def test_parallel_list_comprehension_with_px(k):
     """The tutorial's `%px y = [i**10 for i in x]` on the client's view."""
     run(k, "dview.block = True\ndview.scatter('x', range(64))")
@@ -847,7 +846,6 @@ def test_tb_limit(k):
     run(k, "ipp.CompositeError.tb_limit = 5")
 
 
-@pytest.mark.xfail(strict=True, reason="%px arrives with the magics issue (#4)")
 def test_tb_limit_with_px(k):
     """The tutorial's `%px a=b` with tb_limit = 1: one NameError block."""
     run(

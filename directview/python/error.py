@@ -130,8 +130,9 @@ class CompositeError(RemoteError):
         raise RemoteError(e.ename, e.evalue, e.traceback, e.engine_info) from None
 
 
-def collect_exceptions(errors, method):
-    """One error: itself. Several: a CompositeError."""
-    if len(errors) == 1:
+def collect_exceptions(errors, method, single=False):
+    """A single-engine result raises its error itself; anything sent to
+    several engines raises a CompositeError, even if only one failed."""
+    if single and len(errors) == 1:
         return errors[0]
     return CompositeError("one or more exceptions raised in: %s" % method, errors)

@@ -155,7 +155,8 @@ impl AsyncResult {
         if !errors.is_empty() {
             let list = PyList::new(py, errors)?;
             let e =
-                crate::core::errors(py)?.call_method1("collect_exceptions", (list, self.method))?;
+                crate::core::errors(py)?
+                .call_method1("collect_exceptions", (list, self.method, self.single))?;
             return Err(PyErr::from_value(e));
         }
         match self.combine {
