@@ -11,13 +11,23 @@ Notes on the set-up:
   to run the cell or to open a continuation line with the kernel's indent.
 * The console gets its own JUPYTER_RUNTIME_DIR, so the kernel it starts can
   be found by its connection file path in /proc/*/cmdline.
+* The `%px` session uses `--simple-prompt` (plain `input()`, nothing drawn),
+  so every input is one line. The `%%px` cell magic needs several lines and
+  runs under the normal prompt instead.
+* The cluster that `%px` starts on its own is a controller and its engines,
+  children of the kernel (`rparallel controller ...`, `rparallel engine
+  ...`). They are found as the kernel's descendants while they run; after
+  the console exits, neither they nor any other controller/engine process
+  that was not there before the test may be left.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import time
+from pathlib import Path
 
 import pexpect
 import pytest
@@ -26,6 +36,7 @@ from kernel_helpers import (
     JUPYTER,
     KERNEL_NAME,
     kill_pids,
+    pid_alive,
     pids_with_cmdline,
     strip_ansi,
     wait_no_process_with,
@@ -38,7 +49,7 @@ PROMPT = r"In \[(\d+)\]: "
 
 
 class Console:
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, simple_prompt: bool = False):
         self.runtime = tmp_path / "runtime"
         self.runtime.mkdir()
         env = dict(os.environ)
@@ -49,7 +60,7 @@ class Console:
         self.transcript = io.StringIO()
         self.child = pexpect.spawn(
             str(JUPYTER),
-            ["console", "--kernel", KERNEL_NAME],
+            ["console", "--kernel", KERNEL_NAME] + (["--simple-prompt"] if simple_prompt else []),
             env=env,
             encoding="utf-8",
             codec_errors="replace",
@@ -77,6 +88,13 @@ class Console:
         self.child.send("\r")
         time.sleep(pause)
 
+    def run(self, line: str, timeout: float = 30, what=None) -> str:
+        """Type a one-line cell, wait for the next prompt; return what the
+        cell printed (from the echoed input to the prompt), without ANSI."""
+        self.type_line(line, pause=0.1)
+        self.expect(PROMPT, timeout=timeout, what=what or f"the prompt after {line!r}")
+        return strip_ansi(self.child.before)
+
     def kernel_pids(self) -> list[int]:
         return pids_with_cmdline(str(self.runtime))
 
@@ -94,6 +112,73 @@ def console(tmp_path):
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture
+def simple_console(tmp_path):
+    c = Console(tmp_path, simple_prompt=True)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+# --------------------------------------------------------------------------
+# the cluster processes of the kernel
+
+CLUSTER_FRAGMENTS = ("rparallel controller", "rparallel engine")
+
+
+def _cluster_pids() -> set[int]:
+    """Every live controller or engine process on the machine."""
+    return {pid for frag in CLUSTER_FRAGMENTS for pid in pids_with_cmdline(frag + " ")}
+
+
+def _descendants(root: int) -> set[int]:
+    """The live descendants of ``root`` (children, grandchildren, ...)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found and pid_alive(child):
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "<gone>"
+
+
+def _kernel_cluster(kernel: int) -> dict[str, set[int]]:
+    """The controller and engine processes started under the kernel ``kernel``."""
+    mine = _descendants(kernel) & _cluster_pids()
+    return {
+        "controller": {p for p in mine if "rparallel controller " in _cmdline(p)},
+        "engine": {p for p in mine if "rparallel engine " in _cmdline(p)},
+    }
+
+
+def _wait_all_gone(pids: set[int], timeout: float) -> set[int]:
+    deadline = time.monotonic() + timeout
+    left = {p for p in pids if pid_alive(p)}
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = {p for p in left if pid_alive(p)}
+    return left
 
 
 def _start(console) -> int:
@@ -170,3 +255,118 @@ def test_ctrl_c_interrupts_running_cell(console):
     console.expect(PROMPT)
     assert pid in console.kernel_pids()
     _leave_with_ctrl_d(console, pid)
+
+
+# --------------------------------------------------------------------------
+# the %px magics
+
+
+def _assert_per_engine(out: str, pattern: str, engines=(0, 1)) -> None:
+    """``pattern`` (with ``{n}`` for the engine id) appears once per engine."""
+    for n in engines:
+        needle = pattern.format(n=n)
+        assert len(re.findall(needle, out)) == 1, (
+            f"expected {needle!r} exactly once in the output:\n{out}"
+        )
+
+
+def test_px_magics_simple_prompt(simple_console):
+    """`%px` under `jupyter console --simple-prompt`: output, results and
+    errors per engine, Ctrl-C interrupting the engines, and `exit` ending
+    the kernel together with the cluster `%px` started."""
+    console = simple_console
+    before = _cluster_pids()
+    pid = _start(console)
+    assert not _kernel_cluster(pid)["engine"], "engines running before the first %px"
+
+    out = console.run('%px print("hello")', timeout=60, what="the first %px (starts a cluster)")
+    assert out.count("%px: started a local cluster of 2 engines (it stops with the kernel)") == 1, out
+    _assert_per_engine(out, r"\[stdout:{n}\] hello\r?\n")
+
+    cluster = _kernel_cluster(pid)
+    assert len(cluster["controller"]) == 1 and len(cluster["engine"]) == 2, (
+        f"expected a controller and 2 engines under the kernel {pid}: {cluster}; "
+        f"its descendants: {[(p, _cmdline(p)) for p in _descendants(pid)]}"
+    )
+    started = cluster["controller"] | cluster["engine"]
+    assert not started & before
+
+    out = console.run("%px 6*7")
+    _assert_per_engine(out, r"Out\[{n}:\d+\]: 42\r?\n")
+    assert "started a local cluster" not in out, out
+
+    out = console.run("%px 1/0")
+    _assert_per_engine(out, r"\[{n}:execute\]")
+    assert out.count("ZeroDivisionError: division by zero") == 2, out
+    assert "----> 1 1/0" in out, out
+
+    console.type_line("%px import time; time.sleep(100)", pause=1.0)
+    assert "[0:execute]" not in strip_ansi(console.child.buffer), "the sleep ended early"
+    t0 = time.monotonic()
+    console.child.sendintr()
+    console.expect(PROMPT, timeout=10, what="a new prompt after Ctrl-C during %px")
+    elapsed = time.monotonic() - t0
+    out = strip_ansi(console.child.before)
+    assert elapsed < 5, f"Ctrl-C took {elapsed:.1f} s to end the %px cell:\n{out}"
+    _assert_per_engine(out, r"\[{n}:execute\]")
+    assert out.count("KeyboardInterrupt") >= 2, out
+
+    out = console.run('%px print("alive")')
+    _assert_per_engine(out, r"\[stdout:{n}\] alive\r?\n")
+    assert all(pid_alive(p) for p in started), "a cluster process died after the interrupt"
+    assert pid in console.kernel_pids()
+
+    transcript = console.text()
+    assert "did not respond" not in transcript, transcript
+    assert transcript.count("%px: started a local cluster") == 1, transcript
+
+    console.type_line("exit")
+    console.expect(pexpect.EOF, timeout=20, what="the console exiting after `exit`")
+    console.child.close()
+    assert console.child.exitstatus == 0, (console.child.exitstatus, console.text()[-2000:])
+    t0 = time.monotonic()
+    problems = []
+    if not wait_pid_gone(pid, 10):
+        problems.append(f"kernel {pid} still alive 10 s after the console exited")
+    left = _wait_all_gone(started, max(0.5, 10 - (time.monotonic() - t0)))
+    if left:
+        problems.append(f"cluster processes left: {[(p, _cmdline(p)) for p in left]}")
+    new = _cluster_pids() - before
+    if new:
+        problems.append(f"new controller/engine processes left: {[(p, _cmdline(p)) for p in new]}")
+    kill_pids(sorted(left | new))
+    assert not problems, "; ".join(problems)
+
+
+def test_px_cell_magic_and_autopx(console):
+    """`%%px --targets ::2` typed over several lines (normal prompt) and
+    `%autopx` turning every cell into a `%px` cell until it is turned off."""
+    pid = _start(console)
+    console.type_line("%%px --targets ::2")
+    console.type_line("import os")
+    console.type_line('print("even engine", os.getpid())')
+    console.type_line("")
+    console.expect(PROMPT, timeout=60, what="the prompt after the %%px cell")
+    out = strip_ansi(console.child.before)
+    assert re.search(r"\[stdout:0\] even engine \d+\r?\n", out), out
+    assert "[stdout:1]" not in out, out
+    cluster = _kernel_cluster(pid)
+    started = cluster["controller"] | cluster["engine"]
+    assert len(cluster["engine"]) == 2, cluster
+
+    out = console.run("%autopx")
+    assert "%autopx enabled" in out, out
+    out = console.run("x = 20 + 1")
+    assert out.strip() == "x = 20 + 1", out  # ran on the engines, nothing to show
+    out = console.run("x * 2")
+    _assert_per_engine(out, r"Out\[{n}:\d+\]: 42\r?\n")
+    out = console.run("%autopx")
+    assert "%autopx disabled" in out, out
+    out = console.run("print('local', 'x' in globals())")
+    assert "local False" in out and "[stdout:" not in out, out
+
+    _check_clean_transcript(console)
+    _leave_with_ctrl_d(console, pid)
+    left = _wait_all_gone(started, 10)
+    kill_pids(sorted(left))
+    assert not left, f"cluster processes left 10 s after the console exited: {left}"

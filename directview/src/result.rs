@@ -319,7 +319,18 @@ impl AsyncResult {
     /// and the remote exception(s) if the work failed.
     #[pyo3(signature = (timeout=None))]
     pub fn get(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
-        if !self.wait_for(py, timeout)? {
+        let waited = match self.wait_for(py, timeout) {
+            // Interrupted, and the engines stopped in time: their errors
+            // (KeyboardInterrupt on each) say what happened where.
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => {
+                if !self.is_ready() {
+                    return Err(e);
+                }
+                true
+            }
+            waited => waited?,
+        };
+        if !waited {
             return Err(error(py, "TimeoutError", ("Result not ready.",)));
         }
         self.values(py)
