@@ -42,8 +42,27 @@ class UsageError(Exception):
     """A magic was used wrongly (or does not exist)."""
 
 
+def _debug_magic(args):
+    """%debug: the post-mortem debugger on the last error of a cell, talking
+    through input() (the frontend's stdin). `sys.last_value` is the error."""
+    tb = getattr(sys, "last_traceback", None)
+    if tb is None:
+        raise UsageError("%debug: no error to debug yet")
+    import pdb
+    debugger = pdb.Pdb()  # no stdout given: it reads with input()
+    debugger.reset()
+    debugger.interaction(None, tb)
+
+
+# Line magics of the kernel's own Python (the %px family lives in Rust).
+_LINE_MAGICS = {"debug": _debug_magic}
+
+
 def _no_line_magic(name, args):
-    raise UsageError("Line magic function `%%%s` not found." % name)
+    magic = _LINE_MAGICS.get(name)
+    if magic is None:
+        raise UsageError("Line magic function `%%%s` not found." % name)
+    return magic(args)
 
 
 def _no_cell_magic(name, args, body):
@@ -437,6 +456,9 @@ class Shell:
                 value = eval(tail, self.user_ns)
         except BaseException as e:  # noqa: B036 - SystemExit too: the kernel lives on
             self.executing = False
+            # As in the interactive interpreter, for %debug and pdb.pm().
+            sys.last_type, sys.last_value = type(e), e
+            sys.last_traceback = e.__traceback__.tb_next or e.__traceback__
             return json.dumps(self._error(outcome, type(e), e, e.__traceback__.tb_next))
         finally:
             self.executing = False
