@@ -17,8 +17,9 @@ Notes on the set-up:
 * The cluster that `%px` starts on its own is a controller and its engines,
   children of the kernel (`rparallel controller ...`, `rparallel engine
   ...`). They are found as the kernel's descendants while they run; after
-  the console exits, neither they nor any other controller/engine process
-  that was not there before the test may be left.
+  the console exits none of them may be left, nor any orphaned controller or
+  engine (parent gone or init) that was not there before the test. Orphans
+  only, so that clusters of tests running at the same time do not count.
 """
 
 from __future__ import annotations
@@ -134,18 +135,19 @@ def _cluster_pids() -> set[int]:
     return {pid for frag in CLUSTER_FRAGMENTS for pid in pids_with_cmdline(frag + " ")}
 
 
+def _ppid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _descendants(root: int) -> set[int]:
     """The live descendants of ``root`` (children, grandchildren, ...)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+        if entry.name.isdigit():
+            children.setdefault(_ppid(int(entry.name)), []).append(int(entry.name))
     found: set[int] = set()
     todo = [root]
     while todo:
@@ -170,6 +172,11 @@ def _kernel_cluster(kernel: int) -> dict[str, set[int]]:
         "controller": {p for p in mine if "rparallel controller " in _cmdline(p)},
         "engine": {p for p in mine if "rparallel engine " in _cmdline(p)},
     }
+
+
+def _orphans(pids: set[int]) -> set[int]:
+    """Those of ``pids`` whose parent is gone (re-parented to init)."""
+    return {p for p in pids if pid_alive(p) and (_ppid(p) in (None, 0, 1) or not pid_alive(_ppid(p)))}
 
 
 def _wait_all_gone(pids: set[int], timeout: float) -> set[int]:
@@ -320,6 +327,8 @@ def test_px_magics_simple_prompt(simple_console):
     assert "did not respond" not in transcript, transcript
     assert transcript.count("%px: started a local cluster") == 1, transcript
 
+    cluster = _kernel_cluster(pid)
+    started |= cluster["controller"] | cluster["engine"]
     console.type_line("exit")
     console.expect(pexpect.EOF, timeout=20, what="the console exiting after `exit`")
     console.child.close()
@@ -328,13 +337,17 @@ def test_px_magics_simple_prompt(simple_console):
     problems = []
     if not wait_pid_gone(pid, 10):
         problems.append(f"kernel {pid} still alive 10 s after the console exited")
+    # within 10 s of the console's exit, nothing of the kernel's cluster is left
     left = _wait_all_gone(started, max(0.5, 10 - (time.monotonic() - t0)))
     if left:
         problems.append(f"cluster processes left: {[(p, _cmdline(p)) for p in left]}")
-    new = _cluster_pids() - before
-    if new:
-        problems.append(f"new controller/engine processes left: {[(p, _cmdline(p)) for p in new]}")
-    kill_pids(sorted(left | new))
+    orphans = _orphans(_cluster_pids() - before - left)
+    while orphans and time.monotonic() - t0 < 10:
+        time.sleep(0.1)
+        orphans = _orphans(orphans)
+    if orphans:
+        problems.append(f"orphaned controller/engine processes: {[(p, _cmdline(p)) for p in orphans]}")
+    kill_pids(sorted(left | orphans))
     assert not problems, "; ".join(problems)
 
 

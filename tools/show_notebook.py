@@ -5,8 +5,10 @@
 
 For each code cell: ``In [n]:`` and its source, then its outputs — stream
 text, the text/plain form of results (``Out[n]:``) and displays (with the
-richer MIME types it also carries listed), errors as their traceback (or
-``ename: evalue``). With ``--markdown`` the markdown cells are printed too.
+richer MIME types it also carries listed; the per-engine results of ``%px``,
+displays reading ``Out[engine:n]: ...``, are shown as they read), errors as
+their traceback (or ``ename: evalue``). With ``--markdown`` the markdown
+cells are printed too.
 Only the standard library is used (the notebook is read as JSON).
 """
 
@@ -18,6 +20,8 @@ import re
 import sys
 
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+# the text/plain of a %px result, displayed once per engine: ``Out[0:3]: 42``
+ENGINE_RESULT_RE = re.compile(r"Out\[\d+:\d+\]:")
 
 
 def strip_ansi(text: str) -> str:
@@ -60,6 +64,8 @@ def render_output(out: dict, count) -> str:
     if kind == "display_data":
         data = out.get("data", {})
         text = joined(data.get("text/plain", "")) if "text/plain" in data else "<display>"
+        if ENGINE_RESULT_RE.match(text):
+            return text.rstrip("\n") + other_types(data)
         return indent_block("[display]", text) + other_types(data)
     if kind == "update_display_data":
         return "[update display]" + other_types(out.get("data", {}))

@@ -64,7 +64,7 @@ pub struct ConfigOptions {
 #[derive(Args, Debug)]
 struct ExecArgs {
     /// Engines to run on: all, 0, 1,3, 1:3, ::2, -1.
-    #[arg(short = 't', long, value_parser = parse_target_spec)]
+    #[arg(short = 't', long, value_parser = parse_target_spec, allow_hyphen_values = true)]
     targets: Option<TargetSpec>,
     /// Wait for the engines and show their output.
     #[arg(short = 'b', long, overrides_with = "noblock")]
@@ -280,6 +280,13 @@ mod tests {
             Some(GroupBy::Type)
         );
         assert_eq!(parse_px("%px", "--stream").unwrap().exec.stream, Some(true));
+    }
+
+    #[test]
+    fn negative_targets_are_values_not_flags() {
+        for line in ["--targets -1", "-t -1", "--targets -2:", "--targets=-1"] {
+            assert!(parse_px("%px", line).unwrap().exec.targets.is_some(), "{line}");
+        }
     }
 
     #[test]
