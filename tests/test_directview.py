@@ -971,7 +971,12 @@ def test_interrupt_reaches_engines(cluster_kernel, k):
             reply = msg
     assert time.monotonic() - t0 < 2.5
     assert reply["content"]["status"] == "error"
-    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    # The engines stopped in time, so each reports its KeyboardInterrupt.
+    assert reply["content"]["ename"] == "CompositeError", reply["content"]
+    tb = traceback_text(reply["content"])
+    blocks = engine_blocks(tb)
+    assert [(b[0], b[1]) for b in blocks] == [(i, "apply") for i in range(4)], tb
+    assert all("KeyboardInterrupt" in b[2] for b in blocks), tb
     drain(k)
     # The engines were interrupted, not left sleeping: a pull answers now,
     # and their namespaces survived.
