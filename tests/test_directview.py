@@ -1113,3 +1113,21 @@ def test_engine_killed_with_pending_task(kill_cluster):
         timeout=30,
     )
     assert not pid_alive(victim)
+
+
+def test_execute_values_are_execute_replies(k):
+    """As in ipyparallel, execute's values are ExecuteReply objects: the
+    engine's execution count and the last expression's MIME data, shown as
+    `Out[N:k]:`."""
+    run(
+        k,
+        "r = dview.execute('6 * 7', silent=False, block=True).get()\n"
+        "assert [type(x).__name__ for x in r] == ['ExecuteReply'] * 4, r\n"
+        "assert [x.engine_id for x in r] == [0, 1, 2, 3]\n"
+        "assert all(x.data['text/plain'] == '42' for x in r), r\n"
+        "assert repr(r[0]) == '<ExecuteReply[%d]: 42>' % r[0].execution_count, repr(r[0])\n"
+        "quiet = dview.execute('a = 1', block=True).get()\n"
+        "assert all(x.data == {} for x in quiet), quiet\n",
+    )
+    ex = run(k, "r[2]")
+    assert re.fullmatch(r"Out\[2:\d+\]: 42", plain(ex)), plain(ex)

@@ -145,3 +145,26 @@ def activate(view, suffix=""):
     %pxresult{suffix} use."""
     active_views[suffix] = view
     return view
+
+
+class ExecuteReply:
+    """What ``execute`` gives for one engine: its execution count and the
+    value of the code's last expression (``data``, a MIME bundle; empty if
+    there was none). Shown as ``Out[N:k]: value``."""
+
+    def __init__(self, msg_id, engine_id, execution_count, data, metadata, shown):
+        self.msg_id = msg_id
+        self.engine_id = engine_id
+        self.execution_count = execution_count
+        self.data = data
+        self.metadata = metadata
+        self._shown = shown
+
+    def __repr__(self):
+        text = self.data.get("text/plain", "")
+        if len(text) > 32:
+            text = text[:29] + "..."
+        return "<ExecuteReply[%d]: %s>" % (self.execution_count, text)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return (dict(self._shown), dict(self.metadata)) if self.data else ({}, {})

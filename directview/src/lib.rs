@@ -79,7 +79,7 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     ] {
         module.add(name, error.getattr(name)?)?;
     }
-    for name in ["require", "interactive"] {
+    for name in ["require", "interactive", "ExecuteReply"] {
         module.add(name, helpers.getattr(name)?)?;
     }
     Ok(())

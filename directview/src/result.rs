@@ -91,9 +91,12 @@ impl AsyncResult {
                 Ok(Err(e.value(py).clone().into_any().unbind()))
             }
             Status::Done => {
-                let reply = task.reply.expect("done tasks have replies");
+                let reply = task.reply.clone().expect("done tasks have replies");
                 let content = &reply.content;
                 match content["status"].as_str().unwrap_or("ok") {
+                    "ok" if self.method == "execute" => {
+                        Ok(Ok(self.execute_reply(py, engine, &task)?))
+                    }
                     "ok" => {
                         let value = match self.method {
                             "apply" | "map" | "pull" | "gather" if !reply.buffers.is_empty() => {
@@ -142,6 +145,34 @@ impl AsyncResult {
         }
     }
 
+    /// An execute request's value: `rparallel._helpers.ExecuteReply`.
+    fn execute_reply(&self, py: Python<'_>, engine: u32, task: &Task) -> PyResult<Py<PyAny>> {
+        let reply = task.reply.as_ref().expect("done tasks have replies");
+        let count = reply.content["execution_count"].as_u64().unwrap_or(0);
+        let result = task
+            .outputs
+            .iter()
+            .find(|m| m.msg_type() == "execute_result");
+        let (data, metadata) = match result {
+            Some(m) => (m.content["data"].clone(), m.content["metadata"].clone()),
+            None => (json!({}), json!({})),
+        };
+        let shown = render::result_bundle(engine, count, &data);
+        let loads = py.import("json")?.getattr("loads")?;
+        let object = |v: &serde_json::Value| loads.call1((v.to_string(),));
+        Ok(helpers(py)?
+            .getattr("ExecuteReply")?
+            .call1((
+                reply.parent_header.as_ref().map(|p| p.msg_id.clone()),
+                engine,
+                count,
+                object(&data)?,
+                object(&metadata)?,
+                object(&shown)?,
+            ))?
+            .unbind())
+    }
+
     /// All values, raising the remote error(s) if any task failed.
     pub fn values(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let mut values = Vec::new();
@@ -154,8 +185,7 @@ impl AsyncResult {
         }
         if !errors.is_empty() {
             let list = PyList::new(py, errors)?;
-            let e =
-                crate::core::errors(py)?
+            let e = crate::core::errors(py)?
                 .call_method1("collect_exceptions", (list, self.method, self.single))?;
             return Err(PyErr::from_value(e));
         }

@@ -285,7 +285,10 @@ mod tests {
     #[test]
     fn negative_targets_are_values_not_flags() {
         for line in ["--targets -1", "-t -1", "--targets -2:", "--targets=-1"] {
-            assert!(parse_px("%px", line).unwrap().exec.targets.is_some(), "{line}");
+            assert!(
+                parse_px("%px", line).unwrap().exec.targets.is_some(),
+                "{line}"
+            );
         }
     }
 
