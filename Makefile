@@ -22,9 +22,10 @@ demo: kernelspec
 	    --output-dir target/demo notebooks/direct-interface.ipynb
 	@$(PY) tools/show_notebook.py target/demo/direct-interface.ipynb
 
-## test: every test (cargo, then end-to-end through real Jupyter clients)
+## test: every test (format and clippy, cargo, then end-to-end through real Jupyter clients)
 test: kernelspec
 	@set -o pipefail; status=0; \
+	$(MAKE) --no-print-directory lint || status=1; \
 	cargo test --release --workspace 2>&1 | tee target/cargo-test.log || status=1; \
 	$(PY) -m pytest tests -p no:cacheprovider -v --timeout=300 2>&1 | tee target/pytest.log || status=1; \
 	echo; \
