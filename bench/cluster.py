@@ -61,6 +61,13 @@ del ars
 big = np.random.random({mb} * 1024 * 1024 // 8)
 r["push 100 MB (one engine)"] = [{mb} / x for x in times(lambda: e0.push({{"big": big}}, block=True), 3)]
 r["pull 100 MB (one engine)"] = [{mb} / x for x in times(lambda: e0.pull("big", block=True), 3)]
+del big
+arr = np.arange(10**7)
+def scatter():
+    dview.scatter("x", arr, block=True)
+r["scatter np.arange(10**7)"] = times(scatter, 3)
+r["gather np.arange(10**7)"] = times(lambda: dview.gather("x", block=True), 3)
+r["map_sync x**10 over range(10000)"] = times(lambda: dview.map_sync(lambda x: x**10, range(10000)), {maps})
 print("RESULT " + json.dumps(r))
 '''
 
@@ -72,7 +79,11 @@ UNITS = {
     "apply_async throughput": ("tasks/s", 1, True),
     "push 100 MB (one engine)": ("MB/s", 1, True),
     "pull 100 MB (one engine)": ("MB/s", 1, True),
+    "scatter np.arange(10**7)": ("ms", 1e3, False),
+    "gather np.arange(10**7)": ("ms", 1e3, False),
+    "map_sync x**10 over range(10000)": ("ms", 1e3, False),
     "%px a=1 cell (4 engines)": ("ms", 1e3, False),
+    "plain a=1 cell": ("ms", 1e3, False),
     "engine idle RSS": ("MB", 1, False),
 }
 
@@ -96,7 +107,8 @@ def cell_time(kc, code):
 def run_workload(kernel_name, module, args):
     km, kc = jupyter_client.manager.start_new_kernel(kernel_name=kernel_name)
     try:
-        code = WORKLOAD.format(module=module, n=args.n, tasks=args.tasks, mb=args.mb)
+        code = WORKLOAD.format(module=module, n=args.n, tasks=args.tasks, mb=args.mb,
+                               maps=max(3, args.n // 10))
         out = []
         reply = kc.execute_interactive(
             code, timeout=900,
@@ -112,6 +124,7 @@ def run_workload(kernel_name, module, args):
         for _ in range(5):
             cell_time(kc, "%px a=1")
         result["%px a=1 cell (4 engines)"] = [cell_time(kc, "%px a=1") for _ in range(args.n)]
+        result["plain a=1 cell"] = [cell_time(kc, "a=1") for _ in range(args.n)]
         kc.execute_interactive("cluster.stop_cluster_sync()", timeout=120)
         return result
     finally:
@@ -133,7 +146,7 @@ def main():
             for key, values in run_workload(kernel, module, args).items():
                 samples[label].setdefault(key, []).extend(values)
     rows = []
-    print("%-30s %14s %10s %14s %10s %8s" % ("workload", "rparallel", "p90", "ipyparallel", "p90", "ratio"))
+    print("%-34s %14s %10s %14s %10s %8s" % ("workload", "rparallel", "p90", "ipyparallel", "p90", "ratio"))
     for key, (unit, scale, higher_better) in UNITS.items():
         row = {"workload": key, "unit": unit}
         for label in systems:
@@ -143,7 +156,7 @@ def main():
         a, b = row["rparallel_median"], row["ipyparallel_median"]
         row["ratio"] = (a / b) if higher_better else (b / a)
         rows.append(row)
-        print("%-30s %10.2f %-3s %10.2f %10.2f %-3s %10.2f %7.1fx" % (
+        print("%-34s %10.2f %-3s %10.2f %10.2f %-3s %10.2f %7.1fx" % (
             key, a, unit[:3], row["rparallel_p90"], b, unit[:3], row["ipyparallel_p90"], row["ratio"]))
     print("(ratio: how many times better rparallel is; medians over %d rounds%s)"
           % (args.rounds, ", QUICK: not to be quoted" if args.quick else ""))
