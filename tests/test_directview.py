@@ -1131,3 +1131,35 @@ def test_execute_values_are_execute_replies(k):
     )
     ex = run(k, "r[2]")
     assert re.fullmatch(r"Out\[2:\d+\]: 42", plain(ex)), plain(ex)
+
+
+def test_small_call_pickle_cache_is_never_stale(k):
+    """Functions whose pickles are reused across calls (code, simple
+    defaults and modules only) still see every change that matters: a
+    redefinition, new defaults, a global that appears or changes."""
+    run(
+        k,
+        "e = rc[0]\n"
+        "def f():\n    return 1\n"
+        "assert e.apply_sync(f) == 1\n"
+        "def f():\n    return 2\n"
+        "assert e.apply_sync(f) == 2\n"
+        "assert [e.apply_sync(lambda x=i: x * 10) for i in range(3)] == [0, 10, 20]\n"
+        "import math\n"
+        "def g():\n    return math.floor(2.5)\n"
+        "assert e.apply_sync(g) == 2\n"
+        "e.execute('globals().pop(\"later\", None)', block=True)\n"
+        "def h():\n    return later\n"
+        "try:\n    e.apply_sync(h)\nexcept ipp.RemoteError as err:\n    assert err.ename == 'NameError', err\n"
+        "else:\n    raise AssertionError('later should not exist yet')\n"
+        "later = 5\n"
+        "assert e.apply_sync(h) == 5\n"
+        "later = 6\n"
+        "assert e.apply_sync(h) == 6\n"
+        "math_real, math = math, None\n"
+        "try:\n    e.apply_sync(g)\nexcept ipp.RemoteError as err:\n    assert err.ename == 'AttributeError', err\n"
+        "else:\n    raise AssertionError('math is None now')\n"
+        "math = math_real\n"
+        "assert e.apply_sync(g) == 2\n"
+        "assert e.apply_sync(lambda a, b=3, **kw: (a, b, kw), 1, c=[2]) == (1, 3, {'c': [2]})\n",
+    )

@@ -44,6 +44,9 @@ pub struct State {
     pub controller_lost: Option<String>,
 }
 
+/// How long a waiter polls before it sleeps on the condvar.
+const SPIN: Duration = Duration::from_micros(300);
+
 #[derive(Default)]
 pub struct Tracker {
     state: Mutex<State>,
@@ -196,6 +199,16 @@ impl Tracker {
     /// Waits until `ready(state)` holds or `timeout` passes.
     pub fn wait_until(&self, timeout: Option<Duration>, ready: impl Fn(&State) -> bool) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
+        // A reply to a small call usually comes within a few hundred µs:
+        // polling that long keeps this CPU awake instead of paying a
+        // sleep-and-wake (costly on virtual machines) per call.
+        let spin_until = Instant::now() + SPIN;
+        while Instant::now() < spin_until && deadline.is_none_or(|d| Instant::now() < d) {
+            if ready(&self.lock()) {
+                return true;
+            }
+            std::thread::yield_now();
+        }
         let mut state = self.lock();
         loop {
             if ready(&state) {
