@@ -1163,3 +1163,32 @@ def test_small_call_pickle_cache_is_never_stale(k):
         "assert e.apply_sync(g) == 2\n"
         "assert e.apply_sync(lambda a, b=3, **kw: (a, b, kw), 1, c=[2]) == (1, 3, {'c': [2]})\n",
     )
+
+
+def test_large_arrays_through_shared_memory(k):
+    """Arrays of 1 MiB and more between the kernel and engines on this host
+    go through /dev/shm: values are exact both ways, received arrays are
+    writable without touching the sender's copy, a result decodes once, and
+    no file is left behind."""
+    run(
+        k,
+        "import numpy as np, os, glob\n"
+        "before = set(glob.glob('/dev/shm/rparallel-*'))\n"
+        "big = np.arange(2_000_000, dtype=np.float64)\n"
+        "e = rc[0]\n"
+        "e.push({'big': big}, block=True)\n"
+        "assert e.apply_sync(lambda: (big.flags.writeable, float(big.sum()))) == (True, float(big.sum()))\n"
+        "e.execute('big *= 2', block=True)\n"
+        "assert big[1] == 1.0, 'the sender keeps its own data'\n"
+        "ar = e.pull('big', block=False)\n"
+        "back = ar.get(30)\n"
+        "assert back is ar.get(30), 'decoded once'\n"
+        "assert back.flags.writeable and np.array_equal(back, big * 2)\n"
+        "back[0] = -1\n"
+        "assert e.apply_sync(lambda: float(big[0])) == 0.0\n"
+        "parts = dview.apply_sync(lambda n: np.ones(n), 300_000)\n"
+        "assert [p.sum() for p in parts] == [300_000.0] * 4\n"
+        "del ar, back, parts\n"
+        "leftover = set(glob.glob('/dev/shm/rparallel-*')) - before\n"
+        "assert not leftover, leftover\n",
+    )

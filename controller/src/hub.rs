@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use zeromq::{RouterRecvHalf, RouterSendHalf, SocketRecv, SocketSend, ZmqMessage};
 
-use crate::registry::Registry;
+use crate::registry::{Registration, Registry};
 
 /// The prefix of the routing frame a client puts before a request for an engine.
 pub const ENGINE_ROUTE_PREFIX: &[u8] = b"engine:";
@@ -239,13 +239,8 @@ impl Hub {
         };
         match request.msg_type() {
             "registration_request" => {
-                let content = &request.content;
-                let id = self.registry.register(
-                    engine.clone(),
-                    content["uuid"].as_str().unwrap_or(""),
-                    content["pid"].as_u64().unwrap_or(0) as u32,
-                    content["hostname"].as_str().unwrap_or(""),
-                );
+                let registration = Registration::from_content(&request.content);
+                let id = self.registry.register(engine.clone(), &registration);
                 let reply = json!({
                     "status": "ok",
                     "id": id,

@@ -14,12 +14,41 @@ pub struct EngineInfo {
     pub uuid: String,
     pub pid: u32,
     pub hostname: String,
+    /// Host name and boot id: clients on the same host use shared memory.
+    pub host: String,
     pub last_seen: Instant,
 }
 
 impl EngineInfo {
     pub fn describe(&self) -> Value {
-        json!({ "id": self.id, "uuid": self.uuid, "pid": self.pid, "hostname": self.hostname })
+        json!({
+            "id": self.id,
+            "uuid": self.uuid,
+            "pid": self.pid,
+            "hostname": self.hostname,
+            "host": self.host,
+        })
+    }
+}
+
+/// What an engine says about itself when it registers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Registration<'a> {
+    pub uuid: &'a str,
+    pub pid: u32,
+    pub hostname: &'a str,
+    pub host: &'a str,
+}
+
+impl<'a> Registration<'a> {
+    /// Reads a registration_request's content.
+    pub fn from_content(content: &'a Value) -> Self {
+        Registration {
+            uuid: content["uuid"].as_str().unwrap_or(""),
+            pid: content["pid"].as_u64().unwrap_or(0) as u32,
+            hostname: content["hostname"].as_str().unwrap_or(""),
+            host: content["host"].as_str().unwrap_or(""),
+        }
     }
 }
 
@@ -34,7 +63,7 @@ pub struct Registry {
 impl Registry {
     /// Registers an engine; a second request from the same connection gets
     /// the same id.
-    pub fn register(&mut self, identity: Bytes, uuid: &str, pid: u32, hostname: &str) -> u32 {
+    pub fn register(&mut self, identity: Bytes, registration: &Registration<'_>) -> u32 {
         if let Some(&id) = self.by_identity.get(&identity) {
             return id;
         }
@@ -46,9 +75,10 @@ impl Registry {
             EngineInfo {
                 id,
                 identity,
-                uuid: uuid.to_string(),
-                pid,
-                hostname: hostname.to_string(),
+                uuid: registration.uuid.to_string(),
+                pid: registration.pid,
+                hostname: registration.hostname.to_string(),
+                host: registration.host.to_string(),
                 last_seen: Instant::now(),
             },
         );
@@ -122,15 +152,24 @@ impl Registry {
 mod tests {
     use super::*;
 
+    fn reg(uuid: &'static str, pid: u32) -> Registration<'static> {
+        Registration {
+            uuid,
+            pid,
+            hostname: "h",
+            host: "h/boot",
+        }
+    }
+
     #[test]
     fn ids_are_sequential_stable_and_not_reused() {
         let mut r = Registry::default();
-        let a = r.register(Bytes::from_static(b"a"), "ua", 10, "h");
-        let b = r.register(Bytes::from_static(b"b"), "ub", 11, "h");
+        let a = r.register(Bytes::from_static(b"a"), &reg("ua", 10));
+        let b = r.register(Bytes::from_static(b"b"), &reg("ub", 11));
         assert_eq!((a, b), (0, 1));
-        assert_eq!(r.register(Bytes::from_static(b"a"), "ua", 10, "h"), 0);
+        assert_eq!(r.register(Bytes::from_static(b"a"), &reg("ua", 10)), 0);
         r.remove(0);
-        assert_eq!(r.register(Bytes::from_static(b"c"), "uc", 12, "h"), 2);
+        assert_eq!(r.register(Bytes::from_static(b"c"), &reg("uc", 12)), 2);
         assert_eq!(r.find_local_pid(11, "h"), Some(1));
         assert_eq!(r.find_local_pid(11, "other"), None);
         assert_eq!(r.len(), 2);
@@ -139,7 +178,7 @@ mod tests {
     #[test]
     fn overdue_engines_are_found() {
         let mut r = Registry::default();
-        r.register(Bytes::from_static(b"a"), "ua", 10, "h");
+        r.register(Bytes::from_static(b"a"), &reg("ua", 10));
         let later = Instant::now() + Duration::from_secs(5);
         assert_eq!(r.overdue(later, Duration::from_secs(3)), vec![0]);
         assert!(r.overdue(Instant::now(), Duration::from_secs(3)).is_empty());

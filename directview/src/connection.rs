@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use rparallel_controller::profile::ConnectionFile;
-use rparallel_protocol::{Message, Session};
+use rparallel_protocol::{shm, Message, Session};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend};
@@ -148,8 +148,11 @@ async fn serve(
             },
             received = socket.recv() => match received {
                 Ok(frames) => match session.decode(frames) {
-                    Ok(message) => {
+                    Ok(mut message) => {
                         last_heard = Instant::now();
+                        if let Err(e) = shm::import(&mut message) {
+                            shm_failed(&mut message, e);
+                        }
                         if message.msg_type() != "heartbeat_reply" {
                             tracker.on_message(message);
                         }
@@ -171,4 +174,18 @@ async fn serve(
             }
         }
     }
+}
+
+/// A reply whose buffers could not be read back from shared memory becomes
+/// an error reply saying so (rather than a confusing unpickling error).
+fn shm_failed(message: &mut Message, e: std::io::Error) {
+    tracing::warn!("client: {e}");
+    let evalue = format!("cannot read a result sent through shared memory: {e}");
+    message.content = serde_json::json!({
+        "status": "error",
+        "ename": "OSError",
+        "evalue": evalue,
+        "traceback": [format!("OSError: {evalue}")],
+    });
+    message.buffers.clear();
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pyo3::prelude::*;
-use rparallel_protocol::Message;
+use rparallel_protocol::{shm, Message};
 use serde_json::Value;
 
 use crate::connection::Connection;
@@ -38,9 +38,31 @@ impl Core {
     ) -> String {
         let mut message: Message = self.connection.session.message(msg_type, content, None);
         message.buffers = buffers;
+        if let Some(engine) = engine {
+            self.use_shared_memory(engine, &mut message);
+        }
         let msg_id = message.header.msg_id.clone();
         self.connection.send(engine, message);
         msg_id
+    }
+
+    /// With an engine on this host, large buffers go through shared memory
+    /// both ways (the engine answers so when it sees our host id).
+    fn use_shared_memory(&self, engine: u32, message: &mut Message) {
+        let local = {
+            let state = self.tracker().lock();
+            let host = state.engines.get(&engine).and_then(|e| e["host"].as_str());
+            shm::is_local(host)
+        };
+        if !local {
+            return;
+        }
+        if matches!(message.msg_type(), "apply_request" | "pull_request") {
+            message.metadata[shm::HOST_KEY] = shm::host_id().into();
+        }
+        if let Err(e) = shm::export(message) {
+            tracing::warn!("shared memory unavailable, sending through the socket: {e}");
+        }
     }
 
     /// Waits for `msg_ids` in slices, checking for Ctrl-C / kernel interrupts

@@ -42,6 +42,8 @@ pub struct AsyncResult {
     pub label: String,
     /// Extra per-engine values decoded for pull of a single name.
     pub pull_single_name: bool,
+    /// Replies already decoded, by request msg_id.
+    pub decoded: std::sync::Mutex<std::collections::HashMap<String, Py<PyAny>>>,
 }
 
 impl Drop for AsyncResult {
@@ -99,15 +101,13 @@ impl AsyncResult {
                     }
                     "ok" => {
                         let value = match self.method {
-                            "apply" | "map" | "pull" | "gather" if !reply.buffers.is_empty() => {
-                                let value =
-                                    rparallel_pyexec::deserialize(py, reply.buffers.clone())?;
-                                if self.pull_single_name {
-                                    value.get_item(0)?
-                                } else {
-                                    value
+                            "apply" | "map" | "pull" | "gather" => match self.decode(py, reply)? {
+                                Some(value) if self.pull_single_name => {
+                                    value.into_bound(py).get_item(0)?
                                 }
-                            }
+                                Some(value) => value.into_bound(py),
+                                None => py.None().into_bound(py),
+                            },
                             _ => py.None().into_bound(py),
                         };
                         Ok(Ok(value.unbind()))
@@ -143,6 +143,33 @@ impl AsyncResult {
                 }
             }
         }
+    }
+
+    /// A reply's value, decoded once: the first decode takes the buffers out
+    /// of the tracker, so arrays that came through shared memory are used in
+    /// place (no copy), and later calls return the same object.
+    fn decode(
+        &self,
+        py: Python<'_>,
+        reply: Arc<rparallel_protocol::Message>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let msg_id = reply
+            .parent_header
+            .as_ref()
+            .map(|p| p.msg_id.clone())
+            .unwrap_or_default();
+        let mut decoded = self.decoded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(value) = decoded.get(&msg_id) {
+            return Ok(Some(value.clone_ref(py)));
+        }
+        if reply.buffers.is_empty() {
+            return Ok(None);
+        }
+        drop(reply);
+        let buffers = self.core.tracker().take_buffers(&msg_id);
+        let value = rparallel_pyexec::remote::deserialize_exclusive(py, buffers)?.unbind();
+        decoded.insert(msg_id, value.clone_ref(py));
+        Ok(Some(value))
     }
 
     /// An execute request's value: `rparallel._helpers.ExecuteReply`.

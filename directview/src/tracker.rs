@@ -263,6 +263,24 @@ impl Tracker {
         }
     }
 
+    /// Takes the buffers of `msg_id`'s reply (its value is being decoded
+    /// once, for good), leaving the reply without them.
+    pub fn take_buffers(&self, msg_id: &str) -> Vec<bytes::Bytes> {
+        let mut state = self.lock();
+        let Some(reply) = state.tasks.get_mut(msg_id).and_then(|t| t.reply.as_mut()) else {
+            return Vec::new();
+        };
+        match Arc::get_mut(reply) {
+            Some(message) => std::mem::take(&mut message.buffers),
+            None => {
+                let mut copy = Message::clone(reply);
+                let buffers = std::mem::take(&mut copy.buffers);
+                *reply = Arc::new(copy);
+                buffers
+            }
+        }
+    }
+
     /// Wakes every waiter (e.g. to let them notice an interrupt).
     pub fn wake(&self) {
         self.changed.notify_all();

@@ -138,6 +138,7 @@ impl DirectView {
             submitted,
             label,
             pull_single_name: combine == Combine::PullOne,
+            decoded: Default::default(),
         };
         let result = Bound::new(py, result)?;
         if block {

@@ -120,7 +120,12 @@ async fn register(
         .with_context(|| format!("cannot connect to the controller at {endpoint}"))?;
     let request = session.message(
         "registration_request",
-        json!({ "uuid": uuid, "pid": std::process::id(), "hostname": hostname() }),
+        json!({
+            "uuid": uuid,
+            "pid": std::process::id(),
+            "hostname": hostname(),
+            "host": rparallel_protocol::shm::host_id(),
+        }),
         None,
     );
     socket

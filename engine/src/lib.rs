@@ -92,6 +92,7 @@ pub fn run(engine_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
         outgoing,
         sink,
     });
+    rparallel_protocol::shm::remove_leftovers();
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use rparallel_magics::parse_cell;
 use rparallel_protocol::message::now_iso8601;
-use rparallel_protocol::Message;
+use rparallel_protocol::{shm, Message};
 use rparallel_pyexec::{
     CellError, InputError, OutputEvent, OutputSink, PyShell, Remote, WireOutput,
 };
@@ -52,11 +52,11 @@ impl Server {
                 served.abort_queue = abort;
                 (content, vec![])
             }
-            "apply_request" => match self.remote.apply(request.buffers.clone()) {
+            "apply_request" => match buffers(request).and_then(|b| self.remote.apply(b)) {
                 Ok(frames) => (json!({ "status": "ok" }), frames),
                 Err(e) => (self.error_content(request, e), vec![]),
             },
-            "push_request" => match self.remote.push(request.buffers.clone()) {
+            "push_request" => match buffers(request).and_then(|b| self.remote.push(b)) {
                 Ok(()) => (json!({ "status": "ok" }), vec![]),
                 Err(e) => (self.error_content(request, e), vec![]),
             },
@@ -80,6 +80,13 @@ impl Server {
         };
         let mut reply = self.stamp.reply(request, content, &started);
         reply.buffers = buffers;
+        // A client on this host takes large results through shared memory.
+        let client_host = request.metadata[shm::HOST_KEY].as_str();
+        if shm::is_local(client_host) {
+            if let Err(e) = shm::export(&mut reply) {
+                tracing::warn!("shared memory unavailable, sending through the socket: {e}");
+            }
+        }
         self.outgoing.blocking_send(reply);
         served
     }
@@ -207,6 +214,19 @@ impl OutputSink for EngineSink {
     fn input(&self, _prompt: &str, _password: bool) -> Result<String, InputError> {
         Err(InputError::NotAllowed)
     }
+}
+
+/// The request's buffers, with those that came through shared memory read back.
+fn buffers(request: &Parent) -> Result<Vec<bytes::Bytes>, CellError> {
+    let mut buffers = request.buffers.clone();
+    shm::import_buffers(&request.metadata, &mut buffers).map_err(|e| CellError {
+        ename: "OSError".into(),
+        evalue: format!("cannot read a buffer sent through shared memory: {e}"),
+        traceback: vec![format!(
+            "OSError: cannot read a buffer sent through shared memory: {e}"
+        )],
+    })?;
+    Ok(buffers)
 }
 
 #[cfg(test)]

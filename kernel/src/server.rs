@@ -79,6 +79,7 @@ pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     // atexit handlers run, as at the end of a Python program.
     rparallel_directview::stop_owned_clusters();
     shell.at_exit();
+    rparallel_protocol::shm::remove_leftovers();
     Ok(())
 }
 

@@ -9,12 +9,15 @@
 //! - [`message`]: the parsed message ([`Message`], [`Header`]) and the
 //!   [`Session`] that stamps fresh headers and signs outgoing messages.
 //! - [`connection`]: connection files (read, write mode 0600, endpoints).
+//! - [`shm`]: large buffers between processes on one host, through
+//!   `/dev/shm` instead of the sockets.
 //!
 //! Everything that can fail on input returns an error value; nothing here
 //! panics on bytes that came from a socket.
 
 pub mod connection;
 pub mod message;
+pub mod shm;
 pub mod sign;
 pub mod wire;
 

@@ -69,6 +69,9 @@ pub struct Frame {
     owned: Option<BytesMut>,
     /// Whether a pointer into `shared` was ever handed out.
     exported: bool,
+    /// The caller holds the only reference to `shared`: a buffer received
+    /// through shared memory may then be written in place (no copy).
+    exclusive: bool,
 }
 
 impl Frame {
@@ -77,6 +80,16 @@ impl Frame {
             shared: bytes,
             owned: None,
             exported: false,
+            exclusive: false,
+        }
+    }
+
+    /// A writable pointer to a received shared-memory buffer we alone hold.
+    fn in_place(&self) -> Option<*mut u8> {
+        if self.exclusive && self.owned.is_none() {
+            rparallel_protocol::shm::mapping_ptr(&self.shared)
+        } else {
+            None
         }
     }
 
@@ -118,7 +131,9 @@ impl Frame {
         let (ptr, len, readonly) = {
             let mut this = slf.borrow_mut();
             let writable = flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE;
-            let got = if writable || this.owned.is_some() {
+            let got = if let (true, Some(ptr)) = (writable, this.in_place()) {
+                (ptr as *mut c_void, this.shared.len(), 0)
+            } else if writable || this.owned.is_some() {
                 let owned = this.make_writable();
                 (owned.as_mut_ptr() as *mut c_void, owned.len(), 0)
             } else {
@@ -150,9 +165,23 @@ impl Frame {
 
 /// Received frames as a Python list of [`Frame`]s (no copy).
 pub fn frames_to_python(py: Python<'_>, frames: Vec<Bytes>) -> PyResult<Bound<'_, PyList>> {
+    frames_list(py, frames, false)
+}
+
+/// Frames the caller alone holds (an engine's request buffers): received
+/// shared-memory buffers become writable arrays without a copy.
+fn exclusive_frames(py: Python<'_>, frames: Vec<Bytes>) -> PyResult<Bound<'_, PyList>> {
+    frames_list(py, frames, true)
+}
+
+fn frames_list(py: Python<'_>, frames: Vec<Bytes>, exclusive: bool) -> PyResult<Bound<'_, PyList>> {
     let objects = frames
         .into_iter()
-        .map(|b| Py::new(py, Frame::new(b)))
+        .map(|b| {
+            let mut frame = Frame::new(b);
+            frame.exclusive = exclusive;
+            Py::new(py, frame)
+        })
         .collect::<PyResult<Vec<_>>>()?;
     PyList::new(py, objects)
 }
@@ -245,6 +274,13 @@ pub fn serialize(object: &Bound<'_, PyAny>) -> PyResult<Vec<Bytes>> {
     frames_from_python(&frames)
 }
 
+/// [`deserialize`] of frames the caller alone holds: arrays received
+/// through shared memory are written in place.
+pub fn deserialize_exclusive(py: Python<'_>, frames: Vec<Bytes>) -> PyResult<Bound<'_, PyAny>> {
+    let frames = exclusive_frames(py, frames)?;
+    module(py)?.call_method1("deserialize", (frames,))
+}
+
 /// `deserialize(frames)`: arrays are rebuilt over the frames' memory.
 pub fn deserialize(py: Python<'_>, frames: Vec<Bytes>) -> PyResult<Bound<'_, PyAny>> {
     let frames = frames_to_python(py, frames)?;
@@ -275,7 +311,7 @@ impl Remote {
     /// returns the serialised result.
     pub fn apply(&self, frames: Vec<Bytes>) -> Result<Vec<Bytes>, CellError> {
         self.call("apply", |py| {
-            Ok(Some(frames_to_python(py, frames)?.into_any()))
+            Ok(Some(exclusive_frames(py, frames)?.into_any()))
         })
         .and_then(|f| f.ok_or_else(|| internal_error("apply returned no frames")))
     }
@@ -283,7 +319,7 @@ impl Remote {
     /// Updates the namespace with the dict serialised in `frames`.
     pub fn push(&self, frames: Vec<Bytes>) -> Result<(), CellError> {
         self.call("push", |py| {
-            Ok(Some(frames_to_python(py, frames)?.into_any()))
+            Ok(Some(exclusive_frames(py, frames)?.into_any()))
         })
         .map(|_| ())
     }
