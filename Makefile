@@ -65,9 +65,11 @@ bench: kernelspec
 	@mkdir -p bench/results
 	$(PY) bench/kernel.py --json bench/results/kernel-$$(date +%Y%m%d-%H%M).json
 	$(PY) bench/cluster.py --json bench/results/cluster-$$(date +%Y%m%d-%H%M).json
+	$(PY) bench/scale.py --json bench/results/scale-$$(date +%Y%m%d-%H%M).json
 
 ## bench-quick: a short version for development (numbers not to be quoted)
 bench-quick: kernelspec
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	$(PY) bench/kernel.py --rounds 1 --cells 30
 	$(PY) bench/cluster.py --rounds 1 --quick
+	$(PY) bench/scale.py --engines 4,16 --ipp-max 4 --tasks 1000
