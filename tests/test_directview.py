@@ -1192,3 +1192,29 @@ def test_large_arrays_through_shared_memory(k):
         "leftover = set(glob.glob('/dev/shm/rparallel-*')) - before\n"
         "assert not leftover, leftover\n",
     )
+
+
+def test_abort_reaches_requests_already_handed_to_python(k):
+    """The engine hands the next request to its Python thread while one
+    runs; aborting it still works, by id or all at once."""
+    run(
+        k,
+        "import time\n"
+        "e = rc[1]\n"
+        "slow = e.apply_async(time.sleep, 1)\n"
+        "nxt = e.apply_async(lambda: 'ran')\n"
+        "after = e.apply_async(lambda: 'ran too')\n"
+        "e.abort(nxt, block=True)\n"
+        "try:\n    nxt.get(10)\nexcept ipp.RemoteError as err:\n    assert 'Abort' in type(err).__name__ or 'abort' in str(err).lower(), err\n"
+        "else:\n    raise AssertionError('the aborted request ran')\n"
+        "assert after.get(10) == 'ran too'\n"
+        "slow.get(10)\n"
+        "slow = e.apply_async(time.sleep, 1)\n"
+        "queued = [e.apply_async(lambda: 'ran') for _ in range(3)]\n"
+        "e.abort(block=True)\n"
+        "for ar in queued:\n"
+        "    try:\n        ar.get(10)\n    except ipp.RemoteError:\n        pass\n"
+        "    else:\n        raise AssertionError('a queued request ran after abort()')\n"
+        "slow.get(10)\n"
+        "assert e.apply_sync(lambda: 'fine') == 'fine'\n",
+    )

@@ -76,6 +76,7 @@ pub async fn serve(io: Io, ready: Ready) {
         outgoing: io.outgoing.clone(),
         stamp: stamp.clone(),
         queue: Queue::default(),
+        aborted: Default::default(),
     };
     let _ = ready.send(Ok(stamp.clone()));
 

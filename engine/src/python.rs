@@ -27,9 +27,30 @@ pub struct Served {
 /// The engine's handle to its Python thread.
 pub type PythonHandle = rparallel_pyexec::actor::PythonHandle<Server>;
 
-/// Serves `request` on the Python thread; resolves when its reply is queued.
-pub fn serve(python: &PythonHandle, request: Parent) -> oneshot::Receiver<Served> {
-    python.submit(move |server: &Server| server.serve(&request))
+/// msg_ids of requests handed to Python that were aborted before they
+/// started (shared by the scheduler and the Python thread).
+pub type Aborted = Arc<Mutex<std::collections::HashSet<String>>>;
+
+/// Serves `request` on the Python thread, unless it was aborted by the time
+/// its turn comes; resolves when its reply is queued.
+pub fn serve(
+    python: &PythonHandle,
+    request: Parent,
+    aborted: Aborted,
+) -> oneshot::Receiver<Served> {
+    python.submit(move |server: &Server| {
+        let was_aborted = aborted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&request.header.msg_id);
+        if was_aborted {
+            server
+                .outgoing
+                .blocking_send(server.stamp.aborted(&request));
+            return Served::default();
+        }
+        server.serve(&request)
+    })
 }
 
 /// The Python side of the engine.

@@ -19,6 +19,10 @@ impl Queue {
         self.waiting.pop_front()
     }
 
+    pub fn peek(&self) -> Option<&Parent> {
+        self.waiting.front()
+    }
+
     pub fn len(&self) -> usize {
         self.waiting.len()
     }

@@ -1,13 +1,16 @@
 //! The scheduler task on the I/O thread: requests that must run in order
-//! wait in a [`Queue`] and go to the Python thread one at a time;
+//! wait in a [`Queue`] and go to the Python thread in order, at most
+//! [`IN_PYTHON`] at a time;
 //! `interrupt_request` and `abort_request` are answered at once, even while
 //! Python is busy.
+
+use std::collections::VecDeque;
 
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::outgoing::Outgoing;
-use crate::python::{PythonHandle, Served};
+use crate::python::{Aborted, PythonHandle, Served};
 use crate::queue::Queue;
 use crate::stamp::{Parent, Stamp};
 
@@ -26,32 +29,58 @@ pub struct Scheduler {
     pub outgoing: Outgoing,
     pub stamp: Stamp,
     pub queue: Queue,
+    /// Requests handed to Python but aborted before they started.
+    pub aborted: Aborted,
+}
+
+/// Requests handed to the Python thread at once: the one running and the
+/// next, so a stream of small calls runs back to back without a round of
+/// thread wake-ups between them.
+const IN_PYTHON: usize = 2;
+
+/// Whether `request` may be handed to Python while another still runs. Not
+/// a shutdown (it waits for everything before it), and not a cell that a
+/// failure of the one before would abort (stop_on_error).
+fn may_follow(request: &Parent) -> bool {
+    match request.msg_type() {
+        "shutdown_request" => false,
+        "execute_request" => request.content["stop_on_error"].as_bool() == Some(false),
+        _ => true,
+    }
 }
 
 impl Scheduler {
     pub async fn run(mut self) -> Exit {
-        let mut running: Option<oneshot::Receiver<Served>> = None;
+        // Handed to Python, in order: (msg_id, its outcome).
+        let mut running: VecDeque<(String, oneshot::Receiver<Served>)> = VecDeque::new();
         loop {
-            if running.is_none() {
-                if let Some(next) = self.queue.pop() {
+            if running.len() < IN_PYTHON {
+                let ready = match self.queue.peek() {
+                    Some(next) => running.is_empty() || may_follow(next),
+                    None => false,
+                };
+                if ready {
+                    let next = self.queue.pop().expect("peeked");
                     if next.msg_type() == "shutdown_request" {
                         self.reply(&next, json!({ "status": "ok", "restart": false }))
                             .await;
                         return Exit::Shutdown;
                     }
-                    running = Some(crate::python::serve(&self.python, next));
+                    let msg_id = next.header.msg_id.clone();
+                    let served = crate::python::serve(&self.python, next, self.aborted.clone());
+                    running.push_back((msg_id, served));
                     continue;
                 }
             }
             tokio::select! {
                 message = self.incoming.recv() => {
                     let Some(message) = message else { return Exit::Lost };
-                    if let Some(exit) = self.at_once(message).await {
+                    if let Some(exit) = self.at_once(message, &running).await {
                         return exit;
                     }
                 }
-                served = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
-                    running = None;
+                served = async { (&mut running.front_mut().expect("guarded").1).await }, if !running.is_empty() => {
+                    running.pop_front();
                     match served {
                         Ok(served) if served.abort_queue => {
                             for request in self.queue.abort_executes() {
@@ -67,7 +96,11 @@ impl Scheduler {
     }
 
     /// Handles what cannot wait; queues the rest.
-    async fn at_once(&mut self, message: Parent) -> Option<Exit> {
+    async fn at_once(
+        &mut self,
+        message: Parent,
+        running: &VecDeque<(String, oneshot::Receiver<Served>)>,
+    ) -> Option<Exit> {
         match message.msg_type() {
             "interrupt_request" => {
                 // Reply first: the interrupted code's error then follows it.
@@ -85,6 +118,16 @@ impl Scheduler {
                     .unwrap_or_default();
                 for request in self.queue.abort(&ids) {
                     self.outgoing.send(self.stamp.aborted(&request)).await;
+                }
+                // Requests handed to Python behind the running one have not
+                // started: Python answers them "aborted" when it gets there.
+                {
+                    let mut aborted = self.aborted.lock().unwrap_or_else(|e| e.into_inner());
+                    for (msg_id, _) in running.iter().skip(1) {
+                        if ids.is_empty() || ids.contains(msg_id) {
+                            aborted.insert(msg_id.clone());
+                        }
+                    }
                 }
                 self.reply(&message, json!({ "status": "ok" })).await;
             }
