@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel  # noqa: E402
 from jupyter_client.manager import KernelManager  # noqa: E402
 
-from kernel_helpers import KERNEL_NAME, shutdown_and_check  # noqa: E402
+from kernel_helpers import KERNEL_NAME, drain, shutdown_and_check  # noqa: E402
 
 STARTUP_TIMEOUT = 60
 
@@ -87,13 +87,6 @@ def shared_kernel():
 @pytest.fixture
 def skc(shared_kernel):
     """The client of ``shared_kernel``, with its channels drained."""
-    from queue import Empty
-
     kc = shared_kernel[1]
-    for get in (kc.get_iopub_msg, kc.get_shell_msg, kc.get_stdin_msg):
-        while True:
-            try:
-                get(timeout=0.05)
-            except Empty:
-                break
+    drain(kc)
     return kc

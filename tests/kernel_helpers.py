@@ -291,6 +291,24 @@ def execute_ok(kc, code: str, timeout: float = 30, **kwargs: Any) -> Execution:
     return ex
 
 
+def execute_error(kc, code: str, timeout: float = 30, **kwargs: Any) -> Execution:
+    """Runs ``code``; asserts it failed with exactly one ``error`` message."""
+    ex = execute(kc, code, timeout=timeout, **kwargs)
+    assert ex.status == "error", f"cell should have failed: {ex.summary()}"
+    ex.error()  # exactly one
+    return ex
+
+
+def drain(kc) -> None:
+    """Discards whatever is waiting on the client's channels."""
+    for get in (kc.get_iopub_msg, kc.get_shell_msg, kc.get_stdin_msg):
+        while True:
+            try:
+                get(timeout=0.05)
+            except Empty:
+                break
+
+
 def wait_for_stream(kc, ex: Execution, needle: str, timeout: float) -> None:
     """Read IOPub (recording into ``ex``) until ``needle`` was printed on stdout."""
     deadline = time.monotonic() + timeout

@@ -25,18 +25,19 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Empty
 
 import pytest
 from jupyter_client.manager import KernelManager
 
 from kernel_helpers import (
+    Execution,
     IS_RPARALLEL,
     REPO,
     VENV_PYTHON,
-    Execution,
     describe,
+    drain,
     execute,
+    execute_error,
     execute_ok,
     get_reply,
     kill_pids,
@@ -211,14 +212,6 @@ def start_kernel(rp_dir: str):
     return km, kc
 
 
-def drain(kc) -> None:
-    for get in (kc.get_iopub_msg, kc.get_shell_msg, kc.get_stdin_msg):
-        while True:
-            try:
-                get(timeout=0.05)
-            except Empty:
-                break
-
 
 def run(kc, code: str, timeout: float = 60) -> Execution:
     """Runs ``code`` in the kernel; asserts the cell succeeded."""
@@ -227,10 +220,7 @@ def run(kc, code: str, timeout: float = 60) -> Execution:
 
 def run_error(kc, code: str, timeout: float = 60) -> Execution:
     """Runs ``code``; asserts it failed with exactly one error message."""
-    ex = execute(kc, code, timeout=timeout)
-    assert ex.status == "error", f"cell should have failed: {ex.summary()}"
-    ex.error()  # exactly one
-    return ex
+    return execute_error(kc, code, timeout=timeout)
 
 
 def plain(ex: Execution) -> str:

@@ -27,12 +27,14 @@ from queue import Empty
 import pytest
 
 from kernel_helpers import (
-    IS_RPARALLEL,
     Execution,
+    IS_RPARALLEL,
     KernelTimeout,
     collect_iopub,
     describe,
+    drain,
     execute,
+    execute_error,
     execute_ok,
     get_reply,
     kernel_pid,
@@ -71,11 +73,8 @@ def run(kc, code: str, timeout: float = 30) -> Execution:
 
 
 def run_error(kc, code: str, timeout: float = 30) -> Execution:
-    """Runs ``code``; asserts it failed with exactly one ``error`` message."""
-    ex = execute(kc, code, timeout=timeout)
-    assert ex.status == "error", f"cell should have failed: {ex.summary()}"
-    ex.error()  # exactly one
-    return ex
+    """Runs ``code``; asserts it failed with exactly one error message."""
+    return execute_error(kc, code, timeout=timeout)
 
 
 LABEL = re.compile(r"\[(stdout|stderr|output):(\d+)\](?: (.*))?")
@@ -175,14 +174,6 @@ def engine_blocks(tb: str) -> list[tuple[int, str]]:
         for i, m in enumerate(heads)
     ]
 
-
-def drain(kc) -> None:
-    for get in (kc.get_iopub_msg, kc.get_shell_msg, kc.get_stdin_msg):
-        while True:
-            try:
-                get(timeout=0.05)
-            except Empty:
-                break
 
 
 def start_cell(kc, code: str, timeout: float = 10) -> Execution:
