@@ -212,7 +212,6 @@ def start_kernel(rp_dir: str):
     return km, kc
 
 
-
 def run(kc, code: str, timeout: float = 60) -> Execution:
     """Runs ``code`` in the kernel; asserts the cell succeeded."""
     return execute_ok(kc, code, timeout=timeout)
@@ -1208,3 +1207,23 @@ def test_abort_reaches_requests_already_handed_to_python(k):
         "slow.get(10)\n"
         "assert e.apply_sync(lambda: 'fine') == 'fine'\n",
     )
+
+
+def test_private_profiles_of_killed_kernels_are_removed():
+    """A kernel killed with SIGKILL cannot remove its cluster's private
+    profile; the next private cluster removes those whose owner is gone
+    (and keeps the ones of live processes)."""
+    rp_dir = tempfile.mkdtemp(prefix="rp-stale-")
+    dead = os.path.join(rp_dir, "profile_cluster-4194303-deadbeef")
+    alive = os.path.join(rp_dir, "profile_cluster-%d-livelive" % os.getpid())
+    for d in (dead, alive):
+        os.makedirs(os.path.join(d, "security"))
+    km, kc = start_kernel(rp_dir)
+    try:
+        run(kc, "import rparallel as ipp\nc = ipp.Cluster(n=1)\nc.start_and_connect_sync()\nc.stop_cluster_sync()")
+        assert not os.path.exists(dead)
+        assert os.path.exists(alive)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        shutil.rmtree(rp_dir, ignore_errors=True)

@@ -60,6 +60,9 @@ pub struct ClusterRecord {
     pub started: String,
 }
 
+/// How private profile names start: `cluster-<owner pid>-<random>`.
+const PRIVATE_PREFIX: &str = "cluster-";
+
 /// One profile directory.
 #[derive(Debug, Clone)]
 pub struct Profile {
@@ -154,6 +157,48 @@ impl Profile {
     pub fn remove_files(&self) {
         for path in [self.client_file(), self.engine_file(), self.cluster_file()] {
             let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// A private profile name for a cluster started by process `owner`
+    /// (removed when the cluster stops; see [`Profile::remove_stale_private`]).
+    pub fn private_name(owner: u32) -> String {
+        format!(
+            "{PRIVATE_PREFIX}{owner}-{}",
+            &rparallel_protocol::connection::new_key()[..8]
+        )
+    }
+
+    /// Removes the private profiles of processes that are gone: a kernel
+    /// killed with SIGKILL cannot remove its own.
+    pub fn remove_stale_private() {
+        let Ok(me) = Profile::new(None) else { return };
+        let Some(base) = me.dir.parent() else { return };
+        let Ok(entries) = std::fs::read_dir(base) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let Some(rest) = file_name
+                .to_str()
+                .and_then(|n| n.strip_prefix("profile_"))
+                .and_then(|n| n.strip_prefix(PRIVATE_PREFIX))
+            else {
+                continue;
+            };
+            let Some(owner) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            let profile = Profile {
+                name: format!("{PRIVATE_PREFIX}{rest}"),
+                dir: entry.path(),
+            };
+            let controller_alive = profile
+                .read_record()
+                .is_some_and(|r| process_alive(r.controller_pid));
+            if !process_alive(owner) && !controller_alive {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
         }
     }
 

@@ -10,6 +10,7 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rparallel_controller::cluster::{start_cluster, ClusterOptions, StartedCluster};
+use rparallel_controller::profile::Profile;
 
 use crate::client::Client;
 
@@ -59,11 +60,8 @@ impl Cluster {
         let n = n.unwrap_or_else(default_engines);
         let ephemeral = profile.is_none();
         let profile = profile.unwrap_or_else(|| {
-            format!(
-                "cluster-{}-{}",
-                std::process::id(),
-                &rparallel_protocol::connection::new_key()[..8]
-            )
+            Profile::remove_stale_private();
+            Profile::private_name(std::process::id())
         });
         let python: std::path::PathBuf = py.import("sys")?.getattr("executable")?.extract()?;
         let get = |key: &str, default: f64| -> PyResult<f64> {
