@@ -155,6 +155,13 @@ pub fn timeout_arg(timeout: Option<f64>) -> Option<Duration> {
     timeout.filter(|t| *t >= 0.0).map(Duration::from_secs_f64)
 }
 
+/// A JSON value (a MIME bundle, metadata) as the Python object it encodes.
+pub fn to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    py.import("json")?
+        .getattr("loads")?
+        .call1((value.to_string(),))
+}
+
 /// `rparallel._helpers`.
 pub fn helpers(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     py.import("rparallel._helpers")

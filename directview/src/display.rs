@@ -17,7 +17,6 @@ pub struct Frontend<'py> {
     sys: Bound<'py, PyModule>,
     display: Option<Bound<'py, PyAny>>,
     clear_output: Option<Bound<'py, PyAny>>,
-    loads: Bound<'py, PyAny>,
 }
 
 impl<'py> Frontend<'py> {
@@ -35,7 +34,6 @@ impl<'py> Frontend<'py> {
             sys: py.import("sys")?,
             display,
             clear_output: builtins.getattr("clear_output").ok(),
-            loads: py.import("json")?.getattr("loads")?,
         })
     }
 
@@ -50,7 +48,7 @@ impl<'py> Frontend<'py> {
     }
 
     fn object(&self, value: &Value) -> PyResult<Bound<'py, PyAny>> {
-        self.loads.call1((value.to_string(),))
+        crate::core::to_python(self.py, value)
     }
 
     /// Publishes a MIME bundle; with `display_id`, one that can be updated.

@@ -13,7 +13,7 @@ use serde_json::json;
 use rparallel_magics::render;
 use rparallel_magics::GroupBy;
 
-use crate::core::{error, helpers, timeout_arg, wait_interruptibly, Core};
+use crate::core::{error, helpers, timeout_arg, to_python, wait_interruptibly, Core};
 use crate::display::{engine_outputs, Frontend};
 use crate::relay::Relay;
 use crate::tracker::{Status, Task, Tracker};
@@ -185,8 +185,7 @@ impl AsyncResult {
             None => (json!({}), json!({})),
         };
         let shown = render::result_bundle(engine, count, &data);
-        let loads = py.import("json")?.getattr("loads")?;
-        let object = |v: &serde_json::Value| loads.call1((v.to_string(),));
+        let object = |v: &serde_json::Value| to_python(py, v);
         Ok(helpers(py)?
             .getattr("ExecuteReply")?
             .call1((
@@ -472,16 +471,14 @@ impl AsyncResult {
     /// The displays each engine produced: lists of MIME bundles (dicts).
     #[getter]
     fn outputs(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let json = py.import("json")?;
         let mut per_engine = Vec::new();
         for task in self.tasks() {
             let list = PyList::empty(py);
             for m in task.iter().flat_map(|t| t.outputs.iter()) {
                 if matches!(m.msg_type(), "display_data" | "execute_result") {
-                    let text =
-                        json!({"data": m.content["data"], "metadata": m.content["metadata"]})
-                            .to_string();
-                    list.append(json.call_method1("loads", (text,))?)?;
+                    let bundle =
+                        json!({"data": m.content["data"], "metadata": m.content["metadata"]});
+                    list.append(to_python(py, &bundle)?)?;
                 }
             }
             per_engine.push(list.into_any().unbind());
