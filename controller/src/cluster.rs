@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use zeromq::{Endpoint, RouterSocket, Socket};
 
 use crate::hub::{Hub, HubConfig, HubEvent};
-use crate::launcher::{self, EngineCommand};
+use crate::launcher::{self, EngineCommand, LocalEngines};
 use crate::profile::{process_alive, ClusterRecord, ConnectionFile, Profile};
 
 /// Options of `rparallel controller`.
@@ -27,6 +27,8 @@ pub struct ControllerOptions {
     pub python: PathBuf,
     pub heartbeat_period: Duration,
     pub heartbeat_timeout: Duration,
+    /// Replace a local engine that dies (killed, crashed) with a new one.
+    pub restart_engines: bool,
 }
 
 /// Runs a controller in this process until it is stopped.
@@ -85,14 +87,18 @@ async fn controller(options: ControllerOptions) -> anyhow::Result<()> {
     let (events_tx, events_rx) = mpsc::channel(256);
     if options.engines > 0 {
         launcher::check_python(&options.python)?;
-        let command = EngineCommand {
+    }
+    let local = LocalEngines::new(
+        EngineCommand {
             binary: launcher::own_binary()?,
             engine_file: profile.engine_file(),
             python: options.python.clone(),
-        };
-        launcher::start_engines(&command, options.engines, &events_tx)
-            .context("cannot start engines")?;
-    }
+        },
+        events_tx.clone(),
+    );
+    local
+        .start(options.engines)
+        .context("cannot start engines")?;
     let stop = events_tx.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -122,8 +128,9 @@ async fn controller(options: ControllerOptions) -> anyhow::Result<()> {
         heartbeat_period: options.heartbeat_period,
         heartbeat_timeout: options.heartbeat_timeout,
         hostname: hostname(),
+        restart_engines: options.restart_engines,
     };
-    let hub = Hub::new(session, config, client_tx, engine_tx, on_change);
+    let hub = Hub::new(session, config, client_tx, engine_tx, on_change).with_local_engines(local);
     let exit = hub.run(client_rx, engine_rx, events_rx).await;
     tracing::info!("controller stopping: {exit:?}");
     // Engines were told to shut down; give them a moment before the
@@ -145,6 +152,8 @@ pub struct ClusterOptions {
     /// How long to wait for the engines to register.
     pub timeout: Duration,
     pub heartbeat_timeout: Duration,
+    /// Replace a local engine that dies (killed, crashed) with a new one.
+    pub restart_engines: bool,
     /// The profile exists only for this cluster: its directory is removed
     /// when the cluster stops.
     pub ephemeral: bool,
@@ -179,6 +188,9 @@ pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster>
         .arg("--heartbeat-timeout")
         .arg(options.heartbeat_timeout.as_secs_f64().to_string())
         .stdin(Stdio::null());
+    if options.restart_engines {
+        command.arg("--restart-engines");
+    }
     let log = profile.dir.join("controller.log");
     if options.daemonize {
         let out = std::fs::File::create(&log)?;

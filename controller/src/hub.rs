@@ -14,23 +14,34 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use zeromq::{RouterRecvHalf, RouterSendHalf, SocketRecv, SocketSend, ZmqMessage};
 
+use crate::launcher::LocalEngines;
 use crate::registry::{Registration, Registry};
 
 /// The prefix of the routing frame a client puts before a request for an engine.
 pub const ENGINE_ROUTE_PREFIX: &[u8] = b"engine:";
+
+/// The reason given when an engine unregisters (asked to stop).
+const ENGINE_STOPPED: &str = "engine stopped";
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     pub heartbeat_period: Duration,
     pub heartbeat_timeout: Duration,
     pub hostname: String,
+    /// Replace a local engine whose process dies abnormally.
+    pub restart_engines: bool,
 }
 
 /// What the outside world tells the hub.
 #[derive(Debug)]
 pub enum HubEvent {
-    /// A local engine process exited (pid, reason such as "signal 9").
-    ProcessExited { pid: u32, reason: String },
+    /// A local engine process exited (pid, reason such as "signal 9";
+    /// `clean`: exit code 0, as after a shutdown request).
+    ProcessExited {
+        pid: u32,
+        reason: String,
+        clean: bool,
+    },
     /// Stop: shut the engines down and return.
     Stop,
 }
@@ -53,6 +64,10 @@ pub struct Hub {
     engine_tx: RouterSendHalf,
     /// Called with the number of live engines whenever it changes.
     on_change: Box<dyn FnMut(usize) + Send>,
+    /// Starts engines on this host (None: engines come from elsewhere).
+    local: Option<LocalEngines>,
+    /// Set once the whole cluster is stopping: nothing is restarted then.
+    stopping: bool,
 }
 
 impl Hub {
@@ -71,7 +86,16 @@ impl Hub {
             client_tx,
             engine_tx,
             on_change,
+            local: None,
+            stopping: false,
         }
+    }
+
+    /// Lets clients start engines on this host, and replaces dead ones
+    /// when [`HubConfig::restart_engines`] is set.
+    pub fn with_local_engines(mut self, local: LocalEngines) -> Self {
+        self.local = Some(local);
+        self
     }
 
     pub async fn run(
@@ -87,6 +111,7 @@ impl Hub {
                 received = client_rx.recv() => match received {
                     Ok(message) => {
                         if self.on_client_message(message).await {
+                            self.stopping = true;
                             self.shutdown_engines().await;
                             return HubExit::ShutdownRequested;
                         }
@@ -98,15 +123,11 @@ impl Hub {
                     Err(e) => tracing::debug!("engine socket: {e}"),
                 },
                 event = events.recv() => match event {
-                    Some(HubEvent::ProcessExited { pid, reason }) => {
-                        let hostname = self.config.hostname.clone();
-                        if let Some(id) = self.registry.find_local_pid(pid, &hostname) {
-                            self.engine_died(id, &reason).await;
-                        } else {
-                            tracing::warn!("engine process {pid} exited before registering ({reason})");
-                        }
+                    Some(HubEvent::ProcessExited { pid, reason, clean }) => {
+                        self.process_exited(pid, &reason, clean).await;
                     }
                     Some(HubEvent::Stop) | None => {
+                        self.stopping = true;
                         self.shutdown_engines().await;
                         return HubExit::Stopped;
                     }
@@ -197,6 +218,12 @@ impl Hub {
                 }
                 self.shutdown_engines().await;
             }
+            "start_engines_request" => {
+                let count = request.content["n"].as_u64().unwrap_or(1) as usize;
+                let content = self.start_engines(count);
+                self.reply_client(&request, "start_engines_reply", content)
+                    .await;
+            }
             other => tracing::warn!("controller: unsupported client message {other}"),
         }
         false
@@ -268,16 +295,56 @@ impl Hub {
             }
             "unregistration" => {
                 if let Some(id) = self.registry.id_of(&engine) {
-                    self.engine_died(id, "engine stopped").await;
+                    self.engine_died(id, ENGINE_STOPPED).await;
                 }
             }
             other => tracing::warn!("controller: unsupported engine message {other}"),
         }
     }
 
+    /// A local engine process ended. A registered engine that ended
+    /// abnormally is replaced when restarts are on; one that died before
+    /// registering is not (its replacement would most likely die the same
+    /// way: a broken environment, not a one-off kill).
+    async fn process_exited(&mut self, pid: u32, reason: &str, clean: bool) {
+        let hostname = self.config.hostname.clone();
+        let Some(id) = self.registry.find_local_pid(pid, &hostname) else {
+            if !clean {
+                tracing::warn!("engine process {pid} exited before registering ({reason})");
+            }
+            return;
+        };
+        self.engine_died(id, reason).await;
+        if self.config.restart_engines && !clean && !self.stopping {
+            let started = self.start_engines(1);
+            tracing::info!("engine {id} replaced: {started}");
+        }
+    }
+
+    /// Starts `count` local engines: the reply content for the client.
+    fn start_engines(&mut self, count: usize) -> Value {
+        let Some(local) = &self.local else {
+            return json!({
+                "status": "error",
+                "reason": "this controller starts no engines of its own",
+            });
+        };
+        if self.stopping {
+            return json!({ "status": "error", "reason": "the cluster is stopping" });
+        }
+        match local.start(count) {
+            Ok(pids) => json!({ "status": "ok", "pids": pids }),
+            Err(e) => json!({ "status": "error", "reason": format!("cannot start engines: {e}") }),
+        }
+    }
+
     async fn engine_died(&mut self, id: u32, reason: &str) {
         if let Some(engine) = self.registry.remove(id) {
-            tracing::warn!("engine {id} (pid {}) died: {reason}", engine.pid);
+            if reason == ENGINE_STOPPED {
+                tracing::info!("engine {id} (pid {}) stopped", engine.pid);
+            } else {
+                tracing::warn!("engine {id} (pid {}) died: {reason}", engine.pid);
+            }
             self.notify_clients("engine_died", json!({ "id": id, "reason": reason }))
                 .await;
             (self.on_change)(self.registry.len());

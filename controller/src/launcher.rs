@@ -59,29 +59,42 @@ impl EngineCommand {
     }
 }
 
-/// Starts `count` engines; each one's exit is sent to `events`.
-pub fn start_engines(
-    engine: &EngineCommand,
-    count: usize,
-    events: &mpsc::Sender<HubEvent>,
-) -> std::io::Result<Vec<u32>> {
-    let mut pids = Vec::with_capacity(count);
-    for _ in 0..count {
-        let child = engine.command().spawn()?;
-        pids.push(child.id().unwrap_or(0));
-        watch(child, events.clone());
+/// The controller's own engines: started as its children, each one's exit
+/// reported to the hub. The hub keeps this handle to start more engines
+/// later (`start_engines_request`, replacing engines that died).
+#[derive(Debug, Clone)]
+pub struct LocalEngines {
+    command: EngineCommand,
+    events: mpsc::Sender<HubEvent>,
+}
+
+impl LocalEngines {
+    pub fn new(command: EngineCommand, events: mpsc::Sender<HubEvent>) -> Self {
+        LocalEngines { command, events }
     }
-    Ok(pids)
+
+    /// Starts `count` engines; returns their pids.
+    pub fn start(&self, count: usize) -> std::io::Result<Vec<u32>> {
+        let mut pids = Vec::with_capacity(count);
+        for _ in 0..count {
+            let child = self.command.command().spawn()?;
+            pids.push(child.id().unwrap_or(0));
+            watch(child, self.events.clone());
+        }
+        Ok(pids)
+    }
 }
 
 fn watch(mut child: Child, events: mpsc::Sender<HubEvent>) {
     let pid = child.id().unwrap_or(0);
     tokio::spawn(async move {
-        let reason = match child.wait().await {
-            Ok(status) => describe_exit(status),
-            Err(e) => format!("lost track of the process: {e}"),
+        let (reason, clean) = match child.wait().await {
+            Ok(status) => (describe_exit(status), status.success()),
+            Err(e) => (format!("lost track of the process: {e}"), false),
         };
-        let _ = events.send(HubEvent::ProcessExited { pid, reason }).await;
+        let _ = events
+            .send(HubEvent::ProcessExited { pid, reason, clean })
+            .await;
     });
 }
 

@@ -6,10 +6,9 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOSError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PySlice};
-use rparallel_controller::profile::{ConnectionFile, Profile};
+use rparallel_controller::profile::Profile;
 use serde_json::json;
 
-use crate::connection::Connection;
 use crate::core::{error, timeout_arg, wait_interruptibly, Core};
 use crate::result::AsyncResult;
 use crate::targets::Targets;
@@ -22,7 +21,7 @@ pub struct Client {
     profile: String,
 }
 
-fn os_error(e: anyhow::Error) -> PyErr {
+pub fn os_error(e: anyhow::Error) -> PyErr {
     PyOSError::new_err(format!("{e:#}"))
 }
 
@@ -100,35 +99,7 @@ impl Client {
         _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
     ) -> PyResult<Self> {
         let profile = Profile::new(profile.as_deref()).map_err(os_error)?;
-        let path = url_file.unwrap_or_else(|| profile.client_file());
-        let file = ConnectionFile::read(&path).map_err(|e| {
-            if path.exists() {
-                os_error(e)
-            } else {
-                PyOSError::new_err(format!(
-                    "no cluster is running in profile {} ({} not found); start one with `rparallel cluster start` or rparallel.Cluster",
-                    profile.name,
-                    path.display()
-                ))
-            }
-        })?;
-        let wait = Duration::from_secs_f64(timeout.max(0.1));
-        let connection = py
-            .detach(|| Connection::connect(&file, wait))
-            .map_err(os_error)?;
-        let core = Arc::new(Core { connection });
-        let msg_id = core.request(None, "connection_request", json!({}), vec![]);
-        if !core.wait(py, std::slice::from_ref(&msg_id), Some(wait))? {
-            return Err(error(
-                py,
-                "TimeoutError",
-                (format!(
-                    "the controller at {} did not answer within {timeout} s",
-                    file.endpoint()
-                ),),
-            ));
-        }
-        core.tracker().forget(&[msg_id]);
+        let core = Core::connect(py, &profile, url_file, timeout)?;
         Ok(Client {
             core,
             profile: profile.name,

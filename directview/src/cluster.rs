@@ -3,7 +3,7 @@
 //! ([`stop_owned_clusters`]), and dies with it if it is killed (the
 //! controller is bound to the kernel's life, the engines to the controller's).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
@@ -12,7 +12,10 @@ use pyo3::types::PyDict;
 use rparallel_controller::cluster::{start_cluster, ClusterOptions, StartedCluster};
 use rparallel_controller::profile::Profile;
 
+use serde_json::json;
+
 use crate::client::Client;
+use crate::core::{error, wait_interruptibly, Core};
 
 /// Clusters this process started and has not stopped, by profile name.
 static OWNED: Mutex<Vec<(String, StartedCluster)>> = Mutex::new(Vec::new());
@@ -32,7 +35,13 @@ pub struct Cluster {
     #[pyo3(get)]
     profile: String,
     options: ClusterOptions,
+    /// The cluster's own connection to its controller, for starting and
+    /// stopping engines (not a Client: it must not become `%px`'s view).
+    control: Mutex<Option<Arc<Core>>>,
 }
+
+/// How long restarted engines get to stop and to register.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn default_engines() -> usize {
     std::thread::available_parallelism()
@@ -78,12 +87,19 @@ impl Cluster {
             daemonize: false,
             timeout: Duration::from_secs_f64(get("engine_timeout", 60.0)?),
             heartbeat_timeout: Duration::from_secs_f64(get("heartbeat_timeout", 10.0)?),
+            restart_engines: match options
+                .and_then(|o| o.get_item("restart_engines").ok().flatten())
+            {
+                Some(v) => v.is_truthy()?,
+                None => false,
+            },
             ephemeral,
         };
         Ok(Cluster {
             n,
             profile,
             options,
+            control: Mutex::new(None),
         })
     }
 
@@ -120,12 +136,62 @@ impl Cluster {
         self.connect_client_sync(py)
     }
 
+    /// Stops every engine and starts `n` new ones; returns their ids once
+    /// all registered. New engines have new ids and empty namespaces.
+    fn restart_engines(&self, py: Python<'_>) -> PyResult<Vec<u32>> {
+        let core = self.control(py)?;
+        let old = core.ids();
+        if !old.is_empty() {
+            core.ask_controller(
+                py,
+                "shutdown_request",
+                json!({ "hub": false }),
+                RESTART_TIMEOUT,
+            )?;
+        }
+        self.replace(py, &core, &old, self.n)
+    }
+
+    /// Same as `restart_engines` (ipyparallel's blocking spelling).
+    fn restart_engines_sync(&self, py: Python<'_>) -> PyResult<Vec<u32>> {
+        self.restart_engines(py)
+    }
+
+    /// Stops engine `engine_id` and starts one in its place; returns the
+    /// new engine's id (ids are never reused).
+    fn restart_engine(&self, py: Python<'_>, engine_id: u32) -> PyResult<u32> {
+        let core = self.control(py)?;
+        if core.ids().contains(&engine_id) {
+            let msg_id = core.request(Some(engine_id), "shutdown_request", json!({}), vec![]);
+            core.wait(py, std::slice::from_ref(&msg_id), Some(RESTART_TIMEOUT))?;
+            core.tracker().forget(&[msg_id]);
+        }
+        let new = self.replace(py, &core, &[engine_id], 1)?;
+        Ok(new[0])
+    }
+
+    /// Starts `n` more engines (default: the cluster's `n`); returns their
+    /// ids once they registered.
+    #[pyo3(signature = (n=None))]
+    fn start_engines(&self, py: Python<'_>, n: Option<usize>) -> PyResult<Vec<u32>> {
+        let core = self.control(py)?;
+        self.replace(py, &core, &[], n.unwrap_or(self.n))
+    }
+
     /// Stops the controller and all engines.
     fn stop_cluster_sync(&self, py: Python<'_>) -> PyResult<()> {
         let mut owned = OWNED.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(at) = owned.iter().position(|(p, _)| *p == self.profile) {
             let (_, cluster) = owned.remove(at);
             drop(owned);
+            if let Some(core) = self
+                .control
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
+                core.connection.close();
+            }
             py.detach(|| cluster.stop())
                 .map_err(|e| PyOSError::new_err(format!("{e:#}")))?;
         }
@@ -160,6 +226,90 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// The cluster's control connection, opened on first use.
+    fn control(&self, py: Python<'_>) -> PyResult<Arc<Core>> {
+        if !self.is_running() {
+            return Err(PyRuntimeError::new_err(
+                "the cluster is not running: call start_sync() first",
+            ));
+        }
+        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(core) = control
+            .as_ref()
+            .filter(|c| c.tracker().lock().controller_lost.is_none())
+        {
+            return Ok(core.clone());
+        }
+        let profile = Profile::new(Some(&self.profile)).map_err(crate::client::os_error)?;
+        let core = Core::connect(py, &profile, None, 10.0)?;
+        *control = Some(core.clone());
+        Ok(core)
+    }
+
+    /// Waits until the engines `old` are gone, asks the controller for
+    /// `count` new ones, and waits until they registered; their ids.
+    fn replace(
+        &self,
+        py: Python<'_>,
+        core: &Core,
+        old: &[u32],
+        count: usize,
+    ) -> PyResult<Vec<u32>> {
+        let tracker = core.tracker();
+        let gone = wait_interruptibly(py, Some(RESTART_TIMEOUT), |slice| {
+            tracker.wait_until(Some(slice), |state| {
+                old.iter().all(|id| !state.engines.contains_key(id))
+            })
+        })?;
+        if !gone {
+            return Err(error(
+                py,
+                "TimeoutError",
+                (format!("engines {old:?} did not stop"),),
+            ));
+        }
+        let before = core.ids();
+        let reply = core
+            .ask_controller(
+                py,
+                "start_engines_request",
+                json!({ "n": count }),
+                RESTART_TIMEOUT,
+            )?
+            .unwrap_or_else(
+                || json!({ "status": "error", "reason": "the controller did not answer" }),
+            );
+        if reply["status"] != "ok" {
+            return Err(PyRuntimeError::new_err(format!(
+                "cannot start engines: {}",
+                reply["reason"].as_str().unwrap_or("unknown")
+            )));
+        }
+        let new = |state: &crate::tracker::State| -> Vec<u32> {
+            state
+                .engines
+                .keys()
+                .copied()
+                .filter(|id| !before.contains(id) && !old.contains(id))
+                .collect()
+        };
+        let registered = wait_interruptibly(py, Some(self.options.timeout), |slice| {
+            tracker.wait_until(Some(slice), |state| new(state).len() >= count)
+        })?;
+        let ids = new(&tracker.lock());
+        if !registered {
+            return Err(error(
+                py,
+                "TimeoutError",
+                (format!(
+                    "{} of {count} new engines registered before the timeout",
+                    ids.len()
+                ),),
+            ));
+        }
+        Ok(ids)
+    }
+
     fn is_running(&self) -> bool {
         OWNED
             .lock()

@@ -1,6 +1,7 @@
 //! What every Python object of one client shares: the connection and the
 //! Python modules of the package.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -8,6 +9,10 @@ use pyo3::prelude::*;
 use rparallel_protocol::{shm, Message};
 use serde_json::Value;
 
+use pyo3::exceptions::PyOSError;
+use rparallel_controller::profile::{ConnectionFile, Profile};
+
+use crate::client::os_error;
 use crate::connection::Connection;
 use crate::tracker::Tracker;
 
@@ -19,6 +24,67 @@ pub struct Core {
 }
 
 impl Core {
+    /// Connects to the controller of `profile` (or the one `url_file`
+    /// names) and learns its engines.
+    pub fn connect(
+        py: Python<'_>,
+        profile: &Profile,
+        url_file: Option<std::path::PathBuf>,
+        timeout: f64,
+    ) -> PyResult<Arc<Core>> {
+        let path = url_file.unwrap_or_else(|| profile.client_file());
+        let file = ConnectionFile::read(&path).map_err(|e| {
+            if path.exists() {
+                os_error(e)
+            } else {
+                PyOSError::new_err(format!(
+                    "no cluster is running in profile {} ({} not found); start one with `rparallel cluster start` or rparallel.Cluster",
+                    profile.name,
+                    path.display()
+                ))
+            }
+        })?;
+        let wait = Duration::from_secs_f64(timeout.max(0.1));
+        let connection = py
+            .detach(|| Connection::connect(&file, wait))
+            .map_err(os_error)?;
+        let core = Arc::new(Core { connection });
+        let reply = core.ask_controller(py, "connection_request", serde_json::json!({}), wait)?;
+        if reply.is_none() {
+            return Err(error(
+                py,
+                "TimeoutError",
+                (format!(
+                    "the controller at {} did not answer within {timeout} s",
+                    file.endpoint()
+                ),),
+            ));
+        }
+        Ok(core)
+    }
+
+    /// Sends a request to the controller itself and waits for its reply's
+    /// content (None: no reply within `timeout`).
+    pub fn ask_controller(
+        &self,
+        py: Python<'_>,
+        msg_type: &str,
+        content: Value,
+        timeout: Duration,
+    ) -> PyResult<Option<Value>> {
+        let msg_id = self.request(None, msg_type, content, vec![]);
+        let ids = std::slice::from_ref(&msg_id);
+        let answered = self.wait(py, ids, Some(timeout));
+        let reply = self
+            .tracker()
+            .lock()
+            .tasks
+            .get(&msg_id)
+            .and_then(|t| t.reply.as_ref().map(|r| r.content.clone()));
+        self.tracker().forget(ids);
+        Ok(if answered? { reply } else { None })
+    }
+
     pub fn tracker(&self) -> &Tracker {
         &self.connection.tracker
     }

@@ -13,7 +13,9 @@ use serde_json::json;
 use rparallel_magics::render;
 use rparallel_magics::GroupBy;
 
-use crate::core::{error, helpers, timeout_arg, to_python, wait_interruptibly, Core};
+use crate::core::{
+    error, helpers, timeout_arg, to_python, wait_interruptibly, Core, INTERRUPT_GRACE,
+};
 use crate::display::{engine_outputs, Frontend};
 use crate::relay::Relay;
 use crate::tracker::{Status, Task, Tracker};
@@ -314,6 +316,25 @@ impl AsyncResult {
         Frontend::new(py)?.show(&render::arrange(&outputs, by))
     }
 
+    /// The result, waiting at most `seconds`: engines still running then
+    /// are interrupted, and their KeyboardInterrupts are raised (or
+    /// TimeoutError if they do not stop either).
+    pub fn get_interrupting_after(&self, py: Python<'_>, seconds: f64) -> PyResult<Py<PyAny>> {
+        if !self.wait_for(py, Some(seconds))? {
+            self.send_interrupts();
+            let grace = INTERRUPT_GRACE.as_secs_f64();
+            if !self.wait_for(py, Some(grace))? {
+                let running = self.running_engines();
+                return Err(error(
+                    py,
+                    "TimeoutError",
+                    (format!("engine(s) {running:?} still running {seconds} s + {grace} s after being interrupted"),),
+                ));
+            }
+        }
+        self.get(py, None)
+    }
+
     fn wait_for(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         self.core.wait(py, &self.msg_ids, timeout_arg(timeout))
     }
@@ -396,6 +417,37 @@ impl AsyncResult {
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         self.wait_for(py, timeout)
+    }
+
+    /// Aborts this result's tasks that have not started: their `get()`
+    /// raises TaskAborted. Tasks already running go on (interrupt them
+    /// with the kernel's interrupt, or `%%px --timeout`).
+    fn abort(&self, py: Python<'_>) -> PyResult<()> {
+        let mut by_engine: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+        for (msg_id, task) in self.msg_ids.iter().zip(self.tasks()) {
+            if let Some(Task {
+                engine: Some(engine),
+                status: Status::Pending,
+                ..
+            }) = task
+            {
+                by_engine.entry(engine).or_default().push(msg_id.clone());
+            }
+        }
+        let sent: Vec<String> = by_engine
+            .into_iter()
+            .map(|(engine, msg_ids)| {
+                self.core.request(
+                    Some(engine),
+                    "abort_request",
+                    json!({ "msg_ids": msg_ids }),
+                    vec![],
+                )
+            })
+            .collect();
+        let answered = self.core.wait(py, &sent, Some(INTERRUPT_GRACE));
+        self.core.tracker().forget(&sent);
+        answered.map(|_| ())
     }
 
     fn ready(&self) -> bool {

@@ -279,7 +279,9 @@ impl DirectView {
 
     /// Runs `code` on the engines; returns the AsyncResult (after waiting,
     /// when blocking: errors are raised).
-    #[pyo3(signature = (code, silent=true, targets=None, block=None))]
+    /// With `timeout` (seconds, blocking only), engines still running
+    /// after it are interrupted, as `%%px --timeout` does.
+    #[pyo3(signature = (code, silent=true, targets=None, block=None, timeout=None))]
     fn execute(
         &self,
         py: Python<'_>,
@@ -287,13 +289,17 @@ impl DirectView {
         silent: bool,
         targets: Option<&Bound<'_, PyAny>>,
         block: Option<bool>,
+        timeout: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
         let targets = self.targets_for(targets)?;
-        let result = self.execute_async(py, code, silent, &targets)?.into_any();
+        let result = self.execute_async(py, code, silent, &targets)?;
         if self.block_for(block) {
-            result.bind(py).call_method1("get", ())?;
+            match timeout.filter(|t| *t >= 0.0) {
+                Some(seconds) => result.borrow(py).get_interrupting_after(py, seconds)?,
+                None => result.borrow(py).get(py, None)?,
+            };
         }
-        Ok(result)
+        Ok(result.into_any())
     }
 
     /// Runs a Python file's code on the engines.
@@ -307,7 +313,7 @@ impl DirectView {
     ) -> PyResult<Py<PyAny>> {
         let code = std::fs::read_to_string(filename)
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("{filename}: {e}")))?;
-        self.execute(py, &code, false, targets, block)
+        self.execute(py, &code, false, targets, block, None)
     }
 
     /// `f` over the sequences, one block per engine, results in order.

@@ -74,6 +74,9 @@ struct ClusterStartArgs {
     /// Seconds without a heartbeat after which an engine is declared dead.
     #[arg(long, default_value_t = 10.0)]
     heartbeat_timeout: f64,
+    /// Replace an engine that dies (killed, crashed) with a new one.
+    #[arg(long)]
+    restart_engines: bool,
 }
 
 #[derive(Args)]
@@ -93,6 +96,9 @@ struct ControllerArgs {
     /// Seconds without a heartbeat after which an engine is declared dead.
     #[arg(long, default_value_t = 10.0)]
     heartbeat_timeout: f64,
+    /// Replace a local engine that dies (killed, crashed) with a new one.
+    #[arg(long)]
+    restart_engines: bool,
 }
 
 /// One engine per CPU, at least 2.
@@ -165,6 +171,7 @@ pub fn main() -> ExitCode {
                 python: PythonEnv::resolve(args.python.as_deref()).python,
                 heartbeat_period: seconds(args.heartbeat_period),
                 heartbeat_timeout: seconds(args.heartbeat_timeout),
+                restart_engines: args.restart_engines,
             })
         }
     };
@@ -192,6 +199,7 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
                 daemonize: args.daemonize,
                 timeout: seconds(args.timeout),
                 heartbeat_timeout: seconds(args.heartbeat_timeout),
+                restart_engines: args.restart_engines,
                 ephemeral: false,
             };
             let mut cluster = cluster::start_cluster(&options)?;
