@@ -122,6 +122,7 @@ impl Client {
         if core.ids().is_empty() {
             return Err(target_error(
                 slf.py(),
+                &core,
                 crate::targets::TargetError::NoEngines,
             ));
         }
@@ -138,7 +139,7 @@ impl Client {
         if let Targets::Many(ids) = &targets {
             targets
                 .resolve(&core.ids())
-                .map_err(|e| target_error(slf.py(), e))?;
+                .map_err(|e| target_error(slf.py(), &core, e))?;
             let _ = ids;
         }
         Client::view(slf, targets)

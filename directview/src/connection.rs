@@ -54,6 +54,7 @@ impl Connection {
         let endpoint = file.endpoint();
         let io_session = session.clone();
         let io_tracker = tracker.clone();
+        let watched = ControllerProcess::find(file.controller_pid);
         std::thread::Builder::new()
             .name("rparallel-client".into())
             .spawn(move || {
@@ -84,7 +85,7 @@ impl Connection {
                                 return;
                             }
                         }
-                        serve(socket, io_session, io_tracker, rx).await;
+                        serve(socket, io_session, io_tracker, rx, watched).await;
                     });
                 }));
                 if ran.is_err() {
@@ -123,14 +124,45 @@ impl Connection {
     }
 }
 
+/// The controller's process, when it runs on this host: its exit is seen
+/// at once instead of after missed heartbeats.
+struct ControllerProcess {
+    pid: u32,
+    cmdline: Vec<u8>,
+}
+
+impl ControllerProcess {
+    /// Only a process that is an rparallel controller counts: through an
+    /// ssh tunnel the pid in the file belongs to another host.
+    fn find(pid: u32) -> Option<Self> {
+        let cmdline = Self::cmdline_of(pid)?;
+        let is_controller = cmdline.split(|b| *b == 0).any(|arg| arg == b"controller");
+        is_controller.then_some(ControllerProcess { pid, cmdline })
+    }
+
+    fn cmdline_of(pid: u32) -> Option<Vec<u8>> {
+        std::fs::read(format!("/proc/{pid}/cmdline")).ok()
+    }
+
+    /// Gone, or its pid now belongs to another process.
+    fn exited(&self) -> bool {
+        Self::cmdline_of(self.pid).is_none_or(|c| c != self.cmdline)
+    }
+}
+
+/// How often a local controller's process is checked.
+const PROCESS_CHECK: Duration = Duration::from_millis(200);
+
 async fn serve(
     mut socket: DealerSocket,
     session: Session,
     tracker: Arc<Tracker>,
     mut outgoing: mpsc::Receiver<Outgoing>,
+    controller: Option<ControllerProcess>,
 ) {
     let period = Duration::from_secs(1);
     let mut heartbeat = tokio::time::interval(period);
+    let mut process_check = tokio::time::interval(PROCESS_CHECK);
     let mut last_heard = Instant::now();
     loop {
         tokio::select! {
@@ -164,6 +196,13 @@ async fn serve(
                     return;
                 }
             },
+            _ = process_check.tick(), if controller.is_some() => {
+                if controller.as_ref().is_some_and(ControllerProcess::exited) {
+                    let pid = controller.as_ref().map_or(0, |c| c.pid);
+                    tracker.controller_lost(&format!("the controller (pid {pid}) exited"));
+                    return;
+                }
+            }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > period * HEARTBEAT_MISSES {
                     tracker.controller_lost("the controller is gone (no heartbeat reply)");

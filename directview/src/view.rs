@@ -36,9 +36,20 @@ pub struct Request {
     pub buffers: Vec<Bytes>,
 }
 
-pub fn target_error(py: Python<'_>, e: TargetError) -> PyErr {
+/// The Python exception for a bad target. With the controller gone, "no
+/// engines" says so: the client cannot recover, a new one is needed.
+pub fn target_error(py: Python<'_>, core: &Core, e: TargetError) -> PyErr {
+    let lost = core.tracker().lock().controller_lost.clone();
     match e {
-        TargetError::NoEngines => error(py, "NoEnginesRegistered", (e.to_string(),)),
+        TargetError::NoEngines => {
+            let text = match lost {
+                Some(reason) => {
+                    format!("{e} ({reason}); start a cluster again and connect a new Client")
+                }
+                None => e.to_string(),
+            };
+            error(py, "NoEnginesRegistered", (text,))
+        }
         TargetError::NoSuchEngine(_) => PyIndexError::new_err(e.to_string()),
         TargetError::Empty => pyo3::exceptions::PyValueError::new_err(e.to_string()),
     }
@@ -57,7 +68,7 @@ pub fn parse_targets(core: &Core, targets: &Bound<'_, PyAny>) -> PyResult<Target
         let live = core.ids();
         return crate::targets::index(&live, id)
             .map(Targets::One)
-            .map_err(|e| target_error(targets.py(), e));
+            .map_err(|e| target_error(targets.py(), core, e));
     }
     if let Ok(slice) = targets.cast::<PySlice>() {
         let live = core.ids();
@@ -99,7 +110,7 @@ impl DirectView {
     fn engines(&self, py: Python<'_>, targets: &Targets) -> PyResult<Vec<u32>> {
         targets
             .resolve(&self.core.ids())
-            .map_err(|e| target_error(py, e))
+            .map_err(|e| target_error(py, &self.core, e))
     }
 
     /// Sends one request per engine and wraps them in an AsyncResult;
