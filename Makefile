@@ -11,7 +11,7 @@ export PYO3_PYTHON := $(shell $(PYTHON3) -c 'import sys; print(sys.executable)')
 # Kernelspecs and runtime files of the tests stay inside the project.
 export JUPYTER_PATH := $(VENV)/share/jupyter
 
-.PHONY: demo test build venv kernelspec lint clean bench bench-quick
+.PHONY: demo test build venv kernelspec lint clean bench bench-quick soak
 
 ## demo: build, set up .venv, install the kernelspec, execute the demo notebook
 demo: kernelspec
@@ -73,3 +73,7 @@ bench-quick: kernelspec
 	$(PY) bench/kernel.py --rounds 1 --cells 30
 	$(PY) bench/cluster.py --rounds 1 --quick
 	$(PY) bench/scale.py --engines 4,16 --ipp-max 4 --tasks 1000
+
+## soak: the soak tests of tests/test_soak.py at full scale (`make test` runs them reduced)
+soak: kernelspec
+	RPARALLEL_SOAK_SCALE=1 $(PY) -m pytest tests/test_soak.py -p no:cacheprovider -v -s --timeout=3600

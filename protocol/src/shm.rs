@@ -167,9 +167,23 @@ fn ours(path: &Path) -> bool {
 /// Maps a received file privately and removes it: its pages are the
 /// file's until written (copy-on-write), so nothing is copied or zeroed.
 fn read(path: &Path, len: usize) -> io::Result<Bytes> {
-    let file = File::open(path)?;
+    // Not through a symlink, and only a regular file of our own user: a
+    // name under /dev/shm proves nothing about who made it.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let meta = file.metadata()?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !meta.file_type().is_file() || std::os::unix::fs::MetadataExt::uid(&meta) != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{}: not a regular file of this user", path.display()),
+        ));
+    }
     let _ = std::fs::remove_file(path);
-    let size = file.metadata()?.len();
+    let size = meta.len();
     if size != len as u64 {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
