@@ -46,17 +46,10 @@ fn check(id: u32, live: &[u32]) -> Result<u32, TargetError> {
     }
 }
 
-/// An index into the live ids, Python style (negative counts from the end).
+/// An int target: an engine id, or counted from the end when negative
+/// (the `%px --targets` rule, shared).
 pub fn index(live: &[u32], i: i64) -> Result<u32, TargetError> {
-    let n = live.len() as i64;
-    let at = if i < 0 { i + n } else { i };
-    if (0..n).contains(&at) {
-        Ok(live[at as usize])
-    } else if live.contains(&(i as u32)) {
-        Ok(i as u32)
-    } else {
-        Err(TargetError::NoSuchEngine(i))
-    }
+    rparallel_magics::targets::engine(live, i).ok_or(TargetError::NoSuchEngine(i))
 }
 
 #[cfg(test)]
@@ -79,5 +72,11 @@ mod tests {
         assert_eq!(Targets::All.resolve(&[]), Err(TargetError::NoEngines));
         assert_eq!(index(&live, -1), Ok(3));
         assert_eq!(index(&live, 4), Err(TargetError::NoSuchEngine(4)));
+        assert_eq!(index(&live, -5), Err(TargetError::NoSuchEngine(-5)));
+        // After engine 1 died, 1 is an error, not the second live engine.
+        let after = [0, 2, 3];
+        assert_eq!(index(&after, 1), Err(TargetError::NoSuchEngine(1)));
+        assert_eq!(index(&after, 2), Ok(2));
+        assert_eq!(index(&after, -2), Ok(2));
     }
 }

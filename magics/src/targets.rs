@@ -1,5 +1,6 @@
 //! `--targets SPEC` of the `%px` family: `all`, `0`, `1,3`, `1:3`, `::2`,
-//! `-1` (Python indexing and slicing over the live engine ids).
+//! `-1`: engine ids, negative ones counted from the end, and Python
+//! slicing over the live engine ids.
 
 use std::fmt;
 
@@ -85,8 +86,20 @@ impl std::str::FromStr for TargetSpec {
     }
 }
 
+/// An int target, as ipyparallel reads it: an engine id, or counted from
+/// the end of the live ids (sorted) when negative (`-1`: the newest). A
+/// dead engine's id picks nothing, never another engine.
+pub fn engine(live: &[u32], i: i64) -> Option<u32> {
+    if i < 0 {
+        let at = usize::try_from(i + live.len() as i64).ok()?;
+        return live.get(at).copied();
+    }
+    u32::try_from(i).ok().filter(|id| live.contains(id))
+}
+
 impl TargetSpec {
-    /// The engine ids this spec picks from `live` (sorted), Python-style.
+    /// The engine ids this spec picks from `live` (sorted): ints are
+    /// engine ids (see [`engine`]), slices index the live ids.
     pub fn resolve(&self, live: &[u32]) -> Result<Vec<u32>, TargetError> {
         let n = live.len() as i64;
         match self {
@@ -94,12 +107,8 @@ impl TargetSpec {
             TargetSpec::Indices(indices) => indices
                 .iter()
                 .map(|&i| {
-                    let at = if i < 0 { i + n } else { i };
-                    if (0..n).contains(&at) {
-                        Ok(live[at as usize])
-                    } else {
-                        Err(TargetError(format!("no engine at index {i} ({n} engines)")))
-                    }
+                    engine(live, i)
+                        .ok_or_else(|| TargetError(format!("no engine {i} (engines: {live:?})")))
                 })
                 .collect(),
             TargetSpec::Slice { start, stop, step } => {
@@ -262,6 +271,17 @@ mod tests {
             let spec: TargetSpec = text.parse().unwrap();
             let live = ids(6);
             prop_assert_eq!(spec.resolve(&live).unwrap(), picks.iter().map(|&p| p as u32).collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn ints_are_engine_ids_never_positions(dead in 0u32..6, i in -8i64..8) {
+            let live: Vec<u32> = (0..6).filter(|id| *id != dead).collect();
+            let picked = engine(&live, i);
+            if i >= 0 {
+                prop_assert_eq!(picked, (i as u32 != dead && i < 6).then_some(i as u32));
+            } else {
+                prop_assert_eq!(picked, live.get((i + 5) as usize).copied().filter(|_| i >= -5));
+            }
         }
 
         #[test]

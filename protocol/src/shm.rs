@@ -7,7 +7,7 @@
 //! Peers compare [`host_id`]s (host name and boot id) to know they share
 //! `/dev/shm`; `RPARALLEL_SHM=0` turns the path off.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
