@@ -108,6 +108,18 @@ impl Cluster {
         if self.is_running() {
             return Ok(());
         }
+        // A controller that died (killed) leaves its entry and files.
+        let dead: Vec<_> = {
+            let mut owned = OWNED.lock().unwrap_or_else(|e| e.into_inner());
+            let (dead, live) = std::mem::take(&mut *owned)
+                .into_iter()
+                .partition(|(p, _)| *p == self.profile);
+            *owned = live;
+            dead
+        };
+        for (_, cluster) in dead {
+            let _ = cluster.stop();
+        }
         let options = self.options.clone();
         let started = py
             .detach(move || start_cluster(&options))
@@ -310,12 +322,14 @@ impl Cluster {
         Ok(ids)
     }
 
+    /// Started by this process, and its controller still runs (it may
+    /// have been killed meanwhile).
     fn is_running(&self) -> bool {
         OWNED
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|(p, _)| *p == self.profile)
+            .iter_mut()
+            .any(|(p, cluster)| *p == self.profile && cluster.is_running())
     }
 }
 
