@@ -3,6 +3,7 @@
 //! `rparallel.Cluster` in Python through the same functions).
 
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -193,7 +194,13 @@ pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster>
     }
     let log = profile.dir.join("controller.log");
     if options.daemonize {
-        let out = std::fs::File::create(&log)?;
+        // The engines' stray output lands here: the owner's eyes only.
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&log)?;
         command.stdout(out.try_clone()?).stderr(out);
         // SAFETY: setsid is async-signal-safe.
         unsafe {

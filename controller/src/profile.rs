@@ -31,17 +31,7 @@ impl ConnectionFile {
 
     /// Reads a connection file, refusing one that others can read.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path)
-            .with_context(|| format!("no connection file at {}", path.display()))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            anyhow::bail!(
-                "connection file {} is readable by other users; it holds the cluster's key (chmod 600 it)",
-                path.display()
-            );
-        }
-        let text = std::fs::read(path)
-            .with_context(|| format!("cannot read connection file {}", path.display()))?;
+        let text = rparallel_protocol::connection::read_private(path)?;
         serde_json::from_slice(&text)
             .with_context(|| format!("connection file {} is not valid", path.display()))
     }

@@ -27,15 +27,10 @@ fn default_scheme() -> String {
     "hmac-sha256".into()
 }
 
-/// Reads and checks an engine connection file.
+/// Reads and checks an engine connection file (refused when others may
+/// read it).
 pub fn read(path: &Path) -> anyhow::Result<EngineConnection> {
-    let text = std::fs::read(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            anyhow::anyhow!("engine connection file {} does not exist", path.display())
-        } else {
-            anyhow::anyhow!("cannot read engine connection file {}: {e}", path.display())
-        }
-    })?;
+    let text = rparallel_protocol::connection::read_private(path)?;
     parse(&text, path)
 }
 

@@ -27,6 +27,10 @@ pub enum ConnectionError {
         "connection file {path} uses signature scheme {scheme:?}; only hmac-sha256 is supported"
     )]
     Scheme { path: PathBuf, scheme: String },
+    #[error(
+        "connection file {path} is readable by other users; it holds the cluster's key (chmod 600 it)"
+    )]
+    Exposed { path: PathBuf },
     #[error("cannot write connection file {path}: {cause}")]
     Write {
         path: PathBuf,
@@ -34,9 +38,25 @@ pub enum ConnectionError {
     },
 }
 
-/// Reads and checks a connection file.
-pub fn read(path: &Path) -> Result<ConnectionInfo, ConnectionError> {
-    let text = std::fs::read(path).map_err(|cause| {
+fn read_bytes(path: &Path) -> Result<Vec<u8>, ConnectionError> {
+    std::fs::read(path).map_err(|cause| {
+        if cause.kind() == std::io::ErrorKind::NotFound {
+            ConnectionError::Missing { path: path.into() }
+        } else {
+            ConnectionError::Read {
+                path: path.into(),
+                cause,
+            }
+        }
+    })
+}
+
+/// The bytes of a cluster connection file, refused when group or others
+/// may read it: its key lets anyone run code on the engines. (A kernel's
+/// own connection file belongs to the Jupyter frontend that wrote it, and
+/// is read with [`read`].)
+pub fn read_private(path: &Path) -> Result<Vec<u8>, ConnectionError> {
+    let meta = std::fs::metadata(path).map_err(|cause| {
         if cause.kind() == std::io::ErrorKind::NotFound {
             ConnectionError::Missing { path: path.into() }
         } else {
@@ -46,6 +66,15 @@ pub fn read(path: &Path) -> Result<ConnectionInfo, ConnectionError> {
             }
         }
     })?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(ConnectionError::Exposed { path: path.into() });
+    }
+    read_bytes(path)
+}
+
+/// Reads and checks a connection file.
+pub fn read(path: &Path) -> Result<ConnectionInfo, ConnectionError> {
+    let text = read_bytes(path)?;
     let info: ConnectionInfo =
         serde_json::from_slice(&text).map_err(|cause| ConnectionError::Malformed {
             path: path.into(),

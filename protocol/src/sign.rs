@@ -78,8 +78,11 @@ impl Signer {
         if signature.is_empty() {
             return Err(SignatureError::Missing);
         }
+        // Lowercase hex only, as signed (and as jupyter_client compares).
         let mut given = [0u8; 32];
-        if hex::decode_to_slice(signature, &mut given).is_err() {
+        if signature.iter().any(u8::is_ascii_uppercase)
+            || hex::decode_to_slice(signature, &mut given).is_err()
+        {
             return Err(SignatureError::Mismatch);
         }
         for part in parts {
@@ -111,6 +114,16 @@ mod tests {
         b"{}",
     ];
     const PYTHON_DIGEST: &str = "d24613c901272087168eb7a17b371d2f54d14044dca08737846f4baf86191b6a";
+
+    #[test]
+    fn upper_case_signatures_are_refused() {
+        let signer = Signer::new(KEY);
+        let upper = signer.sign(&PARTS).to_uppercase();
+        assert_eq!(
+            signer.verify(upper.as_bytes(), &PARTS),
+            Err(SignatureError::Mismatch)
+        );
+    }
 
     #[test]
     fn signature_matches_python_hmac() {

@@ -34,6 +34,18 @@ _CORE_FILE = globals().get("__file__", "rparallel_exec.py")
 CONTEXT_LINES = 2
 
 
+def _dumps(obj):
+    """JSON for the Rust side, which takes only valid UTF-8: a lone
+    surrogate (from bytes decoded with surrogateescape, or written by hand)
+    becomes U+FFFD instead of failing the whole message."""
+    text = json.dumps(obj, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 class StdinNotImplementedError(RuntimeError):
     """input() was called but the frontend cannot answer input requests."""
 
@@ -393,7 +405,7 @@ class Shell:
             tr = dict(transient or {})
             if display_id is not None:
                 tr["display_id"] = display_id
-            self.hooks.display(json.dumps(data), json.dumps(md), json.dumps(tr), bool(update))
+            self.hooks.display(_dumps(data), _dumps(md), _dumps(tr), bool(update))
         if display_id is not None and not update:
             return DisplayHandle(display_id, self)
         return None
@@ -409,7 +421,7 @@ class Shell:
         # Used only if user code calls sys.displayhook itself.
         if value is not None:
             data, md = mime_bundle(value)
-            self.hooks.display(json.dumps(data), json.dumps(md), "{}", False)
+            self.hooks.display(_dumps(data), _dumps(md), "{}", False)
 
     # -- running cells
     def _record_input(self, count, code):
@@ -438,7 +450,7 @@ class Shell:
         try:
             tree = ast.parse(code, filename, "exec")
         except (SyntaxError, ValueError) as e:
-            return json.dumps(self._error(outcome, type(e), e, None))
+            return _dumps(self._error(outcome, type(e), e, None))
         last = None
         if (not silent and tree.body and isinstance(tree.body[-1], ast.Expr)
                 and not code.rstrip().endswith(";")):
@@ -447,7 +459,7 @@ class Shell:
             body = compile(tree, filename, "exec")
             tail = compile(last, filename, "eval") if last is not None else None
         except (SyntaxError, ValueError) as e:
-            return json.dumps(self._error(outcome, type(e), e, None))
+            return _dumps(self._error(outcome, type(e), e, None))
         value = None
         self.executing = True
         try:
@@ -459,7 +471,7 @@ class Shell:
             # As in the interactive interpreter, for %debug and pdb.pm().
             sys.last_type, sys.last_value = type(e), e
             sys.last_traceback = e.__traceback__.tb_next or e.__traceback__
-            return json.dumps(self._error(outcome, type(e), e, e.__traceback__.tb_next))
+            return _dumps(self._error(outcome, type(e), e, e.__traceback__.tb_next))
         finally:
             self.executing = False
         if isinstance(value, Exiter):  # a bare `exit` means exit()
@@ -470,7 +482,7 @@ class Shell:
                 self._record_output(count, value)
             data, md = mime_bundle(value)
             outcome["data"], outcome["metadata"] = data, md
-        return json.dumps(outcome)
+        return _dumps(outcome)
 
     def run_local(self, code):
         """Runs code in the user's namespace from inside a running cell
@@ -501,7 +513,7 @@ class Shell:
                 results[name] = {"status": "ok", "data": data, "metadata": md}
             except Exception as e:
                 results[name] = self._error({}, type(e), e, e.__traceback__.tb_next)
-        return json.dumps(results)
+        return _dumps(results)
 
     def _error(self, outcome, etype, evalue, tb):
         try:
@@ -529,7 +541,7 @@ class Shell:
             matches, start = self._complete_jedi(code, cursor_pos)
         except Exception:
             matches, start = self._complete_rl(code, cursor_pos)
-        return json.dumps({"matches": matches, "cursor_start": start,
+        return _dumps({"matches": matches, "cursor_start": start,
                            "cursor_end": cursor_pos, "metadata": {}, "status": "ok"})
 
     def _complete_jedi(self, code, cursor_pos):
@@ -562,7 +574,7 @@ class Shell:
         name = self._name_at(code, cursor_pos)
         found, obj = self._lookup(name) if name else (False, None)
         if not found:
-            return json.dumps({"status": "ok", "found": False, "data": {}, "metadata": {}})
+            return _dumps({"status": "ok", "found": False, "data": {}, "metadata": {}})
         import inspect as _inspect
         lines = []
         try:
@@ -594,7 +606,7 @@ class Shell:
         except TypeError:
             pass
         lines.append("Type: %s" % type(obj).__name__)
-        return json.dumps({"status": "ok", "found": True,
+        return _dumps({"status": "ok", "found": True,
                            "data": {"text/plain": "\n".join(lines)}, "metadata": {}})
 
     @staticmethod
@@ -637,7 +649,7 @@ class Shell:
         reply = {"status": status}
         if status == "incomplete":
             reply["indent"] = indent
-        return json.dumps(reply)
+        return _dumps(reply)
 
     @staticmethod
     def _is_complete(code):

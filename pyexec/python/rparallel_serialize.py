@@ -99,11 +99,14 @@ def _simple(x, depth=0):
 
 
 def _global_names(code):
-    """Names a code object (and the code nested in it) may look up globally."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _global_names(const)
+    """Names a code object (and the code nested in it: comprehensions,
+    lambdas, inner functions and classes) may look up globally."""
+    names = set()
+    pending = [code]
+    while pending:
+        c = pending.pop()
+        names.update(c.co_names)
+        pending.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
     return tuple(sorted(names))
 
 

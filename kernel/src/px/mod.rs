@@ -158,9 +158,14 @@ impl Magics {
 
     /// `--targets SPEC` resolved against the view's live engines.
     fn targets(&self, py: Python<'_>, view: &DirectView, spec: &TargetSpec) -> PyResult<Targets> {
+        let live = view.core.ids();
         let ids = spec
-            .resolve(&view.core.ids())
+            .resolve(&live)
             .map_err(|e| self.usage(py, UsageError(format!("--targets: {e}"))))?;
+        if ids.is_empty() && *spec != TargetSpec::All {
+            let e = format!("--targets: the spec picks no engine (engines: {live:?})");
+            return Err(self.usage(py, UsageError(e)));
+        }
         Ok(match spec {
             TargetSpec::All => Targets::All,
             TargetSpec::Indices(indices) if indices.len() == 1 => Targets::One(ids[0]),
