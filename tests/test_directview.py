@@ -975,6 +975,31 @@ def test_interrupt_reaches_engines(cluster_kernel, k):
     assert time.monotonic() - t1 < 5
 
 
+def test_interrupt_reaches_engines_in_map_sync(cluster_kernel, k):
+    """Interrupting a blocking map_sync stops every engine's chunk: the cell
+    ends within 2 s and the engines answer at once after, state intact."""
+    km = cluster_kernel[0]
+    run(k, "dview['marker'] = 12")
+    msg_id = k.execute("dview.map_sync(time.sleep, [100] * 4)")
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    km.interrupt_kernel()
+    reply = None
+    while reply is None:
+        msg = k.get_shell_msg(timeout=10)
+        if msg["parent_header"].get("msg_id") == msg_id:
+            reply = msg
+    assert time.monotonic() - t0 < 2.5
+    assert reply["content"]["status"] == "error"
+    tb = traceback_text(reply["content"])
+    assert "KeyboardInterrupt" in tb, tb
+    drain(k)
+    t1 = time.monotonic()
+    ex = run(k, "dview.pull('marker', block=True)", timeout=20)
+    assert plain(ex) == "[12, 12, 12, 12]"
+    assert time.monotonic() - t1 < 5
+
+
 def test_cluster_in_kernel_stops_with_kernel():
     rp_dir = tempfile.mkdtemp(prefix="rp-incluster-")
     km, kc = start_kernel(rp_dir)

@@ -152,7 +152,8 @@ impl Controller {
             "signature_scheme": "hmac-sha256", "controller_pid": std::process::id(),
             "cluster_id": "test",
         });
-        std::fs::write(&engine_file, info.to_string()).unwrap();
+        // Private, as a controller writes it (engines refuse others).
+        rparallel_protocol::connection::write_private(&engine_file, &info).unwrap();
 
         let session = Session::new(key.as_bytes(), "controller");
         let (send, mut recv) = socket.split();
