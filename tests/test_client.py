@@ -217,6 +217,27 @@ def test_unicode_round_trip(skc):
     assert err.content["evalue"] == "ünï ✓ 🐍"
 
 
+def test_fd_level_output_reaches_the_cell(skc):
+    """What C code and subprocesses write to fds 1 and 2 lands in the cell
+    that ran them (as in ipykernel), on the right stream, before its reply,
+    and a large burst arrives whole."""
+    ex = execute_ok(
+        skc,
+        "import os, subprocess, ctypes\n"
+        "os.system('echo sys-out; echo sys-err >&2')\n"
+        "subprocess.run(['printf', 'sub-%s', 'out'])\n"
+        "ctypes.CDLL(None).printf(b'c-printf\\n')\n"
+        "None",
+    )
+    assert "sys-out\n" in ex.stdout and "sub-out" in ex.stdout, ex.stdout
+    assert "c-printf\n" in ex.stdout, ex.stdout
+    assert "sys-err\n" in ex.stderr and "sys-out" not in ex.stderr, ex.stderr
+    big = execute_ok(skc, "os.system('seq 1 200000')")
+    assert big.stdout == "".join(f"{i}\n" for i in range(1, 200001))
+    # Nothing of it leaks into the next cell.
+    assert execute_ok(skc, "print('next')").stdout == "next\n"
+
+
 def _first_difference(a: str, b: str) -> str:
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:

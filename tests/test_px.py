@@ -403,6 +403,18 @@ def test_stderr_labels(k):
     assert ex.stdout == "", ex.stdout
 
 
+def test_fd_level_output_on_engines(k):
+    """`os.system` on the engines: its output is labelled like print's, on
+    the right stream, in the cell that ran it; also in `ar.stdout`."""
+    ex = run(k, "%px import os; os.system('echo fd-out; echo fd-err >&2')")
+    out, stray = engine_lines(ex)
+    assert out == {n: ["fd-out"] for n in ALL} and not stray, ex.stdout
+    err, stray = engine_lines(ex, "stderr")
+    assert err == {n: ["fd-err"] for n in ALL} and not stray, ex.stderr
+    ex = run(k, "ar = rc[:].apply_async(lambda: __import__('os').system('echo via-apply')); ar.get(); print(ar.stdout)")
+    assert ex.stdout.strip() == repr(["via-apply\n"] * len(ALL)), ex.stdout
+
+
 def test_results_are_out_displays(k):
     """`%px import os; os.getpid()`: one display_data per engine in
     ascending order, `Out[N:k]: <pid>`; pids differ per engine and from the

@@ -158,6 +158,10 @@ pub struct ClusterOptions {
     /// The profile exists only for this cluster: its directory is removed
     /// when the cluster stops.
     pub ephemeral: bool,
+    /// Where the controller's (and its engines') own output goes when not
+    /// daemonized; None: this process's stdout and stderr. A kernel passes
+    /// its original stderr, so cluster logs stay out of the cells.
+    pub output: Option<std::sync::Arc<std::fs::File>>,
 }
 
 /// A cluster this process started.
@@ -210,6 +214,9 @@ pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster>
             });
         }
     } else {
+        if let Some(out) = &options.output {
+            command.stdout(out.try_clone()?).stderr(out.try_clone()?);
+        }
         launcher::die_with_parent(&mut command);
     }
     let mut child = command.spawn().context("cannot start the controller")?;

@@ -94,6 +94,7 @@ impl Cluster {
                 None => false,
             },
             ephemeral,
+            output: rparallel_pyexec::fdcapture::original_stderr().map(Arc::new),
         };
         Ok(Cluster {
             n,

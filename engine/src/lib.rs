@@ -52,6 +52,9 @@ pub fn run(engine_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     // Python first: an engine that cannot run Python never registers.
     let (outgoing, queue) = outgoing::channel();
     let sink = Arc::new(EngineSink::new(outgoing.clone()));
+    if let Err(e) = rparallel_pyexec::fdcapture::capture(sink.clone()) {
+        tracing::warn!("output written to fds 1 and 2 will not reach the client: {e}");
+    }
     initialize(env)?;
     let shell = PyShell::new(sink.clone())
         .and_then(|shell| pyo3::Python::attach(rparallel_directview::install).map(|()| shell))

@@ -201,6 +201,7 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
                 heartbeat_timeout: seconds(args.heartbeat_timeout),
                 restart_engines: args.restart_engines,
                 ephemeral: false,
+                output: None,
             };
             let mut cluster = cluster::start_cluster(&options)?;
             println!(
@@ -260,7 +261,7 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(rparallel_pyexec::fdcapture::log_writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();

@@ -64,6 +64,9 @@ pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     let sink = ready_rx
         .recv()
         .context("the kernel's I/O thread stopped during start-up")??;
+    if let Err(e) = rparallel_pyexec::fdcapture::capture(sink.clone()) {
+        tracing::warn!("output written to fds 1 and 2 will not reach the notebook: {e}");
+    }
     initialize(env)?;
     let shell = PyShell::new(sink)
         .and_then(|shell| {

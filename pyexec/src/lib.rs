@@ -13,6 +13,8 @@
 //! - [`actor`]: the Python thread as an actor serving jobs from other
 //!   threads (kernel and engines alike).
 //! - [`coalesce`]: joining small stream writes into messages.
+//! - [`fdcapture`]: what C code and subprocesses write to fds 1 and 2,
+//!   sent to the sink as stream text.
 //! - [`interrupt`]: raising KeyboardInterrupt in the Python thread from any
 //!   other thread.
 //! - [`remote`]: frames ↔ Python objects without copies (cloudpickle,
@@ -24,6 +26,7 @@
 
 pub mod actor;
 pub mod coalesce;
+pub mod fdcapture;
 pub mod hooks;
 pub mod init;
 pub mod interrupt;

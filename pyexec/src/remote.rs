@@ -343,7 +343,7 @@ impl Remote {
         op: &str,
         arg: impl for<'py> FnOnce(Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>>,
     ) -> Result<Option<Vec<Bytes>>, CellError> {
-        Python::attach(|py| {
+        let outcome = Python::attach(|py| {
             let run = || -> PyResult<Result<Option<Vec<Bytes>>, CellError>> {
                 let module = module(py)?;
                 let arg = arg(py)?;
@@ -367,7 +367,10 @@ impl Remote {
                 }))
             };
             run().unwrap_or_else(|e| Err(python_error(py, e)))
-        })
+        });
+        // What the call wrote to fds 1/2 belongs to it, before its reply.
+        crate::fdcapture::drain();
+        outcome
     }
 }
 

@@ -112,6 +112,7 @@ impl PyShell {
     pub fn execute(&self, code: &str, silent: bool, store_history: bool) -> ExecuteOutcome {
         let count = self.execution_count();
         let raw = self.call_json::<RawOutcome>("run_cell", (code, silent, store_history));
+        crate::fdcapture::drain();
         match raw {
             Ok(raw) => ExecuteOutcome {
                 execution_count: raw.execution_count,
