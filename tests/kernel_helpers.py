@@ -309,6 +309,40 @@ def drain(kc) -> None:
                 break
 
 
+ENGINE_BLOCK_HEADER = re.compile(r"^\[(\d+):(\w+)\]:$", re.M)
+
+
+def engine_blocks(tb: str) -> list[tuple[int, str, str]]:
+    """Splits a rendered CompositeError/RemoteError (`[n:method]:` blocks)
+    into ``(engine, method, text)``."""
+    heads = list(ENGINE_BLOCK_HEADER.finditer(tb))
+    return [
+        (int(m.group(1)), m.group(2), tb[m.end(): heads[i + 1].start() if i + 1 < len(heads) else len(tb)])
+        for i, m in enumerate(heads)
+    ]
+
+
+def start_cell(kc, code: str, timeout: float = 10) -> Execution:
+    """Sends ``code`` and returns once the kernel said it is busy with it."""
+    sent = time.monotonic()
+    ex = Execution(msg_id=kc.execute(code, allow_stdin=False), code=code, sent_at=sent)
+    deadline = sent + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise KernelTimeout(f"no busy status for {code!r} within {timeout}s")
+        try:
+            msg = kc.get_iopub_msg(timeout=min(remaining, 0.5))
+        except Empty:
+            continue
+        if parent_id(msg) != ex.msg_id:
+            continue
+        ex.iopub.append(msg)
+        ex.arrival.append(time.monotonic())
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy":
+            return ex
+
+
 def wait_for_stream(kc, ex: Execution, needle: str, timeout: float) -> None:
     """Read IOPub (recording into ``ex``) until ``needle`` was printed on stdout."""
     deadline = time.monotonic() + timeout

@@ -23,11 +23,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Empty
 
 import pytest
 
 from kernel_helpers import (
+    engine_blocks,
+    start_cell,
     Execution,
     IS_RPARALLEL,
     KernelTimeout,
@@ -39,7 +40,6 @@ from kernel_helpers import (
     get_reply,
     kernel_pid,
     kill_pids,
-    parent_id,
     pid_alive,
     shutdown_and_check,
     traceback_text,
@@ -96,37 +96,6 @@ def last_json(ex: Execution):
 
 
 OUT = re.compile(r"Out\[(\d+):\d+\]: (\d+)")
-BLOCK_HEADER = re.compile(r"^\[(\d+):(\w+)\]:$", re.M)
-
-
-def error_blocks(tb: str) -> list[tuple[int, str, str]]:
-    """Splits a rendered (Composite)Error into ``(engine, method, text)``."""
-    heads = list(BLOCK_HEADER.finditer(tb))
-    return [
-        (int(m.group(1)), m.group(2), tb[m.end(): heads[i + 1].start() if i + 1 < len(heads) else len(tb)])
-        for i, m in enumerate(heads)
-    ]
-
-
-def start_cell(kc, code: str, timeout: float = 10) -> Execution:
-    """Sends ``code`` and returns once the kernel said it is busy with it."""
-    sent = time.monotonic()
-    ex = Execution(msg_id=kc.execute(code, allow_stdin=False), code=code, sent_at=sent)
-    deadline = sent + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise KernelTimeout(f"no busy status for {code!r} within {timeout}s")
-        try:
-            msg = kc.get_iopub_msg(timeout=min(remaining, 0.5))
-        except Empty:
-            continue
-        if parent_id(msg) != ex.msg_id:
-            continue
-        ex.iopub.append(msg)
-        ex.arrival.append(time.monotonic())
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy":
-            return ex
 
 
 def finish_cell(kc, ex: Execution, timeout: float) -> Execution:
@@ -405,7 +374,7 @@ def test_engine_killed_during_blocking_px(cluster):
     assert ex.status == "error", ex.summary()
     err = ex.error()
     tb = traceback_text(err)
-    blocks = error_blocks(tb)
+    blocks = engine_blocks(tb)
     assert [(b[0], b[1]) for b in blocks] == [(victim, "execute")], tb
     text = blocks[0][2]
     assert "EngineError" in text and f"Engine {victim}" in text and "signal 9" in text, tb
@@ -472,7 +441,7 @@ def test_engine_killed_then_interrupt(cluster, kind):
     report(f"interrupt of {kind} with one engine dead -> cell end", took)
     assert ex.status == "error", ex.summary()
     tb = traceback_text(ex.error())
-    blocks = error_blocks(tb)
+    blocks = engine_blocks(tb)
     assert [b[0] for b in blocks] == [0, 1, 2], tb
     assert "KeyboardInterrupt" in blocks[0][2] and "KeyboardInterrupt" in blocks[1][2], tb
     assert "EngineError" in blocks[2][2] and "signal 9" in blocks[2][2], tb
@@ -518,7 +487,7 @@ def test_engine_killed_during_map_sync(cluster):
     assert ex.status == "error", ex.summary()
     err = ex.error()
     tb = traceback_text(err)
-    blocks = error_blocks(tb)
+    blocks = engine_blocks(tb)
     assert [b[0] for b in blocks] == [1], tb
     assert "EngineError" in blocks[0][2] and "Engine 1" in blocks[0][2], tb
     assert "signal 9" in blocks[0][2], tb

@@ -22,14 +22,13 @@ import re
 import time
 from collections import defaultdict
 from pathlib import Path
-from queue import Empty
 
 import pytest
 
 from kernel_helpers import (
+    start_cell,
     Execution,
     IS_RPARALLEL,
-    KernelTimeout,
     collect_iopub,
     describe,
     drain,
@@ -39,7 +38,6 @@ from kernel_helpers import (
     get_reply,
     kernel_pid,
     kill_pids,
-    parent_id,
     pid_alive,
     pids_with_cmdline,
     shutdown_and_check,
@@ -173,28 +171,6 @@ def engine_blocks(tb: str) -> list[tuple[int, str]]:
         (int(m.group(1)), tb[m.end(): heads[i + 1].start() if i + 1 < len(heads) else len(tb)])
         for i, m in enumerate(heads)
     ]
-
-
-
-def start_cell(kc, code: str, timeout: float = 10) -> Execution:
-    """Sends ``code`` and returns once the kernel said it is busy with it."""
-    sent = time.monotonic()
-    ex = Execution(msg_id=kc.execute(code, allow_stdin=False), code=code, sent_at=sent)
-    deadline = sent + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise KernelTimeout(f"no busy status for {code!r} within {timeout}s")
-        try:
-            msg = kc.get_iopub_msg(timeout=min(remaining, 0.5))
-        except Empty:
-            continue
-        if parent_id(msg) != ex.msg_id:
-            continue
-        ex.iopub.append(msg)
-        ex.arrival.append(time.monotonic())
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy":
-            return ex
 
 
 # --------------------------------------------------------------------------
