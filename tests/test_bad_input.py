@@ -66,6 +66,7 @@ def _outcome(fn):
             'mro': [c.__name__ for c in type(e).__mro__],
             'msg': str(e),
             'ename': getattr(e, 'ename', None),
+            'notes': [str(n) for n in getattr(e, '__notes__', [])],
         }}
     else:
         out = {{'ok': True, 'repr': repr(value)}}
@@ -307,6 +308,8 @@ def test_result_that_cannot_be_unpickled_in_the_kernel(k, healthy):
     assert_fails(out, contains=("notanint",))
     out = report(k, "_report(lambda: rc[0].apply_sync(lambda: u))")
     assert_fails(out, contains=("notanint",))
+    # The error says where the value came from.
+    assert out["notes"] == ["while unpickling the result of apply on engine 0 in the client"], out
     healthy()
 
 

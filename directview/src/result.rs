@@ -103,7 +103,10 @@ impl AsyncResult {
                     }
                     "ok" => {
                         let value = match self.method {
-                            "apply" | "map" | "pull" | "gather" => match self.decode(py, reply)? {
+                            "apply" | "map" | "pull" | "gather" => match self
+                                .decode(py, reply)
+                                .map_err(|e| unpickling_note(py, e, engine, self.method))?
+                            {
                                 Some(value) if self.pull_single_name => {
                                     value.into_bound(py).get_item(0)?
                                 }
@@ -656,4 +659,13 @@ impl AsyncResult {
         };
         format!("<{}: {state}>", self.label)
     }
+}
+
+/// Says where a value that cannot be unpickled here came from (a class
+/// the kernel lacks, a broken `__reduce__`): the error itself only names
+/// what failed.
+fn unpickling_note(py: Python<'_>, e: PyErr, engine: u32, method: &str) -> PyErr {
+    let note = format!("while unpickling the result of {method} on engine {engine} in the client");
+    let _ = e.value(py).call_method1("add_note", (note,));
+    e
 }

@@ -84,10 +84,10 @@ struct ExecArgs {
     #[arg(long = "no-verbose", overrides_with = "verbose")]
     no_verbose: bool,
     /// Show a progress bar once a blocking cell runs this long (seconds).
-    #[arg(long = "progress-after", value_parser = non_negative)]
+    #[arg(long = "progress-after", value_parser = non_negative, allow_hyphen_values = true)]
     progress_after: Option<f64>,
     /// Interrupt engines still running after this many seconds.
-    #[arg(long, value_parser = non_negative)]
+    #[arg(long, value_parser = non_negative, allow_hyphen_values = true)]
     timeout: Option<f64>,
 }
 
@@ -154,7 +154,9 @@ fn parse_target_spec(text: &str) -> Result<TargetSpec, String> {
 fn non_negative(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("expected a number of seconds, got {text:?}")),
+        _ => Err(format!(
+            "expected a number of seconds (0 or more), got {text:?}"
+        )),
     }
 }
 
@@ -323,6 +325,12 @@ mod tests {
         }
         let e = parse_px("%%px", "--bogus").unwrap_err();
         assert_eq!(e.0, "%%px: unexpected argument '--bogus' found");
+        // A negative number is a bad value, not an unknown argument.
+        let e = parse_px("%%px", "--timeout -1").unwrap_err();
+        assert!(
+            e.0.contains("--timeout") && !e.0.contains("unexpected argument"),
+            "{e}"
+        );
     }
 
     #[test]

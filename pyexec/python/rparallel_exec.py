@@ -303,6 +303,11 @@ def format_exception(etype, evalue, tb, _seen=None):
         out.append(_exception_line(etype, evalue.msg))
     else:
         out.append(_exception_line(etype, evalue))
+    # PEP 678 notes (e.g. which engine a result that failed to unpickle
+    # came from), as Python and IPython print them.
+    notes = getattr(evalue, "__notes__", None)
+    if isinstance(notes, (list, tuple)):
+        out += [safe_str(n) for n in notes]
     return out
 
 
