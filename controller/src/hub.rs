@@ -20,6 +20,10 @@ use crate::registry::{Registration, Registry};
 /// The prefix of the routing frame a client puts before a request for an engine.
 pub const ENGINE_ROUTE_PREFIX: &[u8] = b"engine:";
 
+/// Engines one `start_engines_request` may start: a typo must not fork
+/// a million processes.
+const MAX_START: u64 = 1024;
+
 /// The reason given when an engine unregisters (asked to stop).
 const ENGINE_STOPPED: &str = "engine stopped";
 
@@ -219,8 +223,13 @@ impl Hub {
                 self.shutdown_engines().await;
             }
             "start_engines_request" => {
-                let count = request.content["n"].as_u64().unwrap_or(1) as usize;
-                let content = self.start_engines(count);
+                let content = match request.content["n"].as_u64().unwrap_or(1) {
+                    n @ 1..=MAX_START => self.start_engines(n as usize),
+                    n => json!({
+                        "status": "error",
+                        "reason": format!("cannot start {n} engines at once (1 to {MAX_START})"),
+                    }),
+                };
                 self.reply_client(&request, "start_engines_reply", content)
                     .await;
             }

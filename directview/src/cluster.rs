@@ -197,12 +197,7 @@ impl Cluster {
         if let Some(at) = owned.iter().position(|(p, _)| *p == self.profile) {
             let (_, cluster) = owned.remove(at);
             drop(owned);
-            if let Some(core) = self
-                .control
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-            {
+            if let Some(core) = self.control_slot().take() {
                 core.connection.close();
             }
             py.detach(|| cluster.stop())
@@ -239,6 +234,10 @@ impl Cluster {
 }
 
 impl Cluster {
+    fn control_slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Core>>> {
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The cluster's control connection, opened on first use.
     fn control(&self, py: Python<'_>) -> PyResult<Arc<Core>> {
         if !self.is_running() {
@@ -246,17 +245,26 @@ impl Cluster {
                 "the cluster is not running: call start_sync() first",
             ));
         }
-        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(core) = control
-            .as_ref()
-            .filter(|c| c.tracker().lock().controller_lost.is_none())
-        {
+        let live = |c: &Arc<Core>| c.tracker().lock().controller_lost.is_none();
+        if let Some(core) = self.control_slot().as_ref().filter(|c| live(c)) {
             return Ok(core.clone());
         }
+        // Connect without holding the slot: connecting releases the GIL,
+        // and another thread waiting on the slot with the GIL would
+        // deadlock it.
         let profile = Profile::new(Some(&self.profile)).map_err(crate::client::os_error)?;
         let core = Core::connect(py, &profile, None, 10.0)?;
-        *control = Some(core.clone());
-        Ok(core)
+        let mut slot = self.control_slot();
+        match slot.as_ref().filter(|c| live(c)) {
+            Some(theirs) => {
+                core.connection.close();
+                Ok(theirs.clone())
+            }
+            None => {
+                *slot = Some(core.clone());
+                Ok(core)
+            }
+        }
     }
 
     /// Waits until the engines `old` are gone, asks the controller for
