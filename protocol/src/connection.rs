@@ -38,17 +38,19 @@ pub enum ConnectionError {
     },
 }
 
-fn read_bytes(path: &Path) -> Result<Vec<u8>, ConnectionError> {
-    std::fs::read(path).map_err(|cause| {
-        if cause.kind() == std::io::ErrorKind::NotFound {
-            ConnectionError::Missing { path: path.into() }
-        } else {
-            ConnectionError::Read {
-                path: path.into(),
-                cause,
-            }
+fn read_error(path: &Path, cause: std::io::Error) -> ConnectionError {
+    if cause.kind() == std::io::ErrorKind::NotFound {
+        ConnectionError::Missing { path: path.into() }
+    } else {
+        ConnectionError::Read {
+            path: path.into(),
+            cause,
         }
-    })
+    }
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>, ConnectionError> {
+    std::fs::read(path).map_err(|cause| read_error(path, cause))
 }
 
 /// The bytes of a cluster connection file, refused when group or others
@@ -56,16 +58,7 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>, ConnectionError> {
 /// own connection file belongs to the Jupyter frontend that wrote it, and
 /// is read with [`read`].)
 pub fn read_private(path: &Path) -> Result<Vec<u8>, ConnectionError> {
-    let meta = std::fs::metadata(path).map_err(|cause| {
-        if cause.kind() == std::io::ErrorKind::NotFound {
-            ConnectionError::Missing { path: path.into() }
-        } else {
-            ConnectionError::Read {
-                path: path.into(),
-                cause,
-            }
-        }
-    })?;
+    let meta = std::fs::metadata(path).map_err(|cause| read_error(path, cause))?;
     if meta.permissions().mode() & 0o077 != 0 {
         return Err(ConnectionError::Exposed { path: path.into() });
     }
