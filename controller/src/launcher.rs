@@ -3,37 +3,15 @@
 //! is reported at once with the reason, so pending work fails immediately
 //! instead of waiting for a heartbeat to lapse.
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
+
+use rparallel_cluster::process::{describe_exit, die_with_parent};
 
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 use crate::hub::HubEvent;
-
-/// "signal 9", "exit code 1".
-pub fn describe_exit(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (_, Some(signal)) => format!("signal {signal}"),
-        (Some(code), None) => format!("exit code {code}"),
-        (None, None) => "unknown exit".into(),
-    }
-}
-
-/// Makes the child receive SIGKILL when the thread that spawned it dies.
-/// Spawn from a thread that lives as long as the process.
-pub fn die_with_parent(command: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe; nothing else runs in the child
-    // between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
 
 /// How to start one engine.
 #[derive(Debug, Clone)]
@@ -98,26 +76,10 @@ fn watch(mut child: Child, events: mpsc::Sender<HubEvent>) {
     });
 }
 
-/// The `rparallel` binary to run engines with: this one.
-pub fn own_binary() -> std::io::Result<PathBuf> {
-    std::env::current_exe()
-}
-
 /// Checks a Python interpreter path before engines are started with it.
 pub fn check_python(python: &Path) -> anyhow::Result<()> {
     if !python.exists() {
         anyhow::bail!("no Python interpreter at {}", python.display());
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exits_are_described() {
-        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "signal 9");
-        assert_eq!(describe_exit(ExitStatus::from_raw(1 << 8)), "exit code 1");
-    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOSError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PySlice};
-use rparallel_controller::profile::Profile;
+use rparallel_cluster::Profile;
 use serde_json::json;
 
 use crate::core::{error, timeout_arg, wait_interruptibly, Core};

@@ -9,8 +9,8 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use rparallel_controller::cluster::{start_cluster, ClusterOptions, StartedCluster};
-use rparallel_controller::profile::Profile;
+use rparallel_cluster::Profile;
+use rparallel_cluster::{start_cluster, ClusterOptions, StartedCluster};
 
 use serde_json::json;
 
@@ -43,13 +43,6 @@ pub struct Cluster {
 /// How long restarted engines get to stop and to register.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn default_engines() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .max(2)
-}
-
 #[pymethods]
 impl Cluster {
     #[new]
@@ -66,7 +59,7 @@ impl Cluster {
                 "launcher {launcher:?} is not available yet; use 'local'"
             )));
         }
-        let n = n.unwrap_or_else(default_engines);
+        let n = n.unwrap_or_else(rparallel_cluster::process::default_engines);
         let ephemeral = profile.is_none();
         let profile = profile.unwrap_or_else(|| {
             Profile::remove_stale_private();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use rparallel_controller::profile::ConnectionFile;
+use rparallel_cluster::ConnectionFile;
 use rparallel_protocol::{shm, Message, Session};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -54,7 +54,7 @@ impl Connection {
         let endpoint = file.endpoint();
         let io_session = session.clone();
         let io_tracker = tracker.clone();
-        let watched = ControllerProcess::find(file.controller_pid);
+        let watched = file.controller_pid.and_then(ControllerProcess::find);
         std::thread::Builder::new()
             .name("rparallel-client".into())
             .spawn(move || {

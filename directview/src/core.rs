@@ -10,7 +10,7 @@ use rparallel_protocol::{shm, Message};
 use serde_json::Value;
 
 use pyo3::exceptions::PyOSError;
-use rparallel_controller::profile::{ConnectionFile, Profile};
+use rparallel_cluster::{ConnectionFile, Profile};
 
 use crate::client::os_error;
 use crate::connection::Connection;

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use rparallel_cluster::process::hostname;
+use rparallel_cluster::ConnectionFile;
 use rparallel_protocol::{Message, Session};
 use serde_json::json;
 use tokio::sync::mpsc;
 use zeromq::{DealerRecvHalf, DealerSocket, Socket, SocketRecv, SocketSend};
 
-use crate::connection::EngineConnection;
 use crate::heartbeat::{self, Liveness};
 use crate::outgoing::{self, Outgoing, OutgoingQueue};
 use crate::python::PythonHandle;
@@ -29,7 +30,7 @@ const DEFAULT_PERIOD: f64 = 2.0;
 
 /// What the I/O thread needs; the Python thread keeps the other ends.
 pub struct Io {
-    pub info: EngineConnection,
+    pub info: ConnectionFile,
     pub session: Session,
     pub uuid: String,
     pub outgoing: Outgoing,
@@ -203,19 +204,6 @@ fn spawn_reader(
     rx
 }
 
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer and its length are valid; gethostname NUL-terminates
-    // when the name fits.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    if ok {
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        "localhost".into()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,10 +228,5 @@ mod tests {
         let err = registration(&reply(json!({"status": "error", "reason": "full"}))).unwrap_err();
         assert!(err.to_string().contains("full"), "{err}");
         assert!(registration(&reply(json!({"status": "ok"}))).is_err());
-    }
-
-    #[test]
-    fn hostname_is_not_empty() {
-        assert!(!hostname().is_empty());
     }
 }

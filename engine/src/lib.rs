@@ -7,7 +7,6 @@
 //!
 //! # Layout
 //!
-//! - [`connection`]: the engine connection file the controller writes.
 //! - [`io`]: the I/O thread: connect, register, then the tasks below.
 //! - [`scheduler`]: requests in order to the Python thread; interrupt and
 //!   abort at once. [`queue`]: the waiting requests (abortable).
@@ -22,7 +21,6 @@
 //! Threads: Python on the main thread (signals land there: interrupts raise
 //! KeyboardInterrupt in running code); sockets and timers on one I/O thread.
 
-pub mod connection;
 pub mod heartbeat;
 pub mod io;
 pub mod outgoing;
@@ -35,6 +33,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use rparallel_cluster::ConnectionFile;
 use rparallel_protocol::Session;
 use rparallel_pyexec::{initialize, PyShell, PythonEnv, Remote};
 
@@ -42,7 +41,7 @@ use crate::python::{EngineSink, Server};
 
 /// Runs an engine until it is shut down or its controller is gone.
 pub fn run(engine_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
-    let info = connection::read(engine_file)?;
+    let info = ConnectionFile::read(engine_file)?;
     die_with_controller(info.controller_pid);
     // SAFETY: no other thread exists yet.
     unsafe { env.activate() };

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use rparallel_controller::cluster::{self, ClusterOptions};
+use rparallel_cluster::lifecycle::{self as cluster, ClusterOptions};
+use rparallel_cluster::process::default_engines;
 use rparallel_controller::ControllerOptions;
 use rparallel_pyexec::PythonEnv;
 
@@ -101,14 +102,6 @@ struct ControllerArgs {
     restart_engines: bool,
 }
 
-/// One engine per CPU, at least 2.
-fn default_engines() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .max(2)
-}
-
 #[derive(Args)]
 struct InstallArgs {
     /// Install for the current user (the default).
@@ -164,7 +157,7 @@ pub fn main() -> ExitCode {
         }
         Command::Controller(args) => {
             init_logging();
-            rparallel_controller::cluster::run_controller(ControllerOptions {
+            rparallel_controller::run_controller(ControllerOptions {
                 profile: args.profile,
                 ip: args.ip,
                 engines: args.engines,

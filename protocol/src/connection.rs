@@ -102,11 +102,18 @@ pub fn write_private<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), 
     file.write_all(&json).map_err(err)
 }
 
-/// The endpoint of one channel, `tcp://ip:port` or `ipc://path-port`.
+/// The endpoint of one channel of a kernel, `tcp://ip:port` or
+/// `ipc://path-port`.
 pub fn endpoint(info: &ConnectionInfo, port: u16) -> String {
-    match info.transport {
-        Transport::TCP => format!("tcp://{}:{}", info.ip, port),
-        Transport::IPC => format!("ipc://{}-{}", info.ip, port),
+    endpoint_of(&info.transport, &info.ip, port)
+}
+
+/// `tcp://ip:port`, or `ipc://path-port` (Jupyter's naming for ipc files),
+/// for kernel and cluster connection files alike.
+pub fn endpoint_of(transport: &Transport, ip: &str, port: u16) -> String {
+    match transport {
+        Transport::TCP => format!("tcp://{ip}:{port}"),
+        Transport::IPC => format!("ipc://{ip}-{port}"),
     }
 }
 

@@ -8,34 +8,12 @@ use anyhow::Context;
 use rparallel_protocol::connection::write_private;
 use serde::{Deserialize, Serialize};
 
+use crate::connection::ConnectionFile;
+use crate::process::process_alive;
+
 pub const CLIENT_FILE: &str = "rparallel-client.json";
 pub const ENGINE_FILE: &str = "rparallel-engine.json";
 const CLUSTER_FILE: &str = "cluster.json";
-
-/// How to reach a controller: written for clients and for engines.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ConnectionFile {
-    pub transport: String,
-    pub ip: String,
-    pub port: u16,
-    pub key: String,
-    pub signature_scheme: String,
-    pub controller_pid: u32,
-    pub cluster_id: String,
-}
-
-impl ConnectionFile {
-    pub fn endpoint(&self) -> String {
-        format!("{}://{}:{}", self.transport, self.ip, self.port)
-    }
-
-    /// Reads a connection file, refusing one that others can read.
-    pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let text = rparallel_protocol::connection::read_private(path)?;
-        serde_json::from_slice(&text)
-            .with_context(|| format!("connection file {} is not valid", path.display()))
-    }
-}
 
 /// The record of a running cluster.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -108,9 +86,8 @@ impl Profile {
         client: &ConnectionFile,
         engine: &ConnectionFile,
     ) -> anyhow::Result<()> {
-        write_private(&self.client_file(), client)?;
-        write_private(&self.engine_file(), engine)?;
-        Ok(())
+        client.write(&self.client_file())?;
+        engine.write(&self.engine_file())
     }
 
     pub fn write_record(&self, record: &ClusterRecord) -> anyhow::Result<()> {
@@ -216,10 +193,4 @@ impl Profile {
         found.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         Ok(found)
     }
-}
-
-/// Whether a process with this pid exists.
-pub fn process_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
 }

@@ -1,6 +1,6 @@
-//! Cluster lifecycle: running a controller (`rparallel controller`) and
-//! starting, stopping and listing clusters (`rparallel cluster ...`, and
-//! `rparallel.Cluster` in Python through the same functions).
+//! Starting, stopping and listing clusters (`rparallel cluster ...`, and
+//! `rparallel.Cluster` in Python through the same functions). A cluster is
+//! a controller process (`rparallel controller`) that starts its engines.
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -10,136 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rparallel_protocol::{connection::new_key, Session};
-use tokio::sync::mpsc;
-use zeromq::{Endpoint, RouterSocket, Socket};
 
-use crate::hub::{Hub, HubConfig, HubEvent};
-use crate::launcher::{self, EngineCommand, LocalEngines};
-use crate::profile::{process_alive, ClusterRecord, ConnectionFile, Profile};
-
-/// Options of `rparallel controller`.
-#[derive(Debug, Clone)]
-pub struct ControllerOptions {
-    pub profile: Option<String>,
-    pub ip: String,
-    /// Local engines to start (0: engines are started elsewhere).
-    pub engines: usize,
-    pub python: PathBuf,
-    pub heartbeat_period: Duration,
-    pub heartbeat_timeout: Duration,
-    /// Replace a local engine that dies (killed, crashed) with a new one.
-    pub restart_engines: bool,
-}
-
-/// Runs a controller in this process until it is stopped.
-pub fn run_controller(options: ControllerOptions) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(controller(options))
-}
-
-fn port_of(endpoint: &Endpoint) -> anyhow::Result<u16> {
-    match endpoint {
-        Endpoint::Tcp(_, port) => Ok(*port),
-        other => bail!("unexpected endpoint {other}"),
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-async fn controller(options: ControllerOptions) -> anyhow::Result<()> {
-    let profile = Profile::new(options.profile.as_deref())?;
-    profile.create()?;
-    let me = std::process::id();
-    profile.refuse_if_running(Some(me))?;
-    let key = new_key();
-    let session = Session::new(key.as_bytes(), "controller");
-    let mut clients = RouterSocket::new();
-    let mut engines = RouterSocket::new();
-    let client_port = port_of(&clients.bind(&format!("tcp://{}:0", options.ip)).await?)?;
-    let engine_port = port_of(&engines.bind(&format!("tcp://{}:0", options.ip)).await?)?;
-    let cluster_id = uuid::Uuid::new_v4().to_string();
-    let file = |port| ConnectionFile {
-        transport: "tcp".into(),
-        ip: options.ip.clone(),
-        port,
-        key: key.clone(),
-        signature_scheme: "hmac-sha256".into(),
-        controller_pid: me,
-        cluster_id: cluster_id.clone(),
-    };
-    profile.write_connection_files(&file(client_port), &file(engine_port))?;
-    let mut record = ClusterRecord {
-        cluster_id: cluster_id.clone(),
-        profile: profile.name.clone(),
-        controller_pid: me,
-        engines_requested: options.engines,
-        engines_alive: 0,
-        started: rparallel_protocol::message::now_iso8601(),
-    };
-    profile.write_record(&record)?;
-
-    let (events_tx, events_rx) = mpsc::channel(256);
-    if options.engines > 0 {
-        launcher::check_python(&options.python)?;
-    }
-    let local = LocalEngines::new(
-        EngineCommand {
-            binary: launcher::own_binary()?,
-            engine_file: profile.engine_file(),
-            python: options.python.clone(),
-        },
-        events_tx.clone(),
-    );
-    local
-        .start(options.engines)
-        .context("cannot start engines")?;
-    let stop = events_tx.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        let _ = stop.send(HubEvent::Stop).await;
-    });
-
-    let record_profile = profile.clone();
-    let on_change = Box::new(move |alive: usize| {
-        record.engines_alive = alive;
-        if let Err(e) = record_profile.write_record(&record) {
-            tracing::warn!("cannot update the cluster record: {e}");
-        }
-    });
-    let (client_tx, client_rx) = clients.split();
-    let (engine_tx, engine_rx) = engines.split();
-    let config = HubConfig {
-        heartbeat_period: options.heartbeat_period,
-        heartbeat_timeout: options.heartbeat_timeout,
-        hostname: hostname(),
-        restart_engines: options.restart_engines,
-    };
-    let hub = Hub::new(session, config, client_tx, engine_tx, on_change).with_local_engines(local);
-    let exit = hub.run(client_rx, engine_rx, events_rx).await;
-    tracing::info!("controller stopping: {exit:?}");
-    // Engines were told to shut down; give them a moment before the
-    // runtime drops their handles (which kills any still running).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    profile.remove_files();
-    Ok(())
-}
+use crate::process::{describe_exit, die_with_parent, own_binary, process_alive};
+use crate::profile::Profile;
 
 /// Options of `rparallel cluster start` and `rparallel.Cluster`.
 #[derive(Debug, Clone)]
@@ -179,7 +52,7 @@ pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster>
     let profile = Profile::new(options.profile.as_deref())?;
     profile.create()?;
     profile.refuse_if_running(None)?;
-    let mut command = Command::new(launcher::own_binary()?);
+    let mut command = Command::new(own_binary()?);
     command
         .arg("controller")
         .arg("--profile")
@@ -217,7 +90,7 @@ pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster>
         if let Some(out) = &options.output {
             command.stdout(out.try_clone()?).stderr(out.try_clone()?);
         }
-        launcher::die_with_parent(&mut command);
+        die_with_parent(&mut command);
     }
     let mut child = command.spawn().context("cannot start the controller")?;
     let pid = child.id();
@@ -228,7 +101,7 @@ pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster>
         if let Some(status) = child.try_wait()? {
             let mut message = format!(
                 "the controller exited during start-up ({})",
-                launcher::describe_exit(status)
+                describe_exit(status)
             );
             if options.daemonize {
                 if let Ok(text) = std::fs::read_to_string(&log) {

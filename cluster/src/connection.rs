@@ -1,0 +1,125 @@
+//! [`ConnectionFile`]: how to reach a controller. The controller writes one
+//! for clients (`rparallel-client.json`) and one for engines
+//! (`rparallel-engine.json`); both hold the cluster's key, so they are
+//! written mode 0600 and refused when others may read them.
+
+use std::path::Path;
+
+use anyhow::Context;
+use rparallel_protocol::connection::{endpoint_of, read_private, write_private};
+use rparallel_protocol::Transport;
+use serde::{Deserialize, Serialize};
+
+/// The only signature scheme rparallel speaks.
+const SCHEME: &str = "hmac-sha256";
+
+/// A controller's port (for clients or for engines) and the key that signs
+/// every message to it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConnectionFile {
+    pub transport: Transport,
+    pub ip: String,
+    pub port: u16,
+    pub key: String,
+    #[serde(default = "default_scheme")]
+    pub signature_scheme: String,
+    /// The controller's process id: local engines are its children, and a
+    /// client on its host watches it.
+    #[serde(default)]
+    pub controller_pid: Option<u32>,
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+}
+
+fn default_scheme() -> String {
+    SCHEME.into()
+}
+
+impl ConnectionFile {
+    /// `tcp://ip:port`, or `ipc://path-port` (the naming of Jupyter's
+    /// kernel connection files).
+    pub fn endpoint(&self) -> String {
+        endpoint_of(&self.transport, &self.ip, self.port)
+    }
+
+    /// Reads and checks a connection file, refusing one that others can
+    /// read (its key lets anyone run code on the engines).
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = read_private(path)?;
+        Self::parse(&text, path)
+    }
+
+    fn parse(text: &[u8], path: &Path) -> anyhow::Result<Self> {
+        let file: ConnectionFile = serde_json::from_slice(text)
+            .with_context(|| format!("connection file {} is not valid", path.display()))?;
+        if !file.key.is_empty() && file.signature_scheme != SCHEME {
+            anyhow::bail!(
+                "connection file {} uses signature scheme {:?}; only {SCHEME} is supported",
+                path.display(),
+                file.signature_scheme
+            );
+        }
+        Ok(file)
+    }
+
+    /// Writes the file, readable by its owner only.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        Ok(write_private(path, self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_the_controller_writes() {
+        let text = br#"{"transport": "tcp", "ip": "127.0.0.1", "port": 5555,
+            "key": "abc", "signature_scheme": "hmac-sha256",
+            "controller_pid": 42, "cluster_id": "c1"}"#;
+        let file = ConnectionFile::parse(text, Path::new("e.json")).unwrap();
+        assert_eq!(file.endpoint(), "tcp://127.0.0.1:5555");
+        assert_eq!(file.controller_pid, Some(42));
+        assert_eq!(file.cluster_id.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn optional_fields_and_ipc() {
+        let text = br#"{"transport": "ipc", "ip": "/tmp/c", "port": 3, "key": ""}"#;
+        let file = ConnectionFile::parse(text, Path::new("e.json")).unwrap();
+        assert_eq!(file.endpoint(), "ipc:///tmp/c-3");
+        assert_eq!(file.controller_pid, None);
+        assert_eq!(file.signature_scheme, "hmac-sha256");
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors() {
+        let err = ConnectionFile::parse(b"{\"ip\": 1", Path::new("e.json")).unwrap_err();
+        assert!(err.to_string().contains("is not valid"), "{err}");
+        let text = br#"{"transport": "tcp", "ip": "x", "port": 1, "key": "k",
+            "signature_scheme": "hmac-md5"}"#;
+        let err = ConnectionFile::parse(text, Path::new("e.json")).unwrap_err();
+        assert!(err.to_string().contains("hmac-md5"), "{err}");
+        let err = ConnectionFile::read(Path::new("/nonexistent/engine.json")).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn written_private_and_read_back() {
+        let dir = std::env::temp_dir().join(format!("rp-cf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("client.json");
+        let file = ConnectionFile {
+            transport: Transport::TCP,
+            ip: "127.0.0.1".into(),
+            port: 7,
+            key: "k".into(),
+            signature_scheme: SCHEME.into(),
+            controller_pid: Some(1),
+            cluster_id: Some("c".into()),
+        };
+        file.write(&path).unwrap();
+        assert_eq!(ConnectionFile::read(&path).unwrap(), file);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

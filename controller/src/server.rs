@@ -1,0 +1,133 @@
+//! Running a controller (`rparallel controller`): binds the client and
+//! engine ports, writes the profile's connection files and record, starts
+//! the local engines and runs the hub until the cluster is stopped.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rparallel_cluster::process::{hostname, own_binary};
+use rparallel_cluster::{ClusterRecord, ConnectionFile, Profile};
+use rparallel_protocol::{connection::new_key, Session, Transport};
+use tokio::sync::mpsc;
+use zeromq::{Endpoint, RouterSocket, Socket};
+
+use crate::hub::{Hub, HubConfig, HubEvent};
+use crate::launcher::{self, EngineCommand, LocalEngines};
+
+/// Options of `rparallel controller`.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    pub profile: Option<String>,
+    pub ip: String,
+    /// Local engines to start (0: engines are started elsewhere).
+    pub engines: usize,
+    pub python: PathBuf,
+    pub heartbeat_period: Duration,
+    pub heartbeat_timeout: Duration,
+    /// Replace a local engine that dies (killed, crashed) with a new one.
+    pub restart_engines: bool,
+}
+
+/// Runs a controller in this process until it is stopped.
+pub fn run_controller(options: ControllerOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(controller(options))
+}
+
+fn port_of(endpoint: &Endpoint) -> anyhow::Result<u16> {
+    match endpoint {
+        Endpoint::Tcp(_, port) => Ok(*port),
+        other => bail!("unexpected endpoint {other}"),
+    }
+}
+
+async fn controller(options: ControllerOptions) -> anyhow::Result<()> {
+    let profile = Profile::new(options.profile.as_deref())?;
+    profile.create()?;
+    let me = std::process::id();
+    profile.refuse_if_running(Some(me))?;
+    let key = new_key();
+    let session = Session::new(key.as_bytes(), "controller");
+    let mut clients = RouterSocket::new();
+    let mut engines = RouterSocket::new();
+    let client_port = port_of(&clients.bind(&format!("tcp://{}:0", options.ip)).await?)?;
+    let engine_port = port_of(&engines.bind(&format!("tcp://{}:0", options.ip)).await?)?;
+    let cluster_id = uuid::Uuid::new_v4().to_string();
+    let file = |port| ConnectionFile {
+        transport: Transport::TCP,
+        ip: options.ip.clone(),
+        port,
+        key: key.clone(),
+        signature_scheme: "hmac-sha256".into(),
+        controller_pid: Some(me),
+        cluster_id: Some(cluster_id.clone()),
+    };
+    profile.write_connection_files(&file(client_port), &file(engine_port))?;
+    let mut record = ClusterRecord {
+        cluster_id: cluster_id.clone(),
+        profile: profile.name.clone(),
+        controller_pid: me,
+        engines_requested: options.engines,
+        engines_alive: 0,
+        started: rparallel_protocol::message::now_iso8601(),
+    };
+    profile.write_record(&record)?;
+
+    let (events_tx, events_rx) = mpsc::channel(256);
+    if options.engines > 0 {
+        launcher::check_python(&options.python)?;
+    }
+    let local = LocalEngines::new(
+        EngineCommand {
+            binary: own_binary()?,
+            engine_file: profile.engine_file(),
+            python: options.python.clone(),
+        },
+        events_tx.clone(),
+    );
+    local
+        .start(options.engines)
+        .context("cannot start engines")?;
+    let stop = events_tx.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let _ = stop.send(HubEvent::Stop).await;
+    });
+
+    let record_profile = profile.clone();
+    let on_change = Box::new(move |alive: usize| {
+        record.engines_alive = alive;
+        if let Err(e) = record_profile.write_record(&record) {
+            tracing::warn!("cannot update the cluster record: {e}");
+        }
+    });
+    let (client_tx, client_rx) = clients.split();
+    let (engine_tx, engine_rx) = engines.split();
+    let config = HubConfig {
+        heartbeat_period: options.heartbeat_period,
+        heartbeat_timeout: options.heartbeat_timeout,
+        hostname: hostname(),
+        restart_engines: options.restart_engines,
+    };
+    let hub = Hub::new(session, config, client_tx, engine_tx, on_change).with_local_engines(local);
+    let exit = hub.run(client_rx, engine_rx, events_rx).await;
+    tracing::info!("controller stopping: {exit:?}");
+    // Engines were told to shut down; give them a moment before the
+    // runtime drops their handles (which kills any still running).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    profile.remove_files();
+    Ok(())
+}
