@@ -1,19 +1,13 @@
-"""The parts of the rparallel module that are most natural in Python:
-import syncing, @require, and the small functions engines run for map,
-scatter and gather. Installed as ``rparallel._helpers`` in the kernel and
-in every engine, so functions here are pickled by reference."""
+"""The client's parts of the rparallel module that are most natural in
+Python: import syncing, partitioning and joining for map, scatter and
+gather, iteration over results, the %px views, ExecuteReply. Installed as
+``rparallel._helpers`` where the client runs. (What engines run for the
+client is ``rparallel._remote``.)"""
 
 import builtins
 import contextlib
-import functools
 import itertools
 import sys
-import types
-
-
-def map_chunk(f, *chunks):
-    """What one engine runs for view.map: f over its part of the sequences."""
-    return list(map(f, *chunks))
 
 
 def partition(seq, lo, hi):
@@ -77,42 +71,6 @@ def sync_imports(view, local=True, quiet=False):
         yield
     finally:
         builtins.__import__ = real_import
-
-
-def require(*mods):
-    """Decorator: import these modules (names or module objects) on the
-    engine before the function runs, into its globals. A module that cannot
-    be imported raises UnmetDependency."""
-    names = []
-    for m in mods:
-        if isinstance(m, types.ModuleType):
-            names.append(m.__name__)
-        elif isinstance(m, str):
-            names.append(m)
-        else:
-            raise TypeError("require takes module names or modules, not %r" % (m,))
-
-    def decorate(f):
-        @functools.wraps(f)
-        def with_requirements(*args, **kwargs):
-            import importlib
-            from rparallel.error import UnmetDependency
-            for name in names:
-                try:
-                    module = importlib.import_module(name)
-                except Exception as e:
-                    raise UnmetDependency("cannot import %s: %s" % (name, e)) from None
-                f.__globals__[name.split(".")[0]] = sys.modules[name.split(".")[0]]
-                del module
-            return f(*args, **kwargs)
-        return with_requirements
-    return decorate
-
-
-def interactive(f):
-    """Marks f as defined in __main__, so it runs in the engine's namespace."""
-    f.__module__ = "__main__"
-    return f
 
 
 def when_done(result, callback):

@@ -217,7 +217,10 @@ impl DirectView {
             let (func, args) = if elementwise {
                 let mut args = vec![f.clone()];
                 args.extend(chunks);
-                (helpers.getattr("map_chunk")?, PyTuple::new(py, args)?)
+                (
+                    py.import("rparallel._remote")?.getattr("map_chunk")?,
+                    PyTuple::new(py, args)?,
+                )
             } else {
                 (f.clone(), PyTuple::new(py, chunks)?)
             };

@@ -56,7 +56,6 @@ pub fn run(engine_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     }
     initialize(env)?;
     let shell = PyShell::new(sink.clone())
-        .and_then(|shell| pyo3::Python::attach(rparallel_directview::install).map(|()| shell))
         .map_err(|e| anyhow::anyhow!("cannot load the execution core: {e}"))?;
     let remote = Remote::new(&shell).map_err(|e| {
         anyhow::anyhow!(

@@ -5,7 +5,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use rparallel_magics::parse_cell;
 use rparallel_protocol::message::now_iso8601;
 use rparallel_protocol::{shm, Message};
 use rparallel_pyexec::{
@@ -129,8 +128,7 @@ impl Server {
             self.outgoing
                 .blocking_output("execute_input", input, request.clone());
         }
-        let python = parse_cell(&code).into_python();
-        let outcome = self.shell.execute(&python, silent, store_history);
+        let outcome = self.shell.execute(&code, silent, store_history);
         let count = outcome.execution_count;
         match outcome.result {
             Ok(Some(bundle)) => {

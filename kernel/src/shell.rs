@@ -5,9 +5,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use rparallel_magics::{cell_magic_complete, parse_cell, Cell};
 use rparallel_protocol::message::now_iso8601;
 use rparallel_protocol::Message;
+use rparallel_pyexec::input::{cell_magic_complete, parse_cell, Cell};
 use rparallel_pyexec::IsComplete;
 use serde_json::{json, Value};
 
@@ -161,7 +161,7 @@ impl ShellChannel {
         let started = now_iso8601();
         let req = ExecuteRequest::from(&request.content);
         let (iopub, sink, parent) = (self.iopub.clone(), self.sink.clone(), request.clone());
-        let code = self.autopx.parse(&req.code).into_python();
+        let code = self.autopx.cell(&req.code);
         let shown = req.code.clone();
         let (silent, store_history) = (req.silent, req.store_history);
         let expressions = req.user_expressions.clone();

@@ -347,7 +347,7 @@ class DisplayHandle:
 class Shell:
     """One persistent namespace and the machinery around it."""
 
-    def __init__(self, hooks, user_module_name="__main__"):
+    def __init__(self, hooks, magic_call, cell_magic_call, user_module_name="__main__"):
         self.hooks = hooks
         self.execution_count = 1
         self.executing = False
@@ -369,10 +369,11 @@ class Shell:
         sys.displayhook = self._displayhook
         builtins.display = self.display
         builtins.clear_output = self.clear_output
-        # The kernel rewrites `%name args` lines and `%%name` cells into
-        # calls of these; the magics layer replaces them with real magics.
-        builtins.__rparallel_magic__ = _no_line_magic
-        builtins.__rparallel_cell_magic__ = _no_cell_magic
+        # Input transformation (Rust: `input`) rewrites `%name args` lines
+        # and `%%name` cells into calls of these builtins; the kernel's %px
+        # family wraps them.
+        setattr(builtins, magic_call, _no_line_magic)
+        setattr(builtins, cell_magic_call, _no_cell_magic)
         builtins.exit = builtins.quit = Exiter(self)
         builtins.input = self.input
         builtins.raw_input = self.input

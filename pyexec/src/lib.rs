@@ -8,8 +8,12 @@
 //!   [`OutputSink`] it goes to; the embedding process decides where.
 //! - [`hooks`]: the Rust object Python's `sys.stdout`, `display()` and
 //!   `input()` call into.
+//! - [`input`]: input transformation: `%` magic lines and `%%` cells into
+//!   Python calls (the names they call are defined here only).
 //! - [`shell`]: [`PyShell`], one persistent namespace: run a cell, complete,
 //!   inspect, is_complete. Its logic lives in `python/rparallel_exec.py`.
+//! - [`package`]: the `rparallel` package every process has (exceptions,
+//!   what engines run for the client); `python/rparallel/`.
 //! - [`actor`]: the Python thread as an actor serving jobs from other
 //!   threads (kernel and engines alike).
 //! - [`coalesce`]: joining small stream writes into messages.
@@ -29,8 +33,10 @@ pub mod coalesce;
 pub mod fdcapture;
 pub mod hooks;
 pub mod init;
+pub mod input;
 pub mod interrupt;
 pub mod output;
+pub mod package;
 pub mod remote;
 pub mod shell;
 
@@ -39,5 +45,6 @@ pub use interrupt::Interrupter;
 pub use output::{InputError, OutputEvent, OutputSink, WireOutput};
 pub use remote::{deserialize, frames_from_python, frames_to_python, serialize, Frame, Remote};
 pub use shell::{
-    CellError, Completion, ExecuteOutcome, Inspection, IsComplete, MimeBundle, PyShell,
+    CellError, Completion, ExecuteOutcome, Inspection, IsComplete, MagicHandlers, MimeBundle,
+    PyShell,
 };

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::hooks::Hooks;
+use crate::input::{CELL_MAGIC_CALL, MAGIC_CALL};
 use crate::output::OutputSink;
 
 const CORE_SOURCE: &str = include_str!("../python/rparallel_exec.py");
@@ -82,7 +83,8 @@ pub struct PyShell {
 
 impl PyShell {
     /// Loads the execution core and takes over `sys.stdout`, `sys.stderr`,
-    /// `display`, `input` and SIGINT for this process.
+    /// `display`, `input` and SIGINT for this process; `import rparallel`
+    /// works from then on ([`crate::package`]).
     pub fn new(sink: Arc<dyn OutputSink>) -> PyResult<Self> {
         Python::attach(|py| {
             let source = CString::new(CORE_SOURCE).expect("no NUL in the core source");
@@ -90,7 +92,10 @@ impl PyShell {
                 PyModule::from_code(py, &source, c"rparallel_exec.py", c"_rparallel_exec")?;
             let stdin_error = module.getattr("StdinNotImplementedError")?.unbind();
             let hooks = Py::new(py, Hooks::new(sink, stdin_error))?;
-            let shell = module.getattr("Shell")?.call1((hooks,))?;
+            let shell = module
+                .getattr("Shell")?
+                .call1((hooks, MAGIC_CALL, CELL_MAGIC_CALL))?;
+            crate::package::install(py)?;
             Ok(PyShell {
                 shell: shell.unbind(),
             })
@@ -108,9 +113,11 @@ impl PyShell {
         })
     }
 
-    /// Runs a cell. Outputs go to the sink while it runs.
+    /// Runs a cell as a frontend sent it (magics are transformed, see
+    /// [`crate::input`]). Outputs go to the sink while it runs.
     pub fn execute(&self, code: &str, silent: bool, store_history: bool) -> ExecuteOutcome {
         let count = self.execution_count();
+        let code = crate::input::to_python(code);
         let raw = self.call_json::<RawOutcome>("run_cell", (code, silent, store_history));
         crate::fdcapture::drain();
         match raw {
@@ -224,5 +231,32 @@ impl PyShell {
     /// The Python `Shell` object; its `user_ns` is the namespace cells run in.
     pub fn py_shell(&self, py: Python<'_>) -> Py<PyAny> {
         self.shell.clone_ref(py)
+    }
+}
+
+/// What line and cell magics call: `%name args` runs `line(name, args)`,
+/// `%%name args` + body runs `cell(name, args, body)` (see
+/// [`crate::input`]). The shell installs defaults that know only its own
+/// magics; the kernel's `%px` family wraps them.
+pub struct MagicHandlers {
+    pub line: Py<PyAny>,
+    pub cell: Py<PyAny>,
+}
+
+impl MagicHandlers {
+    /// The handlers installed now.
+    pub fn current(py: Python<'_>) -> PyResult<Self> {
+        let builtins = py.import("builtins")?;
+        Ok(MagicHandlers {
+            line: builtins.getattr(MAGIC_CALL)?.unbind(),
+            cell: builtins.getattr(CELL_MAGIC_CALL)?.unbind(),
+        })
+    }
+
+    /// Makes these the handlers.
+    pub fn install(&self, py: Python<'_>) -> PyResult<()> {
+        let builtins = py.import("builtins")?;
+        builtins.setattr(MAGIC_CALL, self.line.bind(py))?;
+        builtins.setattr(CELL_MAGIC_CALL, self.cell.bind(py))
     }
 }

@@ -1,6 +1,7 @@
-//! The `%px` family in the kernel. The cell parser (`rparallel_magics::cell`)
-//! rewrites magic lines and cells into calls of two builtins; [`Magics`]
-//! provides them and runs each magic through the DirectView layer
+//! The `%px` family in the kernel. Input transformation
+//! (`rparallel_pyexec::input`) rewrites magic lines and cells into calls of
+//! two handlers; [`Magics`] provides them, passing other magics on to the
+//! shell's own, and runs each `%px` magic through the DirectView layer
 //! (`rparallel_directview`), the same path the Python API takes.
 //!
 //! - [`autopx`]: the `%autopx` mode the shell channel reads.
@@ -25,6 +26,7 @@ use rparallel_directview::view::DirectView;
 use rparallel_magics::family::{lookup, Magic};
 use rparallel_magics::options::{parse_config, ExecOptions};
 use rparallel_magics::{GroupBy, PxOptions, TargetSpec, UsageError};
+use rparallel_pyexec::MagicHandlers;
 
 pub use autopx::AutoPx;
 
@@ -51,7 +53,7 @@ impl Default for Settings {
     }
 }
 
-/// The object behind `__rparallel_magic__` and `__rparallel_cell_magic__`.
+/// The magic handlers of the kernel ([`MagicHandlers`]).
 #[pyclass(frozen)]
 pub struct Magics {
     /// The kernel's `Shell` (user namespace, `--local` runs).
@@ -69,14 +71,14 @@ pub struct Magics {
 
 /// Installs the `%px` family in the kernel's interpreter.
 pub fn install(py: Python<'_>, shell: Py<PyAny>, autopx: AutoPx) -> PyResult<()> {
-    let builtins = py.import("builtins")?;
     let core = py.import("_rparallel_exec")?;
+    let others = MagicHandlers::current(py)?;
     let magics = Bound::new(
         py,
         Magics {
             shell,
-            other_line: builtins.getattr("__rparallel_magic__")?.unbind(),
-            other_cell: builtins.getattr("__rparallel_cell_magic__")?.unbind(),
+            other_line: others.line,
+            other_cell: others.cell,
             usage_error: core.getattr("UsageError")?.unbind(),
             settings: Mutex::default(),
             last: Mutex::default(),
@@ -84,9 +86,11 @@ pub fn install(py: Python<'_>, shell: Py<PyAny>, autopx: AutoPx) -> PyResult<()>
             autopx,
         },
     )?;
-    builtins.setattr("__rparallel_magic__", magics.getattr("line")?)?;
-    builtins.setattr("__rparallel_cell_magic__", magics.getattr("cell")?)?;
-    Ok(())
+    MagicHandlers {
+        line: magics.getattr("line")?.unbind(),
+        cell: magics.getattr("cell")?.unbind(),
+    }
+    .install(py)
 }
 
 #[pymethods]

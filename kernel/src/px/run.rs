@@ -58,7 +58,7 @@ impl Magics {
             self.save(py, name, result.bind(py).as_any())?;
         }
         if options.local {
-            let local = rparallel_magics::cell::rewrite_line_magics(code);
+            let local = rparallel_pyexec::input::rewrite_line_magics(code);
             self.shell.bind(py).call_method1("run_local", (local,))?;
         }
         if !block {

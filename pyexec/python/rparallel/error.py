@@ -2,7 +2,6 @@
 IPython's parallel tools show them (``[n:execute]:`` blocks)."""
 
 import builtins
-import sys
 
 __all__ = [
     "RemoteError", "CompositeError", "TimeoutError", "EngineError",

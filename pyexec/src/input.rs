@@ -1,4 +1,12 @@
-//! What a cell is: Python (possibly with line magics) or a cell magic.
+//! Input transformation: the cell syntax beyond Python. A cell is Python
+//! (whose `%name args` lines, at any indentation, become calls) or a cell
+//! magic (`%%name args` on its first line). Both become Python calling two
+//! builtins: this module owns their names, the shell installs defaults
+//! under them and the kernel's `%px` family replaces those
+//! ([`crate::PyShell::set_magic_handlers`]).
+//!
+//! The execute path applies [`to_python`] to every cell, in the kernel and
+//! on the engines alike. Pure string work: no Python needed.
 
 /// The Python name line magics are rewritten to call:
 /// `%name args` → `__rparallel_magic__('name', 'args')`.
@@ -36,6 +44,11 @@ impl Cell {
     }
 }
 
+/// The Python source that runs `code`, a cell as a frontend sends it.
+pub fn to_python(code: &str) -> String {
+    parse_cell(code).into_python()
+}
+
 /// Parses a cell as the kernel receives it.
 pub fn parse_cell(code: &str) -> Cell {
     let trimmed = code.trim_start_matches(['\n', '\r']);
@@ -51,21 +64,6 @@ pub fn parse_cell(code: &str) -> Cell {
         }
     }
     Cell::Python(rewrite_line_magics(code))
-}
-
-/// Parses a cell in `%autopx` mode: it runs on the engines as `%%px{suffix}`,
-/// except blank cells and cells that start with a magic (`%autopx` turns the
-/// mode off; `%pxresult` and `%%px -t 0` keep working).
-pub fn parse_cell_autopx(code: &str, suffix: &str) -> Cell {
-    let start = code.trim_start();
-    if start.is_empty() || start.starts_with('%') {
-        return parse_cell(code);
-    }
-    Cell::CellMagic {
-        name: format!("px{suffix}"),
-        args: String::new(),
-        body: code.to_string(),
-    }
 }
 
 /// Whether a cell magic typed line by line is finished: its body, unlike
@@ -213,27 +211,6 @@ mod tests {
             parse_cell("%%px -b\nprint('hi')\n").into_python(),
             "__rparallel_cell_magic__('px', '-b', 'print(\\'hi\\')\\n')"
         );
-    }
-
-    #[test]
-    fn autopx_sends_cells_to_the_engines_except_magics() {
-        assert_eq!(
-            parse_cell_autopx("a = 1\nb = 2", "2"),
-            Cell::CellMagic {
-                name: "px2".into(),
-                args: "".into(),
-                body: "a = 1\nb = 2".into()
-            }
-        );
-        assert_eq!(
-            parse_cell_autopx("  %autopx", ""),
-            Cell::Python("  __rparallel_magic__('autopx', '')".into())
-        );
-        assert_eq!(parse_cell_autopx("\n", ""), Cell::Python("\n".into()));
-        assert!(matches!(
-            parse_cell_autopx("%%px -t 0\nx", ""),
-            Cell::CellMagic { args, .. } if args == "-t 0"
-        ));
     }
 
     #[test]
