@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::outgoing::Outgoing;
+use rparallel_pyexec::Publisher;
+
 use crate::stamp::Stamp;
 
 /// Periods of silence after which the controller counts as gone.
@@ -44,7 +45,7 @@ pub fn is_gone(silent: Duration, period: Duration) -> bool {
 }
 
 /// Beats every `period`; returns when the controller is gone.
-pub async fn run(period: Duration, liveness: Liveness, outgoing: Outgoing, stamp: Stamp) {
+pub async fn run(period: Duration, liveness: Liveness, publisher: Publisher, stamp: &Stamp) {
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -53,7 +54,7 @@ pub async fn run(period: Duration, liveness: Liveness, outgoing: Outgoing, stamp
             return;
         }
         // Bounded: a full outgoing queue must not stop the liveness check.
-        let beat = outgoing.send(stamp.own("heartbeat", json!({})));
+        let beat = publisher.send(stamp.own("heartbeat", json!({})));
         let _ = tokio::time::timeout(period, beat).await;
     }
 }

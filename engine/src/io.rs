@@ -9,22 +9,21 @@ use std::time::Duration;
 use anyhow::Context;
 use rparallel_cluster::process::hostname;
 use rparallel_cluster::ConnectionFile;
+use rparallel_protocol::reader::spawn_reader;
 use rparallel_protocol::{Message, Session};
+use rparallel_pyexec::process::{self, Ready};
+use rparallel_pyexec::{publish, Publisher};
 use serde_json::json;
-use tokio::sync::mpsc;
-use zeromq::{DealerRecvHalf, DealerSocket, Socket, SocketRecv, SocketSend};
+use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend};
 
 use crate::heartbeat::{self, Liveness};
-use crate::outgoing::{self, Outgoing, OutgoingQueue};
 use crate::python::PythonHandle;
 use crate::queue::Queue;
 use crate::scheduler::{Exit, Scheduler};
-use crate::stamp::{Parent, Stamp};
+use crate::stamp::Stamp;
 
 /// How long to wait for the controller to accept and answer registration.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a shutdown waits for running code to stop before exiting anyway.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// The heartbeat period when the controller does not say.
 const DEFAULT_PERIOD: f64 = 2.0;
 
@@ -33,15 +32,13 @@ pub struct Io {
     pub info: ConnectionFile,
     pub session: Session,
     pub uuid: String,
-    pub outgoing: Outgoing,
-    pub queue: OutgoingQueue,
+    pub publisher: Publisher,
+    pub queue: publish::Queue,
     pub python: PythonHandle,
 }
 
-pub type Ready = std::sync::mpsc::Sender<anyhow::Result<Stamp>>;
-
 /// Registers and serves until shutdown; exits the process when done.
-pub async fn serve(io: Io, ready: Ready) {
+pub async fn serve(io: Io, ready: Ready<Arc<Stamp>>) {
     let endpoint = io.info.endpoint();
     let registered = tokio::time::timeout(
         REGISTRATION_TIMEOUT,
@@ -62,26 +59,29 @@ pub async fn serve(io: Io, ready: Ready) {
         }
     };
     tracing::info!("registered with {endpoint} as engine {engine_id}");
-    let stamp = Stamp {
+    let stamp = Arc::new(Stamp {
         session: io.session.clone(),
         engine_id,
         uuid: io.uuid.clone(),
-    };
+    });
     let (send_half, recv_half) = socket.split();
-    outgoing::spawn(io.queue, send_half, stamp.clone());
+    publish::spawn(io.queue, send_half, stamp.clone());
     let liveness = Liveness::default();
-    let incoming = spawn_reader(recv_half, io.session.clone(), liveness.clone());
+    let heard = liveness.clone();
+    let incoming = spawn_reader(recv_half, io.session.clone(), "engine", move || {
+        heard.heard()
+    });
     let scheduler = Scheduler {
         incoming,
         python: io.python.clone(),
-        outgoing: io.outgoing.clone(),
+        publisher: io.publisher.clone(),
         stamp: stamp.clone(),
         queue: Queue::default(),
         aborted: Default::default(),
     };
     let _ = ready.send(Ok(stamp.clone()));
 
-    let beat = heartbeat::run(period, liveness, io.outgoing.clone(), stamp.clone());
+    let beat = heartbeat::run(period, liveness, io.publisher.clone(), &stamp);
     tokio::select! {
         exit = scheduler.run() => {
             if exit == Exit::Lost {
@@ -96,17 +96,10 @@ pub async fn serve(io: Io, ready: Ready) {
             std::process::exit(1);
         }
     }
-    io.outgoing
+    io.publisher
         .send(stamp.own("unregistration", json!({ "id": engine_id })))
         .await;
-    io.outgoing.flush().await;
-    // Give the socket writer a moment to put the last messages on the wire.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    io.python.exit();
-    io.python.interrupt();
-    tokio::time::sleep(SHUTDOWN_GRACE).await;
-    tracing::warn!("running code did not stop after shutdown; exiting anyway");
-    rparallel_pyexec::actor::force_exit(0);
+    process::stop(&io.python, &io.publisher).await
 }
 
 /// Connects and registers: the socket, the engine id and the heartbeat period.
@@ -172,36 +165,6 @@ fn registration(reply: &Message) -> anyhow::Result<(u64, Duration)> {
         .filter(|p| p.is_finite() && *p > 0.0)
         .unwrap_or(DEFAULT_PERIOD);
     Ok((id, Duration::from_secs_f64(period)))
-}
-
-/// Reads the socket on its own task: verified messages go to the scheduler,
-/// anything unsigned or malformed is dropped and logged.
-fn spawn_reader(
-    mut socket: DealerRecvHalf,
-    session: Session,
-    liveness: Liveness,
-) -> mpsc::Receiver<Parent> {
-    let (tx, rx) = mpsc::channel(4096);
-    tokio::spawn(async move {
-        loop {
-            match socket.recv().await {
-                Ok(frames) => match session.decode(frames) {
-                    Ok(message) => {
-                        liveness.heard();
-                        if tx.send(Arc::new(message)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => tracing::warn!("dropped a message: {e}"),
-                },
-                Err(e) => {
-                    tracing::debug!("receive failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    });
-    rx
 }
 
 #[cfg(test)]

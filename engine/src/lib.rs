@@ -1,29 +1,26 @@
 //! The rparallel engine: a process embedding CPython through
-//! `rparallel-pyexec` (the same execution core as the kernel), registered
-//! with a controller, serving execute, apply, push and pull requests in
-//! order while its I/O and heartbeat run on a thread that needs no GIL.
-//! `rparallel engine --file F` runs [`run`]; the protocol is
-//! `docs/cluster-protocol.md`.
+//! `rparallel-pyexec` (the same execution core, execute path, publisher and
+//! start-up as the kernel), registered with a controller, serving execute,
+//! apply, push and pull requests in order while its I/O and heartbeat run
+//! on a thread that needs no GIL. `rparallel engine --file F` runs [`run`];
+//! the protocol is `docs/cluster-protocol.md`.
 //!
 //! # Layout
 //!
 //! - [`io`]: the I/O thread: connect, register, then the tasks below.
 //! - [`scheduler`]: requests in order to the Python thread; interrupt and
 //!   abort at once. [`queue`]: the waiting requests (abortable).
-//! - [`outgoing`]: the one sender: bounded (backpressure), coalesces stream
-//!   writes, keeps outputs ahead of their reply.
 //! - [`heartbeat`]: beats every period; exits when the controller is silent
 //!   for three.
-//! - [`python`]: the Python thread (an actor owning the shell) and the
-//!   [`python::EngineSink`] a request's output goes to.
-//! - [`stamp`]: building messages (engine id, client route, parent, times).
+//! - [`python`]: the Python thread's side: serving one request.
+//! - [`stamp`]: how the engine addresses what it sends (engine id, the
+//!   client's route, `engine_info`).
 //!
 //! Threads: Python on the main thread (signals land there: interrupts raise
 //! KeyboardInterrupt in running code); sockets and timers on one I/O thread.
 
 pub mod heartbeat;
 pub mod io;
-pub mod outgoing;
 pub mod python;
 pub mod queue;
 pub mod scheduler;
@@ -32,12 +29,15 @@ pub mod stamp;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context;
 use rparallel_cluster::ConnectionFile;
 use rparallel_protocol::Session;
-use rparallel_pyexec::{initialize, PyShell, PythonEnv, Remote};
+use rparallel_pyexec::{process, publish, PythonEnv, Remote, Sink};
 
-use crate::python::{EngineSink, Server};
+use crate::python::Server;
+
+/// Messages waiting for the socket at most: a cell printing faster than
+/// the controller reads blocks (backpressure).
+const OUTGOING: usize = 256;
 
 /// Runs an engine until it is shut down or its controller is gone.
 pub fn run(engine_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
@@ -49,14 +49,9 @@ pub fn run(engine_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     let uuid = uuid::Uuid::new_v4().to_string();
 
     // Python first: an engine that cannot run Python never registers.
-    let (outgoing, queue) = outgoing::channel();
-    let sink = Arc::new(EngineSink::new(outgoing.clone()));
-    if let Err(e) = rparallel_pyexec::fdcapture::capture(sink.clone()) {
-        tracing::warn!("output written to fds 1 and 2 will not reach the client: {e}");
-    }
-    initialize(env)?;
-    let shell = PyShell::new(sink.clone())
-        .map_err(|e| anyhow::anyhow!("cannot load the execution core: {e}"))?;
+    let (publisher, queue) = publish::channel(OUTGOING);
+    let sink = Arc::new(Sink::new(publisher.clone()));
+    let shell = process::start_python(env, sink.clone())?;
     let remote = Remote::new(&shell).map_err(|e| {
         anyhow::anyhow!(
             "cannot load the serialisation core (is cloudpickle installed in {}?): {e}",
@@ -64,33 +59,19 @@ pub fn run(engine_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
         )
     })?;
     let (python, jobs) = rparallel_pyexec::actor::channel();
-
-    // Threads spawned while SIGINT is blocked inherit the mask, so interrupts
-    // (and a terminal's Ctrl-C) always land on the Python (main) thread.
-    let blocked = rparallel_pyexec::interrupt::block_sigint();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let io = io::Io {
         info,
         session,
         uuid,
-        outgoing: outgoing.clone(),
+        publisher,
         queue,
         python,
     };
-    rparallel_pyexec::actor::spawn_io_thread("rparallel-engine-io", move || {
-        io::serve(io, ready_tx)
-    })
-    .context("cannot start the I/O thread")?;
-    drop(blocked);
-
-    let stamp = ready_rx
-        .recv()
-        .context("the engine's I/O thread stopped during start-up")??;
+    let stamp = process::start_io("rparallel-engine-io", move |ready| io::serve(io, ready))?;
     jobs.serve(Server {
         shell,
         remote,
         stamp,
-        outgoing,
         sink,
     });
     rparallel_protocol::shm::remove_leftovers();

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use crate::stamp::Parent;
+use rparallel_pyexec::Parent;
 
 #[derive(Default)]
 pub struct Queue {

@@ -5,14 +5,16 @@
 //! Python is busy.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
+use rparallel_pyexec::execute::Defaults;
+use rparallel_pyexec::{Parent, Publisher};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::outgoing::Outgoing;
 use crate::python::{Aborted, PythonHandle, Served};
 use crate::queue::Queue;
-use crate::stamp::{Parent, Stamp};
+use crate::stamp::Stamp;
 
 /// Why the scheduler stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,8 +28,8 @@ pub enum Exit {
 pub struct Scheduler {
     pub incoming: mpsc::Receiver<Parent>,
     pub python: PythonHandle,
-    pub outgoing: Outgoing,
-    pub stamp: Stamp,
+    pub publisher: Publisher,
+    pub stamp: Arc<Stamp>,
     pub queue: Queue,
     /// Requests handed to Python but aborted before they started.
     pub aborted: Aborted,
@@ -44,7 +46,9 @@ const IN_PYTHON: usize = 2;
 fn may_follow(request: &Parent) -> bool {
     match request.msg_type() {
         "shutdown_request" => false,
-        "execute_request" => request.content["stop_on_error"].as_bool() == Some(false),
+        "execute_request" => !request.content["stop_on_error"]
+            .as_bool()
+            .unwrap_or(Defaults::ENGINE.stop_on_error),
         _ => true,
     }
 }
@@ -84,7 +88,7 @@ impl Scheduler {
                     match served {
                         Ok(served) if served.abort_queue => {
                             for request in self.queue.abort_executes() {
-                                self.outgoing.send(self.stamp.aborted(&request)).await;
+                                self.publisher.send(self.stamp.aborted(&request)).await;
                             }
                         }
                         Ok(_) => {}
@@ -117,7 +121,7 @@ impl Scheduler {
                     })
                     .unwrap_or_default();
                 for request in self.queue.abort(&ids) {
-                    self.outgoing.send(self.stamp.aborted(&request)).await;
+                    self.publisher.send(self.stamp.aborted(&request)).await;
                 }
                 // Requests handed to Python behind the running one have not
                 // started: Python answers them "aborted" when it gets there.
@@ -141,9 +145,8 @@ impl Scheduler {
     }
 
     async fn reply(&self, request: &Parent, content: serde_json::Value) {
-        let now = rparallel_protocol::message::now_iso8601();
-        self.outgoing
-            .send(self.stamp.reply(request, content, &now))
+        self.publisher
+            .send(self.stamp.reply_now(request, content))
             .await;
     }
 }

@@ -1,8 +1,7 @@
-//! Building the engine's messages: every one carries `metadata.engine_id`;
-//! outputs and replies go back to the client that asked (its identity frame,
-//! copied from the request) with the request as parent.
-
-use std::sync::Arc;
+//! How an engine addresses what it sends: every message carries
+//! `metadata.engine_id`; outputs and replies go back to the client that
+//! asked (its identity frame, copied from the request) with the request as
+//! parent; error replies say where they happened (`engine_info`).
 
 use rparallel_protocol::message::now_iso8601;
 use rparallel_protocol::{Message, Session};
@@ -16,39 +15,47 @@ pub struct Stamp {
     pub uuid: String,
 }
 
-/// The request an output or reply belongs to.
-pub type Parent = Arc<Message>;
-
-impl Stamp {
-    /// An output (`stream`, `display_data`, `execute_result`…) of `parent`.
-    pub fn output(&self, msg_type: &str, content: Value, parent: &Message) -> Message {
-        let mut message = self.session.message(msg_type, content, Some(parent));
-        message.metadata = json!({ "engine_id": self.engine_id });
-        message
+impl rparallel_pyexec::Stamp for Stamp {
+    fn session(&self) -> &Session {
+        &self.session
     }
 
-    /// The `<kind>_reply` to `request`; `started` is when serving it began.
-    pub fn reply(&self, request: &Message, content: Value, started: &str) -> Message {
-        let status = content["status"].clone();
-        let mut message =
-            self.session
-                .message(&reply_type(request.msg_type()), content, Some(request));
+    /// An output of `parent`. Output produced outside any request (at
+    /// start-up) has no one to go to.
+    fn output(&self, msg_type: &str, content: Value, parent: Option<&Message>) -> Option<Message> {
+        let parent = parent?;
+        let mut message = self.session.message(msg_type, content, Some(parent));
+        message.metadata = json!({ "engine_id": self.engine_id });
+        Some(message)
+    }
+
+    fn reply(&self, request: &Message, mut content: Value, started: &str) -> Message {
+        if content["status"] != "ok" && content.get("engine_info").is_none() {
+            content["engine_info"] = self.engine_info(request);
+        }
+        let mut message = self.session.reply(request, content);
         message.metadata = json!({
             "engine_id": self.engine_id,
             "engine_uuid": self.uuid,
-            "status": status,
+            "status": message.metadata["status"],
             "started": started,
             "completed": now_iso8601(),
             "dependencies_met": true,
         });
         message
     }
+}
 
+impl Stamp {
     /// The reply of a request that was aborted before it ran.
     pub fn aborted(&self, request: &Message) -> Message {
         let now = now_iso8601();
-        let content = json!({ "status": "aborted", "engine_info": self.engine_info(request) });
-        self.reply(request, content, &now)
+        rparallel_pyexec::Stamp::reply(self, request, json!({ "status": "aborted" }), &now)
+    }
+
+    /// A reply to a request served at once (interrupt, abort).
+    pub fn reply_now(&self, request: &Message, content: Value) -> Message {
+        rparallel_pyexec::Stamp::reply(self, request, content, &now_iso8601())
     }
 
     /// A message to the controller itself (no routing identity).
@@ -59,7 +66,7 @@ impl Stamp {
     }
 
     /// `engine_info` of error replies, as ipyparallel gives it.
-    pub fn engine_info(&self, request: &Message) -> Value {
+    fn engine_info(&self, request: &Message) -> Value {
         json!({
             "engine_id": self.engine_id,
             "engine_uuid": self.uuid,
@@ -68,20 +75,11 @@ impl Stamp {
     }
 }
 
-/// `execute_request` → `execute_reply`.
-pub fn reply_type(request_type: &str) -> String {
-    format!(
-        "{}_reply",
-        request_type
-            .strip_suffix("_request")
-            .unwrap_or(request_type)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use rparallel_pyexec::Stamp as _;
 
     fn stamp() -> Stamp {
         Stamp {
@@ -101,10 +99,13 @@ mod tests {
     #[test]
     fn outputs_go_back_to_the_client_with_the_engine_id() {
         let req = request("execute_request");
-        let out = stamp().output("stream", json!({"name": "stdout", "text": "x"}), &req);
+        let out = stamp()
+            .output("stream", json!({"name": "stdout", "text": "x"}), Some(&req))
+            .unwrap();
         assert_eq!(out.identities, vec![Bytes::from_static(b"client-7")]);
         assert_eq!(out.parent_header.unwrap().msg_id, req.header.msg_id);
         assert_eq!(out.metadata["engine_id"], 3);
+        assert!(stamp().output("stream", json!({}), None).is_none());
     }
 
     #[test]
@@ -115,10 +116,13 @@ mod tests {
         assert_eq!(reply.metadata["status"], "ok");
         assert_eq!(reply.metadata["started"], "2020-01-01T00:00:00Z");
         assert!(reply.metadata["completed"].as_str().unwrap().ends_with('Z'));
+        assert!(reply.content.get("engine_info").is_none());
         let aborted = stamp().aborted(&request("pull_request"));
         assert_eq!(aborted.msg_type(), "pull_reply");
         assert_eq!(aborted.content["status"], "aborted");
         assert_eq!(aborted.content["engine_info"]["method"], "pull");
+        let failed = stamp().reply_now(&req, json!({"status": "error", "ename": "E"}));
+        assert_eq!(failed.content["engine_info"]["engine_id"], 3);
     }
 
     #[test]
@@ -126,7 +130,5 @@ mod tests {
         let m = stamp().own("heartbeat", json!({}));
         assert!(m.identities.is_empty());
         assert!(m.parent_header.is_none());
-        assert_eq!(reply_type("shutdown_request"), "shutdown_reply");
-        assert_eq!(reply_type("odd"), "odd_reply");
     }
 }

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::Notify;
 
+use rparallel_protocol::reader::Incoming;
+
 use crate::iopub::Iopub;
-use crate::python::PythonHandle;
-use crate::server::KernelInfo;
-use crate::sockets::{Incoming, Replier};
+use crate::server::{KernelInfo, PythonHandle};
+use crate::sockets::Replier;
 use crate::stdin::StdinHandle;
 
 pub struct ControlChannel {
@@ -40,7 +41,7 @@ impl ControlChannel {
                     let content = json!({ "status": "ok", "restart": restart });
                     self.replier.reply(&request, content.clone()).await;
                     self.iopub
-                        .publish("shutdown_reply", content, Some(request.clone()))
+                        .output("shutdown_reply", content, Some(request.clone()))
                         .await;
                     self.iopub.status("idle", Some(request.clone())).await;
                     self.shutdown.notify_one();

@@ -4,17 +4,17 @@
 //!
 //! - [`cli`]: the command line (`install`, `kernel`).
 //! - [`kernelspec`]: writing the `rparallel` kernelspec.
-//! - [`server`]: starts a kernel: binds the five sockets and wires the tasks.
-//! - [`sockets`]: socket reader tasks that verify and decode, dropping and
-//!   logging anything unsigned or malformed.
-//! - [`iopub`]: the IOPub publisher; coalesces small stream writes.
-//! - [`shell`]: the shell channel: busy/idle, dispatch, replies, stop_on_error.
+//! - [`server`]: starts a kernel (Python, then the sockets and channel
+//!   tasks on the I/O thread) through `rparallel_pyexec::process`.
+//! - [`sockets`]: binding the five sockets; ROUTER replies.
+//! - [`iopub`]: how the kernel addresses what the execution core's
+//!   publisher sends on IOPub.
+//! - [`shell`]: the shell channel: busy/idle, dispatch, replies,
+//!   stop_on_error; cells run through the execution core's execute path.
 //! - [`control`]: the control channel: interrupt, shutdown, served while
 //!   shell is busy.
 //! - [`stdin`]: `input()` requests to the frontend.
 //! - [`heartbeat`]: echoes pings.
-//! - [`python`]: the Python thread (an actor that owns the interpreter) and
-//!   the [`python::KernelSink`] its output goes to.
 //! - [`px`]: the `%px` family (`%px`, `%%px`, `%autopx`, `%pxresult`,
 //!   `%pxconfig`), run through the DirectView layer.
 //! - [`history`]: the session's input history.
@@ -28,7 +28,6 @@ mod info;
 mod iopub;
 mod kernelspec;
 mod px;
-mod python;
 mod server;
 mod shell;
 mod sockets;

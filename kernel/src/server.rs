@@ -1,28 +1,28 @@
-//! Starting a kernel: Python on the main thread, sockets and channel tasks
-//! on an I/O thread running a current-thread tokio runtime (the fastest
-//! zeromq round trip on this kind of machine).
+//! Starting a kernel: Python on the main thread, the sockets and channel
+//! tasks on an I/O thread (`rparallel_pyexec::process`, as in the engines).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use rparallel_protocol::reader::spawn_reader;
 use rparallel_protocol::{connection, ConnectionInfo, Session};
-use rparallel_pyexec::{initialize, PyShell, PythonEnv};
+use rparallel_pyexec::process::{self, Ready};
+use rparallel_pyexec::{publish, PyShell, PythonEnv, Sink};
 use serde_json::Value;
 use tokio::sync::{Notify, OnceCell};
-use zeromq::{PubSocket, RepSocket, RouterSocket, Socket};
 
 use crate::control::ControlChannel;
 use crate::history::History;
+use crate::iopub::{Iopub, KernelStamp};
 use crate::px::{self, AutoPx};
-use crate::python::{KernelSink, PythonHandle};
 use crate::shell::ShellChannel;
-use crate::sockets::{spawn_reader, Replier};
-use crate::{heartbeat, info, iopub, stdin};
+use crate::sockets::{self, Replier, Sockets};
+use crate::stdin::{self, StdinHandle, StdinQueue};
+use crate::{heartbeat, info};
 
-/// How long a shutdown waits for a running cell to stop before exiting anyway.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// The kernel's handle to its Python thread (an actor owning the shell).
+pub type PythonHandle = rparallel_pyexec::actor::PythonHandle<PyShell>;
 
 /// The kernel_info content, computed once from the Python thread.
 #[derive(Clone, Default)]
@@ -40,43 +40,50 @@ impl KernelInfo {
     }
 }
 
+/// What the I/O thread needs; the Python thread keeps the other ends.
+struct Io {
+    info: ConnectionInfo,
+    stamp: Arc<KernelStamp>,
+    python: PythonHandle,
+    iopub: Iopub,
+    iopub_queue: publish::Queue,
+    stdin: StdinHandle,
+    stdin_queue: StdinQueue,
+    sink: Arc<Sink>,
+    autopx: AutoPx,
+}
+
 /// Runs a kernel until it is shut down.
 pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     let info = connection::read(connection_file)?;
     // SAFETY: no other thread exists yet.
     unsafe { env.activate() };
     let session = Session::new(info.key.as_bytes(), "kernel");
-    let (python, jobs) = rparallel_pyexec::actor::channel();
+    let (iopub, iopub_queue) = publish::channel(crate::iopub::CAPACITY);
+    let (stdin, stdin_queue) = stdin::channel();
+    let sink = Arc::new(Sink::with_stdin(iopub.clone(), stdin.clone()));
     let autopx = AutoPx::default();
-    let io_autopx = autopx.clone();
 
-    // Threads spawned while SIGINT is blocked inherit the mask, so Ctrl-C
-    // and `kill -INT` always land on the Python (main) thread.
-    let blocked = rparallel_pyexec::interrupt::block_sigint();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let io_python = python.clone();
-    rparallel_pyexec::actor::spawn_io_thread("rparallel-io", move || {
-        serve(info, session, io_python, io_autopx, ready_tx)
+    let shell = process::start_python(env, sink.clone())?;
+    pyo3::Python::attach(|py| {
+        rparallel_directview::install(py)?;
+        px::install(py, shell.py_shell(py), autopx.clone())
     })
-    .context("cannot start the I/O thread")?;
-    drop(blocked);
+    .map_err(|e| anyhow::anyhow!("cannot load the rparallel module: {e}"))?;
+    let (python, jobs) = rparallel_pyexec::actor::channel();
+    let io = Io {
+        info,
+        stamp: Arc::new(KernelStamp { session }),
+        python,
+        iopub,
+        iopub_queue,
+        stdin,
+        stdin_queue,
+        sink,
+        autopx,
+    };
+    process::start_io("rparallel-io", move |ready| serve(io, ready))?;
 
-    let sink = ready_rx
-        .recv()
-        .context("the kernel's I/O thread stopped during start-up")??;
-    if let Err(e) = rparallel_pyexec::fdcapture::capture(sink.clone()) {
-        tracing::warn!("output written to fds 1 and 2 will not reach the notebook: {e}");
-    }
-    initialize(env)?;
-    let shell = PyShell::new(sink)
-        .and_then(|shell| {
-            pyo3::Python::attach(|py| {
-                rparallel_directview::install(py)?;
-                px::install(py, shell.py_shell(py), autopx)
-            })?;
-            Ok(shell)
-        })
-        .map_err(|e| anyhow::anyhow!("cannot load the execution core: {e}"))?;
     let shell = jobs.serve(shell);
     // Exiting: clusters this kernel started stop with it, and the cells'
     // atexit handlers run, as at the end of a Python program.
@@ -86,16 +93,8 @@ pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Ready = std::sync::mpsc::Sender<anyhow::Result<Arc<KernelSink>>>;
-
-async fn serve(
-    info: ConnectionInfo,
-    session: Session,
-    python: PythonHandle,
-    autopx: AutoPx,
-    ready: Ready,
-) {
-    let sockets = match bind(&info).await {
+async fn serve(io: Io, ready: Ready<()>) {
+    let sockets = match sockets::bind(&io.info).await {
         Ok(sockets) => sockets,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -109,14 +108,15 @@ async fn serve(
         iopub,
         heartbeat,
     } = sockets;
-    let iopub = iopub::spawn(iopub, session.clone());
+    let session = io.stamp.session.clone();
+    publish::spawn(io.iopub_queue, iopub, io.stamp.clone());
     heartbeat::spawn(heartbeat);
     let (stdin_tx, stdin_rx) = stdin.split();
-    let stdin = stdin::spawn(
+    stdin::spawn(
+        io.stdin_queue,
         Replier::new(stdin_tx, session.clone(), "stdin"),
-        spawn_reader(stdin_rx, session.clone(), "stdin"),
+        spawn_reader(stdin_rx, session.clone(), "stdin", || {}),
     );
-    let sink = Arc::new(KernelSink::new(iopub.clone(), stdin.clone()));
     let kernel_info = KernelInfo::default();
     let shutdown = Arc::new(Notify::new());
 
@@ -124,13 +124,14 @@ async fn serve(
     tokio::spawn(
         ShellChannel {
             replier: Replier::new(shell_tx, session.clone(), "shell"),
-            incoming: spawn_reader(shell_rx, session.clone(), "shell"),
-            iopub: iopub.clone(),
-            python: python.clone(),
-            sink: sink.clone(),
+            incoming: spawn_reader(shell_rx, session.clone(), "shell", || {}),
+            iopub: io.iopub.clone(),
+            python: io.python.clone(),
+            sink: io.sink,
+            stamp: io.stamp,
             info: kernel_info.clone(),
             history: History::default(),
-            autopx,
+            autopx: io.autopx,
         }
         .run(),
     );
@@ -138,60 +139,23 @@ async fn serve(
     tokio::spawn(
         ControlChannel {
             replier: Replier::new(control_tx, session.clone(), "control"),
-            incoming: spawn_reader(control_rx, session.clone(), "control"),
-            iopub: iopub.clone(),
-            python: python.clone(),
-            stdin,
+            incoming: spawn_reader(control_rx, session.clone(), "control", || {}),
+            iopub: io.iopub.clone(),
+            python: io.python.clone(),
+            stdin: io.stdin,
             info: kernel_info,
             shutdown: shutdown.clone(),
         }
         .run(),
     );
-    iopub.status("starting", None).await;
-    let _ = ready.send(Ok(sink));
+    io.iopub.status("starting", None).await;
+    let _ = ready.send(Ok(()));
 
     tokio::select! {
         _ = shutdown.notified() => {}
         _ = parent_gone() => tracing::warn!("the process that started this kernel is gone; exiting"),
     }
-    iopub.flush().await;
-    // Give the socket writers a moment to put the last replies on the wire.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    python.exit();
-    python.interrupt();
-    tokio::time::sleep(SHUTDOWN_GRACE).await;
-    tracing::warn!("a cell did not stop after shutdown; exiting anyway");
-    rparallel_pyexec::actor::force_exit(0);
-}
-
-struct Sockets {
-    shell: RouterSocket,
-    control: RouterSocket,
-    stdin: RouterSocket,
-    iopub: PubSocket,
-    heartbeat: RepSocket,
-}
-
-async fn bind(info: &ConnectionInfo) -> anyhow::Result<Sockets> {
-    async fn bound<S: Socket>(
-        mut socket: S,
-        info: &ConnectionInfo,
-        port: u16,
-    ) -> anyhow::Result<S> {
-        let endpoint = connection::endpoint(info, port);
-        socket
-            .bind(&endpoint)
-            .await
-            .with_context(|| format!("cannot bind {endpoint}"))?;
-        Ok(socket)
-    }
-    Ok(Sockets {
-        shell: bound(RouterSocket::new(), info, info.shell_port).await?,
-        control: bound(RouterSocket::new(), info, info.control_port).await?,
-        stdin: bound(RouterSocket::new(), info, info.stdin_port).await?,
-        iopub: bound(PubSocket::new(), info, info.iopub_port).await?,
-        heartbeat: bound(RepSocket::new(), info, info.hb_port).await?,
-    })
+    process::stop(&io.python, &io.iopub).await
 }
 
 /// Resolves when this process's parent has exited (we were re-parented).

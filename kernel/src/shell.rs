@@ -5,56 +5,30 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use rparallel_protocol::message::now_iso8601;
+use rparallel_protocol::reader::Incoming;
 use rparallel_protocol::Message;
+use rparallel_pyexec::execute::{self, Defaults, ExecuteRequest};
 use rparallel_pyexec::input::{cell_magic_complete, parse_cell, Cell};
-use rparallel_pyexec::IsComplete;
+use rparallel_pyexec::{IsComplete, Sink};
 use serde_json::{json, Value};
 
 use crate::history::History;
-use crate::iopub::Iopub;
+use crate::iopub::{Iopub, KernelStamp};
 use crate::px::AutoPx;
-use crate::python::{KernelSink, PythonHandle};
-use crate::server::KernelInfo;
-use crate::sockets::{Incoming, Replier};
+use crate::server::{KernelInfo, PythonHandle};
+use crate::sockets::Replier;
 
 pub struct ShellChannel {
     pub replier: Replier,
     pub incoming: Incoming,
     pub iopub: Iopub,
     pub python: PythonHandle,
-    pub sink: Arc<KernelSink>,
+    pub sink: Arc<Sink>,
+    pub stamp: Arc<KernelStamp>,
     pub info: KernelInfo,
     pub history: History,
     /// Whether cells go to the engines (`%autopx`).
     pub autopx: AutoPx,
-}
-
-/// What an execute request asked for, read once from its content.
-struct ExecuteRequest {
-    code: String,
-    silent: bool,
-    store_history: bool,
-    stop_on_error: bool,
-    user_expressions: Value,
-}
-
-impl ExecuteRequest {
-    fn from(content: &Value) -> Self {
-        let flag = |key: &str, default: bool| content[key].as_bool().unwrap_or(default);
-        let silent = flag("silent", false);
-        ExecuteRequest {
-            code: content["code"].as_str().unwrap_or("").to_string(),
-            silent,
-            store_history: flag("store_history", !silent) && !silent,
-            stop_on_error: flag("stop_on_error", true),
-            user_expressions: content
-                .get("user_expressions")
-                .cloned()
-                .filter(Value::is_object)
-                .unwrap_or_else(|| json!({})),
-        }
-    }
 }
 
 impl ShellChannel {
@@ -157,90 +131,35 @@ impl ShellChannel {
         queued
     }
 
+    /// Runs a cell through the execution core's execute path. A failed
+    /// cell with stop_on_error returns the requests queued behind it.
     async fn execute(&mut self, request: &Arc<Message>) -> Vec<Arc<Message>> {
-        let started = now_iso8601();
-        let req = ExecuteRequest::from(&request.content);
-        let (iopub, sink, parent) = (self.iopub.clone(), self.sink.clone(), request.clone());
-        let code = self.autopx.cell(&req.code);
-        let shown = req.code.clone();
-        let (silent, store_history) = (req.silent, req.store_history);
-        let expressions = req.user_expressions.clone();
-        let (outcome, user_expressions) = self
+        let mut cell = ExecuteRequest::parse(&request.content, Defaults::KERNEL);
+        cell.cell = self.autopx.cell(&cell.code);
+        let cell = Arc::new(cell);
+        let (sink, stamp, parent, run) = (
+            self.sink.clone(),
+            self.stamp.clone(),
+            request.clone(),
+            cell.clone(),
+        );
+        let executed = self
             .python
-            .call(move |shell| {
-                sink.set_parent(Some(parent.clone()));
-                if !silent {
-                    let input =
-                        json!({ "code": shown, "execution_count": shell.execution_count() });
-                    iopub.blocking_publish("execute_input", input, Some(parent.clone()));
-                }
-                let outcome = shell.execute(&code, silent, store_history);
-                match &outcome.result {
-                    Ok(Some(bundle)) => {
-                        let result = json!({
-                            "execution_count": outcome.execution_count,
-                            "data": bundle.data,
-                            "metadata": bundle.metadata,
-                        });
-                        iopub.blocking_publish("execute_result", result, Some(parent.clone()));
-                    }
-                    Ok(None) => {}
-                    Err(error) => {
-                        iopub.blocking_publish(
-                            "error",
-                            serde_json::to_value(error).unwrap_or_default(),
-                            Some(parent.clone()),
-                        );
-                    }
-                }
-                let user_expressions = match expressions.as_object() {
-                    Some(map) if !map.is_empty() && outcome.result.is_ok() => {
-                        shell.user_expressions(&expressions)
-                    }
-                    _ => json!({}),
-                };
-                (outcome, user_expressions)
-            })
+            .call(move |shell| execute::run(shell, &sink, &*stamp, &parent, &run))
             .await;
-
-        let count = outcome.execution_count;
-        if store_history {
-            let output = match &outcome.result {
-                Ok(Some(bundle)) => bundle.data["text/plain"].as_str().map(str::to_string),
-                _ => None,
-            };
-            self.history.record(count, &req.code, output);
+        if cell.store_history {
+            self.history
+                .record(executed.execution_count, &cell.code, executed.result_text);
         }
-        let failed = outcome.result.is_err();
-        let mut content = match &outcome.result {
-            Ok(_) => json!({ "status": "ok" }),
-            Err(error) => {
-                let mut c = serde_json::to_value(error).unwrap_or_default();
-                c["status"] = json!("error");
-                c
-            }
-        };
-        content["execution_count"] = json!(count);
-        content["user_expressions"] = user_expressions;
-        content["payload"] = json!(outcome.payload);
-        let mut reply = self
-            .replier
-            .session()
-            .message("execute_reply", content, Some(request));
-        reply.metadata = json!({
-            "started": started,
-            "dependencies_met": true,
-            "status": if failed { "error" } else { "ok" },
-        });
         // Taken before the reply goes out: a request sent after the client
         // saw this failure is not aborted.
         let mut queued = Vec::new();
-        if failed && req.stop_on_error {
+        if executed.abort_queue {
             while let Ok(next) = self.incoming.try_recv() {
                 queued.push(next);
             }
         }
-        self.replier.send(&reply).await;
+        self.replier.send(&executed.reply).await;
         queued
     }
 

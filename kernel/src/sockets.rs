@@ -1,43 +1,40 @@
-//! Socket plumbing: reader tasks that verify and decode, and a sender for
-//! ROUTER replies. Anything unsigned, forged, replayed or malformed is
-//! dropped and logged here; the rest of the kernel sees only good messages.
+//! The kernel's five sockets, and a sender for ROUTER replies. Reading is
+//! `rparallel_protocol::reader`: anything unsigned, forged, replayed or
+//! malformed is dropped and logged there.
 
-use std::sync::Arc;
-use std::time::Duration;
+use anyhow::Context;
+use rparallel_protocol::{connection, ConnectionInfo, Message, Session};
+use zeromq::{PubSocket, RepSocket, RouterSendHalf, RouterSocket, Socket, SocketSend};
 
-use rparallel_protocol::{Message, Session};
-use tokio::sync::mpsc;
-use zeromq::{RouterSendHalf, SocketRecv, SocketSend};
+pub struct Sockets {
+    pub shell: RouterSocket,
+    pub control: RouterSocket,
+    pub stdin: RouterSocket,
+    pub iopub: PubSocket,
+    pub heartbeat: RepSocket,
+}
 
-/// Decoded messages from one socket, in arrival order.
-pub type Incoming = mpsc::Receiver<Arc<Message>>;
-
-/// Reads `socket` forever on its own task, so the consumer can be busy
-/// without the socket's queue going unread.
-pub fn spawn_reader<S>(mut socket: S, session: Session, channel: &'static str) -> Incoming
-where
-    S: SocketRecv + Send + 'static,
-{
-    let (tx, rx) = mpsc::channel(4096);
-    tokio::spawn(async move {
-        loop {
-            match socket.recv().await {
-                Ok(frames) => match session.decode(frames) {
-                    Ok(message) => {
-                        if tx.send(Arc::new(message)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => tracing::warn!("{channel}: dropped a message: {e}"),
-                },
-                Err(e) => {
-                    tracing::debug!("{channel}: receive failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    });
-    rx
+/// Binds the sockets the connection file names.
+pub async fn bind(info: &ConnectionInfo) -> anyhow::Result<Sockets> {
+    async fn bound<S: Socket>(
+        mut socket: S,
+        info: &ConnectionInfo,
+        port: u16,
+    ) -> anyhow::Result<S> {
+        let endpoint = connection::endpoint(info, port);
+        socket
+            .bind(&endpoint)
+            .await
+            .with_context(|| format!("cannot bind {endpoint}"))?;
+        Ok(socket)
+    }
+    Ok(Sockets {
+        shell: bound(RouterSocket::new(), info, info.shell_port).await?,
+        control: bound(RouterSocket::new(), info, info.control_port).await?,
+        stdin: bound(RouterSocket::new(), info, info.stdin_port).await?,
+        iopub: bound(PubSocket::new(), info, info.iopub_port).await?,
+        heartbeat: bound(RepSocket::new(), info, info.hb_port).await?,
+    })
 }
 
 /// Sends signed messages back through a ROUTER socket.
@@ -75,19 +72,7 @@ impl Replier {
 
     /// Replies to `request` with `<kind>_reply` and `content`.
     pub async fn reply(&mut self, request: &Message, content: serde_json::Value) {
-        let msg_type = reply_type(request.msg_type());
-        let mut reply = self.session.message(&msg_type, content, Some(request));
-        reply.metadata = serde_json::json!({ "status": reply.content["status"].clone() });
+        let reply = self.session.reply(request, content);
         self.send(&reply).await;
     }
-}
-
-/// `execute_request` → `execute_reply`.
-pub fn reply_type(request_type: &str) -> String {
-    format!(
-        "{}_reply",
-        request_type
-            .strip_suffix("_request")
-            .unwrap_or(request_type)
-    )
 }

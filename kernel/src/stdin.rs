@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
+use rparallel_protocol::reader::Incoming;
 use rparallel_protocol::Message;
-use rparallel_pyexec::InputError;
+use rparallel_pyexec::{InputError, Parent, Stdin};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sockets::{Incoming, Replier};
+use crate::sockets::Replier;
 
 type Answer = oneshot::Sender<Result<String, InputError>>;
 
@@ -26,6 +27,23 @@ enum StdinCommand {
 #[derive(Clone)]
 pub struct StdinHandle {
     tx: mpsc::Sender<StdinCommand>,
+}
+
+/// The requests waiting for [`spawn`].
+pub struct StdinQueue {
+    rx: mpsc::Receiver<StdinCommand>,
+}
+
+/// A handle usable before the socket exists; [`spawn`] serves it.
+pub fn channel() -> (StdinHandle, StdinQueue) {
+    let (tx, rx) = mpsc::channel(16);
+    (StdinHandle { tx }, StdinQueue { rx })
+}
+
+impl Stdin for StdinHandle {
+    fn input(&self, prompt: &str, password: bool, parent: Parent) -> Result<String, InputError> {
+        self.blocking_input(prompt, password, parent)
+    }
 }
 
 impl StdinHandle {
@@ -55,8 +73,9 @@ impl StdinHandle {
     }
 }
 
-pub fn spawn(mut replier: Replier, mut incoming: Incoming) -> StdinHandle {
-    let (tx, mut commands) = mpsc::channel(16);
+/// Serves `queue` on the stdin socket (`replier` and `incoming`).
+pub fn spawn(queue: StdinQueue, mut replier: Replier, mut incoming: Incoming) {
+    let mut commands = queue.rx;
     tokio::spawn(async move {
         let mut pending: Option<Answer> = None;
         loop {
@@ -96,5 +115,4 @@ pub fn spawn(mut replier: Replier, mut incoming: Incoming) -> StdinHandle {
             }
         }
     });
-    StdinHandle { tx }
 }

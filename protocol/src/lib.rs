@@ -9,6 +9,7 @@
 //! - [`message`]: the parsed message ([`Message`], [`Header`]) and the
 //!   [`Session`] that stamps fresh headers and signs outgoing messages.
 //! - [`connection`]: connection files (read, write mode 0600, endpoints).
+//! - [`reader`]: a task reading a socket into verified messages.
 //! - [`shm`]: large buffers between processes on one host, through
 //!   `/dev/shm` instead of the sockets.
 //!
@@ -17,12 +18,13 @@
 
 pub mod connection;
 pub mod message;
+pub mod reader;
 pub mod shm;
 pub mod sign;
 pub mod wire;
 
 pub use connection::{ConnectionError, ConnectionInfo, Transport};
-pub use message::{Header, Message, Session};
+pub use message::{reply_type, Header, Message, Session};
 pub use sign::{SignatureError, Signer};
 pub use wire::{verify_frames, RawMessage, WireError, DELIMITER};
 

@@ -153,6 +153,15 @@ impl Session {
         }
     }
 
+    /// The `<kind>_reply` to `request`, routed back to its sender, with
+    /// the reply's status in its metadata.
+    pub fn reply(&self, request: &Message, content: Value) -> Message {
+        let status = content["status"].clone();
+        let mut reply = self.message(&reply_type(request.msg_type()), content, Some(request));
+        reply.metadata = serde_json::json!({ "status": status });
+        reply
+    }
+
     /// Signs and frames a message for sending.
     pub fn encode(&self, message: &Message) -> zeromq::ZmqMessage {
         message.to_raw().into_zmq(&self.signer)
@@ -162,6 +171,16 @@ impl Session {
     pub fn decode(&self, frames: zeromq::ZmqMessage) -> Result<Message, WireError> {
         Message::from_raw(RawMessage::from_zmq(frames, &self.signer)?)
     }
+}
+
+/// `execute_request` → `execute_reply`.
+pub fn reply_type(request_type: &str) -> String {
+    format!(
+        "{}_reply",
+        request_type
+            .strip_suffix("_request")
+            .unwrap_or(request_type)
+    )
 }
 
 /// The current UTC time as ISO 8601 with microseconds, as Jupyter writes it.
@@ -195,6 +214,19 @@ mod tests {
         let reply = s.message("execute_reply", json!({}), Some(&back));
         let back = s.decode(s.encode(&reply)).unwrap();
         assert_eq!(back.parent_header.unwrap().msg_id, req.header.msg_id);
+    }
+
+    #[test]
+    fn replies_are_typed_routed_and_carry_their_status() {
+        let s = Session::new(b"k", "u");
+        let mut req = s.message("kernel_info_request", json!({}), None);
+        req.identities = vec![Bytes::from_static(b"peer")];
+        let reply = s.reply(&req, json!({"status": "ok"}));
+        assert_eq!(reply.msg_type(), "kernel_info_reply");
+        assert_eq!(reply.identities, req.identities);
+        assert_eq!(reply.metadata["status"], "ok");
+        assert_eq!(reply_type("shutdown_request"), "shutdown_reply");
+        assert_eq!(reply_type("odd"), "odd_reply");
     }
 
     #[test]

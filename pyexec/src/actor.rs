@@ -112,39 +112,3 @@ impl<S> PythonJobs<S> {
         }
     }
 }
-
-/// Starts the process's I/O thread: a current-thread tokio runtime (the
-/// fastest zeromq round trip here) running `serve`. The Python thread
-/// depends on it for everything, so if it panics the process exits rather
-/// than leave a Python thread waiting forever (an orphan).
-pub fn spawn_io_thread<F, Fut>(name: &str, serve: F) -> std::io::Result<()>
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()>,
-{
-    let thread_name = name.to_string();
-    std::thread::Builder::new()
-        .name(thread_name.clone())
-        .spawn(move || {
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime");
-                runtime.block_on(serve());
-            }));
-            if ran.is_err() {
-                eprintln!("rparallel: the {thread_name} thread failed; exiting");
-                std::process::exit(70);
-            }
-        })
-        .map(|_| ())
-}
-
-/// Ends the process now, from the I/O thread, when the Python thread did
-/// not stop within its grace period. `_exit` skips exit handlers: `exit()`
-/// could wait on a lock the stuck Python thread holds.
-pub fn force_exit(code: i32) -> ! {
-    // SAFETY: _exit has no preconditions and does not return.
-    unsafe { libc::_exit(code) }
-}

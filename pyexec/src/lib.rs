@@ -1,4 +1,6 @@
-//! Embedded CPython for rparallel, shared by the kernel and the engines.
+//! Embedded CPython for rparallel, shared by the kernel and the engines:
+//! the one execute path and everything around it. The kernel and the
+//! engine are adapters that bring sockets and say where output goes.
 //!
 //! # Layout
 //!
@@ -16,7 +18,13 @@
 //!   what engines run for the client); `python/rparallel/`.
 //! - [`actor`]: the Python thread as an actor serving jobs from other
 //!   threads (kernel and engines alike).
-//! - [`coalesce`]: joining small stream writes into messages.
+//! - [`process`]: start-up and shutdown of a kernel or engine process.
+//! - [`execute`]: the execute path: request → input → run → result or
+//!   error → reply, with the defaults of each process as data.
+//! - [`publish`]: the one publisher: a task owning the socket, coalescing
+//!   stream writes ([`coalesce`]), outputs always ahead of their reply; a
+//!   process's [`publish::Stamp`] says where outputs go.
+//! - [`sink`]: [`Sink`], where running code's output and `input()` go.
 //! - [`fdcapture`]: what C code and subprocesses write to fds 1 and 2,
 //!   sent to the sink as stream text.
 //! - [`interrupt`]: raising KeyboardInterrupt in the Python thread from any
@@ -30,6 +38,7 @@
 
 pub mod actor;
 pub mod coalesce;
+pub mod execute;
 pub mod fdcapture;
 pub mod hooks;
 pub mod init;
@@ -37,14 +46,19 @@ pub mod input;
 pub mod interrupt;
 pub mod output;
 pub mod package;
+pub mod process;
+pub mod publish;
 pub mod remote;
 pub mod shell;
+pub mod sink;
 
 pub use init::{initialize, PythonEnv};
 pub use interrupt::Interrupter;
 pub use output::{InputError, OutputEvent, OutputSink, WireOutput};
+pub use publish::{Parent, Publisher, Stamp};
 pub use remote::{deserialize, frames_from_python, frames_to_python, serialize, Frame, Remote};
 pub use shell::{
     CellError, Completion, ExecuteOutcome, Inspection, IsComplete, MagicHandlers, MimeBundle,
     PyShell,
 };
+pub use sink::{Sink, Stdin};
