@@ -51,9 +51,11 @@ venv: $(VENV)/.installed
 kernelspec: build venv
 	$(BIN) install --sys-prefix --python $(PY)
 
+## lint: formatting, clippy, and the layout rules (tools/check_layout.py)
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	$(PYTHON3) tools/check_layout.py
 
 clean:
 	cargo clean

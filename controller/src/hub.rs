@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use zeromq::{RouterRecvHalf, RouterSendHalf, SocketRecv, SocketSend, ZmqMessage};
 
+use crate::events::HubEvent;
 use crate::launcher::LocalEngines;
 use crate::registry::{Registration, Registry};
 
@@ -34,20 +35,6 @@ pub struct HubConfig {
     pub hostname: String,
     /// Replace a local engine whose process dies abnormally.
     pub restart_engines: bool,
-}
-
-/// What the outside world tells the hub.
-#[derive(Debug)]
-pub enum HubEvent {
-    /// A local engine process exited (pid, reason such as "signal 9";
-    /// `clean`: exit code 0, as after a shutdown request).
-    ProcessExited {
-        pid: u32,
-        reason: String,
-        clean: bool,
-    },
-    /// Stop: shut the engines down and return.
-    Stop,
 }
 
 /// Why the hub stopped.

@@ -11,7 +11,7 @@ use rparallel_cluster::process::{describe_exit, die_with_parent};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use crate::hub::HubEvent;
+use crate::events::HubEvent;
 
 /// How to start one engine.
 #[derive(Debug, Clone)]

@@ -10,9 +10,11 @@
 //!   requests to engines and engine output back to the client that asked,
 //!   answers registration and heartbeats, announces engines coming and going.
 //! - [`launcher`]: starts local engine processes and reports their exits.
+//! - [`events`]: what the launcher and signals tell the hub.
 //!
 //! The wire protocol is described in `docs/cluster-protocol.md`.
 
+pub mod events;
 pub mod hub;
 pub mod launcher;
 pub mod registry;

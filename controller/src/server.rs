@@ -12,7 +12,8 @@ use rparallel_protocol::{connection::new_key, Session, Transport};
 use tokio::sync::mpsc;
 use zeromq::{Endpoint, RouterSocket, Socket};
 
-use crate::hub::{Hub, HubConfig, HubEvent};
+use crate::events::HubEvent;
+use crate::hub::{Hub, HubConfig};
 use crate::launcher::{self, EngineCommand, LocalEngines};
 
 /// Options of `rparallel controller`.

@@ -126,3 +126,22 @@ class ExecuteReply:
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         return (dict(self._shown), dict(self.metadata)) if self.data else ({}, {})
+
+
+def in_thread(fn, *args):
+    """A concurrent.futures.Future of fn(*args), run on a daemon thread."""
+    import concurrent.futures
+    import threading
+
+    future = concurrent.futures.Future()
+
+    def run():
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # noqa: B036 - the caller sees it
+            future.set_exception(e)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future

@@ -1,107 +1,90 @@
 //! `Client`: a connection to a cluster's controller, and the views on it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PySlice};
-use rparallel_cluster::Profile;
+use pyo3::types::{PyDict, PySlice, PyTuple};
+use rparallel_client::{Client, Deadline, TargetError, Targets};
+use rparallel_cluster::{ConnectionFile, Profile};
 use serde_json::json;
 
-use crate::core::{error, timeout_arg, wait_interruptibly, Core};
-use crate::result::AsyncResult;
-use crate::targets::Targets;
-use crate::view::{parse_targets, target_error, DirectView};
+use crate::errors::{os_error, target_error, timeout_error};
+use crate::jobs::wait_jobs;
+use crate::view::DirectView;
+use crate::waiting::PyWaiter;
 
 #[pyclass(module = "rparallel", name = "Client")]
-pub struct Client {
-    pub core: Arc<Core>,
+pub struct PyClient {
+    client: Arc<Client>,
     #[pyo3(get)]
     profile: String,
 }
 
-pub fn os_error(e: anyhow::Error) -> PyErr {
-    PyOSError::new_err(format!("{e:#}"))
-}
-
-/// msg_ids of `jobs`: None, an AsyncResult, a msg_id, or a list of those.
-pub fn job_ids(jobs: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
-    let Some(jobs) = jobs.filter(|j| !j.is_none()) else {
-        return Ok(Vec::new());
-    };
-    let mut ids = Vec::new();
-    let mut add = |job: &Bound<'_, PyAny>| -> PyResult<()> {
-        if let Ok(result) = job.cast::<AsyncResult>() {
-            ids.extend(result.borrow().msg_ids.iter().cloned());
-        } else if let Ok(id) = job.extract::<String>() {
-            ids.push(id);
-        } else {
-            return Err(PyTypeError::new_err("jobs are AsyncResults or msg_ids"));
-        }
-        Ok(())
-    };
-    if jobs.is_instance_of::<PyList>() || jobs.is_instance_of::<pyo3::types::PyTuple>() {
-        for job in jobs.try_iter()? {
-            add(&job?)?;
-        }
-    } else {
-        add(jobs)?;
-    }
-    Ok(ids)
-}
-
-/// Waits for `jobs` (all pending requests when None).
-pub fn wait_jobs(
+/// Connects to the controller of `profile` (or the one `url_file` names)
+/// and learns its engines.
+pub(crate) fn connect(
     py: Python<'_>,
-    core: &Core,
-    jobs: Option<&Bound<'_, PyAny>>,
-    timeout: Option<f64>,
-) -> PyResult<bool> {
-    let ids = job_ids(jobs)?;
-    let tracker = core.tracker();
-    wait_interruptibly(py, timeout_arg(timeout), |slice| {
-        if ids.is_empty() {
-            tracker.wait_until(Some(slice), |state| {
-                state
-                    .tasks
-                    .values()
-                    .all(|t| t.status != crate::tracker::Status::Pending)
-            })
+    profile: &Profile,
+    url_file: Option<PathBuf>,
+    timeout: f64,
+) -> PyResult<Arc<Client>> {
+    let path = url_file.unwrap_or_else(|| profile.client_file());
+    let file = ConnectionFile::read(&path).map_err(|e| {
+        if path.exists() {
+            os_error(e)
         } else {
-            tracker.wait(&ids, Some(slice))
+            PyOSError::new_err(format!(
+                "no cluster is running in profile {} ({} not found); start one with `rparallel cluster start` or rparallel.Cluster",
+                profile.name,
+                path.display()
+            ))
         }
-    })
+    })?;
+    let wait = Duration::from_secs_f64(timeout.max(0.1));
+    let client = py
+        .detach(|| Client::connect(&file, wait))
+        .map_err(os_error)?;
+    if !client.handshake(&mut PyWaiter::new(py), wait)? {
+        return Err(timeout_error(
+            py,
+            format!(
+                "the controller at {} did not answer within {timeout} s",
+                file.endpoint()
+            ),
+        ));
+    }
+    Ok(client)
 }
 
-impl Client {
-    pub fn view(slf: &Bound<'_, Self>, targets: Targets) -> PyResult<DirectView> {
-        Ok(DirectView {
-            core: slf.borrow().core.clone(),
-            client: slf.clone().into_any().unbind(),
+impl PyClient {
+    fn view(slf: &Bound<'_, Self>, targets: Targets) -> DirectView {
+        DirectView::new(
+            slf.borrow().client.clone(),
+            slf.clone().into_any().unbind(),
             targets,
-            block: false,
-            track: false,
-        })
+        )
     }
 }
 
 #[pymethods]
-impl Client {
+impl PyClient {
     /// Connects to the cluster of `profile` (or the one `url_file` names).
     #[new]
     #[pyo3(signature = (url_file=None, profile=None, timeout=10.0, **_kwargs))]
     fn new(
         py: Python<'_>,
-        url_file: Option<std::path::PathBuf>,
+        url_file: Option<PathBuf>,
         profile: Option<String>,
         timeout: f64,
-        _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let profile = Profile::new(profile.as_deref()).map_err(os_error)?;
-        let core = Core::connect(py, &profile, url_file, timeout)?;
-        Ok(Client {
-            core,
+        let client = connect(py, &profile, url_file, timeout)?;
+        Ok(PyClient {
+            client,
             profile: profile.name,
         })
     }
@@ -109,40 +92,35 @@ impl Client {
     /// Sorted ids of the live engines.
     #[getter]
     fn ids(&self) -> Vec<u32> {
-        self.core.ids()
+        self.client.ids()
     }
 
     fn __len__(&self) -> usize {
-        self.core.ids().len()
+        self.client.ids().len()
     }
 
     /// `rc[0]`: one engine; `rc[1:3]`, `rc[::2]`, `rc[[0, 2]]`: several.
     fn __getitem__(slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>) -> PyResult<DirectView> {
-        let core = slf.borrow().core.clone();
-        if core.ids().is_empty() {
-            return Err(target_error(
-                slf.py(),
-                &core,
-                crate::targets::TargetError::NoEngines,
-            ));
+        let py = slf.py();
+        let client = slf.borrow().client.clone();
+        if client.ids().is_empty() {
+            return Err(target_error(py, &client, TargetError::NoEngines));
         }
-        let targets = if key.is_instance_of::<PySlice>()
+        let indexable = key.is_instance_of::<PySlice>()
             || key.extract::<i64>().is_ok()
-            || key.hasattr("__iter__")?
-        {
-            parse_targets(&core, key)?
-        } else {
+            || key.hasattr("__iter__")?;
+        if !indexable {
             return Err(PyTypeError::new_err(
                 "index engines with an int, a slice or a list",
             ));
-        };
-        if let Targets::Many(ids) = &targets {
-            targets
-                .resolve(&core.ids())
-                .map_err(|e| target_error(slf.py(), &core, e))?;
-            let _ = ids;
         }
-        Client::view(slf, targets)
+        let targets = crate::convert::targets(&client, key)?;
+        if let Targets::Many(_) = targets {
+            targets
+                .resolve(&client.ids())
+                .map_err(|e| target_error(py, &client, e))?;
+        }
+        Ok(PyClient::view(slf, targets))
     }
 
     /// A view on `targets` ('all' follows engines as they come and go).
@@ -152,10 +130,10 @@ impl Client {
         targets: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<DirectView> {
         let targets = match targets {
-            Some(t) if !t.is_none() => parse_targets(&slf.borrow().core, t)?,
+            Some(t) if !t.is_none() => crate::convert::targets(&slf.borrow().client, t)?,
             _ => Targets::All,
         };
-        Client::view(slf, targets)
+        Ok(PyClient::view(slf, targets))
     }
 
     /// Makes a blocking view on `targets` the one `%px{suffix}` runs on.
@@ -165,8 +143,8 @@ impl Client {
         targets: Option<&Bound<'_, PyAny>>,
         suffix: &str,
     ) -> PyResult<Py<PyAny>> {
-        let mut view = Client::direct_view(slf, targets)?;
-        view.block = true;
+        let mut view = PyClient::direct_view(slf, targets)?;
+        view.set_block(true);
         let view = Bound::new(slf.py(), view)?;
         view.call_method1("activate", (suffix,))?;
         Ok(view.into_any().unbind())
@@ -177,38 +155,52 @@ impl Client {
     #[pyo3(signature = (*_args, **_kwargs))]
     fn __init__(
         slf: &Bound<'_, Self>,
-        _args: &Bound<'_, pyo3::types::PyTuple>,
-        _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
-        Client::activate(slf, None, "")?;
+        PyClient::activate(slf, None, "")?;
         Ok(())
     }
 
-    /// Waits until at least `n` engines are registered.
+    /// Waits until at least `n` engines are registered. With
+    /// `block=False`, returns at once a `concurrent.futures.Future` that
+    /// does the waiting.
     #[pyo3(signature = (n, timeout=None, block=true))]
     fn wait_for_engines(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         n: usize,
         timeout: Option<f64>,
         block: bool,
-    ) -> PyResult<()> {
-        let _ = block;
-        let tracker = self.core.tracker();
-        let ok = wait_interruptibly(py, timeout_arg(timeout), |slice| {
-            tracker.wait_until(Some(slice), |state| state.engines.len() >= n)
-        })?;
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        if !block {
+            let wait = slf.getattr("wait_for_engines")?;
+            return Ok(crate::convert::helpers(py)?
+                .call_method1("in_thread", (wait, n, timeout))?
+                .unbind());
+        }
+        let client = slf.borrow().client.clone();
+        let registered = |state: &rparallel_client::State| state.engines.len() >= n;
+        let timeout = match Deadline::returning(timeout) {
+            Deadline::Return(t) => Some(t),
+            _ => None,
+        };
+        let ok = rparallel_client::wait::wait_until(
+            client.tracker(),
+            &mut PyWaiter::new(py),
+            timeout,
+            registered,
+        )?;
         if !ok {
-            return Err(error(
+            return Err(timeout_error(
                 py,
-                "TimeoutError",
-                (format!(
+                format!(
                     "{} of {n} engines registered before the timeout",
-                    self.core.ids().len()
-                ),),
+                    client.ids().len()
+                ),
             ));
         }
-        Ok(())
+        Ok(py.None())
     }
 
     /// Waits for `jobs` (all outstanding requests when None).
@@ -219,7 +211,7 @@ impl Client {
         jobs: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<bool> {
-        wait_jobs(py, &self.core, jobs, timeout)
+        wait_jobs(py, &self.client, jobs, timeout)
     }
 
     /// Aborts queued work on `targets` (all engines by default).
@@ -230,7 +222,7 @@ impl Client {
         targets: Option<&Bound<'_, PyAny>>,
         block: Option<bool>,
     ) -> PyResult<Py<PyAny>> {
-        let view = Bound::new(slf.py(), Client::direct_view(slf, targets)?)?;
+        let view = Bound::new(slf.py(), PyClient::direct_view(slf, targets)?)?;
         view.call_method1("abort", (jobs, targets, block))
             .map(Bound::unbind)
     }
@@ -244,28 +236,27 @@ impl Client {
         block: Option<bool>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let core = slf.borrow().core.clone();
+        let client = slf.borrow().client.clone();
         if hub {
-            let msg_id = core.request(None, "shutdown_request", json!({ "hub": true }), vec![]);
-            core.wait(
-                py,
-                std::slice::from_ref(&msg_id),
-                Some(Duration::from_secs(5)),
+            client.ask_controller(
+                &mut PyWaiter::new(py),
+                "shutdown_request",
+                json!({ "hub": true }),
+                Duration::from_secs(5),
             )?;
-            core.tracker().forget(&[msg_id]);
             return Ok(());
         }
-        if core.ids().is_empty() {
+        if client.ids().is_empty() {
             return Ok(());
         }
-        let view = Bound::new(py, Client::direct_view(slf, targets)?)?;
+        let view = Bound::new(py, PyClient::direct_view(slf, targets)?)?;
         view.call_method1("shutdown", (py.None(), block.unwrap_or(true)))?;
         Ok(())
     }
 
     /// Closes the connection.
     fn close(&self) {
-        self.core.connection.close();
+        self.client.close();
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -280,7 +271,7 @@ impl Client {
         format!(
             "<rparallel.Client profile={} engines={:?}>",
             self.profile,
-            self.core.ids()
+            self.client.ids()
         )
     }
 }

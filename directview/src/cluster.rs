@@ -6,16 +6,20 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{IntoPyDict, PyDict};
 use rparallel_cluster::Profile;
 use rparallel_cluster::{start_cluster, ClusterOptions, StartedCluster};
 
 use serde_json::json;
 
-use crate::client::Client;
-use crate::core::{error, wait_interruptibly, Core};
+use rparallel_client::wait::wait_until;
+use rparallel_client::{Client, Deadline, Request, State};
+
+use crate::client::{connect, PyClient};
+use crate::errors::{os_error, timeout_error};
+use crate::waiting::PyWaiter;
 
 /// Clusters this process started and has not stopped, by profile name.
 static OWNED: Mutex<Vec<(String, StartedCluster)>> = Mutex::new(Vec::new());
@@ -37,7 +41,7 @@ pub struct Cluster {
     options: ClusterOptions,
     /// The cluster's own connection to its controller, for starting and
     /// stopping engines (not a Client: it must not become `%px`'s view).
-    control: Mutex<Option<Arc<Core>>>,
+    control: Mutex<Option<Arc<Client>>>,
 }
 
 /// How long restarted engines get to stop and to register.
@@ -117,7 +121,7 @@ impl Cluster {
         let options = self.options.clone();
         let started = py
             .detach(move || start_cluster(&options))
-            .map_err(|e| PyOSError::new_err(format!("{e:#}")))?;
+            .map_err(os_error)?;
         OWNED
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -132,7 +136,7 @@ impl Cluster {
             Some(&[("profile", self.profile.clone())].into_py_dict(py)?),
         )?;
         client
-            .cast::<Client>()?
+            .cast::<PyClient>()?
             .call_method1("wait_for_engines", (self.n, 60.0))?;
         Ok(client.unbind())
     }
@@ -145,17 +149,17 @@ impl Cluster {
     /// Stops every engine and starts `n` new ones; returns their ids once
     /// all registered. New engines have new ids and empty namespaces.
     fn restart_engines(&self, py: Python<'_>) -> PyResult<Vec<u32>> {
-        let core = self.control(py)?;
-        let old = core.ids();
+        let client = self.control(py)?;
+        let old = client.ids();
         if !old.is_empty() {
-            core.ask_controller(
-                py,
+            client.ask_controller(
+                &mut PyWaiter::new(py),
                 "shutdown_request",
                 json!({ "hub": false }),
                 RESTART_TIMEOUT,
             )?;
         }
-        self.replace(py, &core, &old, self.n)
+        self.replace(py, &client, &old, self.n)
     }
 
     /// Same as `restart_engines` (ipyparallel's blocking spelling).
@@ -166,13 +170,19 @@ impl Cluster {
     /// Stops engine `engine_id` and starts one in its place; returns the
     /// new engine's id (ids are never reused).
     fn restart_engine(&self, py: Python<'_>, engine_id: u32) -> PyResult<u32> {
-        let core = self.control(py)?;
-        if core.ids().contains(&engine_id) {
-            let msg_id = core.request(Some(engine_id), "shutdown_request", json!({}), vec![]);
-            core.wait(py, std::slice::from_ref(&msg_id), Some(RESTART_TIMEOUT))?;
-            core.tracker().forget(&[msg_id]);
+        let client = self.control(py)?;
+        if client.ids().contains(&engine_id) {
+            let msg_id = client.send(engine_id, Request::Shutdown);
+            let ids = std::slice::from_ref(&msg_id);
+            let waited = client.wait(
+                ids,
+                Deadline::Return(RESTART_TIMEOUT),
+                &mut PyWaiter::new(py),
+            );
+            client.tracker().forget(ids);
+            waited?;
         }
-        let new = self.replace(py, &core, &[engine_id], 1)?;
+        let new = self.replace(py, &client, &[engine_id], 1)?;
         Ok(new[0])
     }
 
@@ -180,8 +190,8 @@ impl Cluster {
     /// ids once they registered.
     #[pyo3(signature = (n=None))]
     fn start_engines(&self, py: Python<'_>, n: Option<usize>) -> PyResult<Vec<u32>> {
-        let core = self.control(py)?;
-        self.replace(py, &core, &[], n.unwrap_or(self.n))
+        let client = self.control(py)?;
+        self.replace(py, &client, &[], n.unwrap_or(self.n))
     }
 
     /// Stops the controller and all engines.
@@ -190,11 +200,10 @@ impl Cluster {
         if let Some(at) = owned.iter().position(|(p, _)| *p == self.profile) {
             let (_, cluster) = owned.remove(at);
             drop(owned);
-            if let Some(core) = self.control_slot().take() {
-                core.connection.close();
+            if let Some(client) = self.control_slot().take() {
+                client.close();
             }
-            py.detach(|| cluster.stop())
-                .map_err(|e| PyOSError::new_err(format!("{e:#}")))?;
+            py.detach(|| cluster.stop()).map_err(os_error)?;
         }
         Ok(())
     }
@@ -227,35 +236,35 @@ impl Cluster {
 }
 
 impl Cluster {
-    fn control_slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Core>>> {
+    fn control_slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Client>>> {
         self.control.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The cluster's control connection, opened on first use.
-    fn control(&self, py: Python<'_>) -> PyResult<Arc<Core>> {
+    fn control(&self, py: Python<'_>) -> PyResult<Arc<Client>> {
         if !self.is_running() {
             return Err(PyRuntimeError::new_err(
                 "the cluster is not running: call start_sync() first",
             ));
         }
-        let live = |c: &Arc<Core>| c.tracker().lock().controller_lost.is_none();
-        if let Some(core) = self.control_slot().as_ref().filter(|c| live(c)) {
-            return Ok(core.clone());
+        let live = |c: &Arc<Client>| c.controller_lost().is_none();
+        if let Some(client) = self.control_slot().as_ref().filter(|c| live(c)) {
+            return Ok(client.clone());
         }
         // Connect without holding the slot: connecting releases the GIL,
         // and another thread waiting on the slot with the GIL would
         // deadlock it.
-        let profile = Profile::new(Some(&self.profile)).map_err(crate::client::os_error)?;
-        let core = Core::connect(py, &profile, None, 10.0)?;
+        let profile = Profile::new(Some(&self.profile)).map_err(os_error)?;
+        let client = connect(py, &profile, None, 10.0)?;
         let mut slot = self.control_slot();
         match slot.as_ref().filter(|c| live(c)) {
             Some(theirs) => {
-                core.connection.close();
+                client.close();
                 Ok(theirs.clone())
             }
             None => {
-                *slot = Some(core.clone());
-                Ok(core)
+                *slot = Some(client.clone());
+                Ok(client)
             }
         }
     }
@@ -265,27 +274,22 @@ impl Cluster {
     fn replace(
         &self,
         py: Python<'_>,
-        core: &Core,
+        client: &Client,
         old: &[u32],
         count: usize,
     ) -> PyResult<Vec<u32>> {
-        let tracker = core.tracker();
-        let gone = wait_interruptibly(py, Some(RESTART_TIMEOUT), |slice| {
-            tracker.wait_until(Some(slice), |state| {
-                old.iter().all(|id| !state.engines.contains_key(id))
-            })
+        let tracker = client.tracker();
+        let mut waiter = PyWaiter::new(py);
+        let gone = wait_until(tracker, &mut waiter, Some(RESTART_TIMEOUT), |state| {
+            old.iter().all(|id| !state.engines.contains_key(id))
         })?;
         if !gone {
-            return Err(error(
-                py,
-                "TimeoutError",
-                (format!("engines {old:?} did not stop"),),
-            ));
+            return Err(timeout_error(py, format!("engines {old:?} did not stop")));
         }
-        let before = core.ids();
-        let reply = core
+        let before = client.ids();
+        let reply = client
             .ask_controller(
-                py,
+                &mut waiter,
                 "start_engines_request",
                 json!({ "n": count }),
                 RESTART_TIMEOUT,
@@ -299,7 +303,7 @@ impl Cluster {
                 reply["reason"].as_str().unwrap_or("unknown")
             )));
         }
-        let new = |state: &crate::tracker::State| -> Vec<u32> {
+        let new = |state: &State| -> Vec<u32> {
             state
                 .engines
                 .keys()
@@ -307,18 +311,17 @@ impl Cluster {
                 .filter(|id| !before.contains(id) && !old.contains(id))
                 .collect()
         };
-        let registered = wait_interruptibly(py, Some(self.options.timeout), |slice| {
-            tracker.wait_until(Some(slice), |state| new(state).len() >= count)
+        let registered = wait_until(tracker, &mut waiter, Some(self.options.timeout), |state| {
+            new(state).len() >= count
         })?;
         let ids = new(&tracker.lock());
         if !registered {
-            return Err(error(
+            return Err(timeout_error(
                 py,
-                "TimeoutError",
-                (format!(
+                format!(
                     "{} of {count} new engines registered before the timeout",
                     ids.len()
-                ),),
+                ),
             ));
         }
         Ok(ids)
@@ -334,5 +337,3 @@ impl Cluster {
             .any(|(p, cluster)| *p == self.profile && cluster.is_running())
     }
 }
-
-use pyo3::types::IntoPyDict;

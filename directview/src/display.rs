@@ -9,7 +9,7 @@ use rparallel_magics::render::{EngineOutput, Item, Shown};
 use rparallel_protocol::Message;
 use serde_json::Value;
 
-use crate::tracker::Task;
+use rparallel_client::Task;
 
 /// Where output is published; found once per use.
 pub struct Frontend<'py> {
@@ -48,7 +48,7 @@ impl<'py> Frontend<'py> {
     }
 
     fn object(&self, value: &Value) -> PyResult<Bound<'py, PyAny>> {
-        crate::core::to_python(self.py, value)
+        crate::convert::to_python(self.py, value)
     }
 
     /// Publishes a MIME bundle; with `display_id`, one that can be updated.

@@ -1,33 +1,38 @@
-//! The client side of rparallel: `Client`, `DirectView`, `AsyncResult` and
-//! friends in Rust, exposed to Python as the module `rparallel`.
+//! The Python module `rparallel`: `Client`, `DirectView`, `AsyncResult`,
+//! remote functions and `Cluster`, a thin pyo3 layer over the Rust client
+//! (`rparallel_client`): Python arguments are read into its types here,
+//! and its results turned into Python values.
 //!
 //! # Layout
 //!
-//! - [`connection`]: the DEALER connection to the controller, on its own
-//!   I/O thread; heartbeats.
-//! - [`tracker`]: live engines and the state of every request (replies,
-//!   outputs, failures); waiting happens here with the GIL released.
-//! - [`core`]: what a client's Python objects share; interruptible waits.
-//! - [`targets`], [`partition`]: which engines, and which part each gets.
+//! - [`client`], [`view`] (the view and its one path to the engines),
+//!   [`view_methods`] (its Python API), [`result`], [`remote`], [`cluster`]:
+//!   the Python classes.
+//! - [`waiting`]: [`waiting::PyWaiter`], how Python waits on the client's
+//!   one wait loop (GIL released, Ctrl-C, live output, progress).
 //! - [`display`], [`relay`]: showing engine output (live while waiting,
 //!   or grouped afterwards) with the labels `rparallel_magics` renders.
-//! - [`client`], [`view`], [`result`], [`remote`], [`cluster`]: the Python
-//!   classes. [`view::DirectView::submit`] is the one path to the engines.
+//! - [`jobs`], [`convert`], [`errors`]: `jobs` arguments, Python ↔ Rust
+//!   values, the exceptions raised.
 //! - `python/helpers.py` (`rparallel._helpers`): the few client pieces
 //!   best in Python.
+//!
+//! Module dependencies run one way, in the order: errors, convert,
+//! display, relay, waiting, result, jobs, view, remote, view_methods,
+//! client, cluster.
 
 pub mod client;
 pub mod cluster;
-pub mod connection;
-pub mod core;
+pub mod convert;
 pub mod display;
-pub mod partition;
+pub mod errors;
+pub mod jobs;
 pub mod relay;
 pub mod remote;
 pub mod result;
-pub mod targets;
-pub mod tracker;
 pub mod view;
+pub mod view_methods;
+pub mod waiting;
 
 use pyo3::prelude::*;
 
@@ -48,7 +53,7 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     )?;
     module.setattr("_helpers", &helpers)?;
 
-    module.add_class::<client::Client>()?;
+    module.add_class::<client::PyClient>()?;
     module.add_class::<view::DirectView>()?;
     module.add_class::<result::AsyncResult>()?;
     module.add("AsyncMapResult", module.getattr("AsyncResult")?)?;

@@ -11,8 +11,9 @@ use rparallel_magics::render::{self, LineBuffer};
 use rparallel_protocol::Message;
 use std::sync::Arc;
 
+use rparallel_client::{State, Tracker};
+
 use crate::display::Frontend;
-use crate::tracker::{State, Tracker};
 
 /// How long an unfinished line may wait for its end before it is shown.
 const LINE_PATIENCE: Duration = Duration::from_millis(300);

@@ -3,15 +3,15 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::view::DirectView;
+use crate::view::{finish, DirectView};
 
 /// What `view.remote(...)` / `view.parallel(...)` return: applied to a
 /// function, it makes a RemoteFunction or a ParallelFunction.
 #[pyclass(module = "rparallel")]
 pub struct RemoteDecorator {
-    pub view: Py<DirectView>,
-    pub block: Option<bool>,
-    pub parallel: bool,
+    pub(crate) view: Py<DirectView>,
+    pub(crate) block: Option<bool>,
+    pub(crate) parallel: bool,
 }
 
 #[pymethods]
@@ -62,7 +62,7 @@ impl RemoteFunction {
     ) -> PyResult<Py<PyAny>> {
         let view = self.view.bind(py).borrow();
         let block = self.block.unwrap_or(view.block);
-        view.apply_with(py, self.f.bind(py), args, kwargs, block, None)
+        finish(view.apply(py, self.f.bind(py), args, kwargs)?, block)
     }
 
     #[getter]
@@ -92,14 +92,14 @@ impl ParallelFunction {
     fn __call__(&self, py: Python<'_>, sequences: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
         let view = self.view.bind(py).borrow();
         let block = self.block.unwrap_or(view.block);
-        view.parallel_call(py, self.f.bind(py), sequences, false, block)
+        finish(view.chunked(py, self.f.bind(py), sequences, false)?, block)
     }
 
     #[pyo3(signature = (*sequences))]
     fn map(&self, py: Python<'_>, sequences: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
         let view = self.view.bind(py).borrow();
         let block = self.block.unwrap_or(view.block);
-        view.parallel_call(py, self.f.bind(py), sequences, true, block)
+        finish(view.chunked(py, self.f.bind(py), sequences, true)?, block)
     }
 
     #[getter]

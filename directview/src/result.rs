@@ -1,62 +1,89 @@
-//! `AsyncResult`: the handle on requests in flight. Results are decoded
-//! when asked for; the tracker's records go when the handle goes.
+//! `AsyncResult`: the handle on requests in flight. What kind of call it is
+//! for ([`Call`]) is fixed when it is made; its value is built from the
+//! replies by the call's [`Shape`] when asked for. The tracker's records
+//! go when the handle goes.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyIndexError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use pyo3::BoundObject;
-use serde_json::json;
-
+use rparallel_client::{
+    Call, Client, Deadline, Shape, Status, Task, Waited, Waiter, INTERRUPT_GRACE,
+};
 use rparallel_magics::render;
 use rparallel_magics::GroupBy;
+use rparallel_protocol::Message;
+use serde_json::json;
 
-use crate::core::{
-    error, helpers, timeout_arg, to_python, wait_interruptibly, Core, INTERRUPT_GRACE,
-};
+use crate::convert::{helpers, to_python};
 use crate::display::{engine_outputs, Frontend};
+use crate::errors::{error, errors, timeout_error};
 use crate::relay::Relay;
-use crate::tracker::{Status, Task, Tracker};
-
-/// How per-engine values become the result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Combine {
-    /// One value per engine (a bare value for a single-engine view).
-    Each,
-    /// Pulled lists: one name → its value, several → the list.
-    PullOne,
-    /// Per-engine parts joined into one sequence (map, gather, parallel).
-    Concat,
-}
+use crate::waiting::PyWaiter;
 
 #[pyclass(module = "rparallel", name = "AsyncResult")]
 pub struct AsyncResult {
-    pub core: Arc<Core>,
-    pub msg_ids: Vec<String>,
-    pub engines: Vec<u32>,
-    /// "execute", "apply", "push", "pull", ...: shown in `[n:method]`.
-    pub method: &'static str,
-    pub single: bool,
-    pub combine: Combine,
-    pub submitted: Instant,
-    pub label: String,
-    /// Extra per-engine values decoded for pull of a single name.
-    pub pull_single_name: bool,
-    /// Replies already decoded, by request msg_id.
-    pub decoded: std::sync::Mutex<std::collections::HashMap<String, Py<PyAny>>>,
+    client: Arc<Client>,
+    msg_ids: Vec<String>,
+    engines: Vec<u32>,
+    call: Call,
+    /// One engine's bare value rather than a list of one.
+    single: bool,
+    submitted: Instant,
+    label: String,
+    /// Replies already unpickled, by request msg_id.
+    decoded: Mutex<HashMap<String, Py<PyAny>>>,
 }
 
 impl Drop for AsyncResult {
     fn drop(&mut self) {
-        self.core.tracker().forget(&self.msg_ids);
+        self.client.tracker().forget(&self.msg_ids);
     }
 }
 
+/// What one finished request gave: its value, or its error (an exception
+/// instance).
+type Outcome = Result<Py<PyAny>, Py<PyAny>>;
+
 impl AsyncResult {
-    pub fn tasks(&self) -> Vec<Option<Task>> {
-        let state = self.core.tracker().lock();
+    /// The result of `msg_ids`, sent to `engines` in this order at
+    /// `submitted`; `label` replaces the call's own in its repr.
+    pub(crate) fn new(
+        client: Arc<Client>,
+        msg_ids: Vec<String>,
+        engines: Vec<u32>,
+        call: Call,
+        single: bool,
+        submitted: Instant,
+        label: Option<&str>,
+    ) -> Self {
+        AsyncResult {
+            client,
+            msg_ids,
+            engines,
+            call,
+            single,
+            submitted,
+            label: label.map_or_else(|| call.label(), str::to_string),
+            decoded: Mutex::default(),
+        }
+    }
+
+    pub fn msg_ids(&self) -> &[String] {
+        &self.msg_ids
+    }
+
+    /// The engines, in the order of [`AsyncResult::msg_ids`].
+    pub fn engines(&self) -> &[u32] {
+        &self.engines
+    }
+
+    fn tasks(&self) -> Vec<Option<Task>> {
+        let state = self.client.tracker().lock();
         self.msg_ids
             .iter()
             .map(|id| state.tasks.get(id).cloned())
@@ -64,100 +91,174 @@ impl AsyncResult {
     }
 
     pub fn is_ready(&self) -> bool {
-        let state = self.core.tracker().lock();
-        crate::tracker::Tracker::all_done(&state, &self.msg_ids)
+        let state = self.client.tracker().lock();
+        rparallel_client::Tracker::all_done(&state, &self.msg_ids)
     }
 
-    fn engine_info(&self, py: Python<'_>, engine: u32) -> PyResult<Py<PyAny>> {
-        let info = PyDict::new(py);
-        info.set_item("engine_id", engine)?;
-        info.set_item("method", self.method)?;
-        Ok(info.into_any().unbind())
+    /// How many of its requests finished.
+    pub fn finished(&self) -> usize {
+        self.tasks()
+            .into_iter()
+            .filter(|t| t.as_ref().is_none_or(|t| t.status != Status::Pending))
+            .count()
     }
 
-    /// The value of one finished task, or its error (an exception instance).
-    fn task_value(
+    /// A relay for showing this result's output live.
+    pub fn relay(&self) -> Relay {
+        Relay::new(&self.msg_ids, &self.engines)
+    }
+
+    /// Waits as `deadline` says, with `waiter`. Ok once every request
+    /// finished, interrupted ones included ([`AsyncResult::values`] then
+    /// raises their KeyboardInterrupts); TimeoutError when the deadline
+    /// passed first or interrupted engines did not stop; the interrupt
+    /// itself when the user interrupted and the engines did not all stop.
+    pub fn wait_with(
         &self,
         py: Python<'_>,
-        engine: u32,
-        task: Option<Task>,
-    ) -> PyResult<Result<Py<PyAny>, Py<PyAny>>> {
-        let info = self.engine_info(py, engine)?;
+        deadline: Deadline,
+        waiter: &mut PyWaiter<'_, '_>,
+    ) -> PyResult<()> {
+        match self.client.wait(&self.msg_ids, deadline, waiter) {
+            Ok(Waited::Done) => Ok(()),
+            Ok(Waited::TimedOut) => Err(timeout_error(py, "Result not ready.".into())),
+            Ok(Waited::StillRunning(running)) => {
+                let after = match deadline {
+                    Deadline::Interrupt(after) => after.as_secs_f64(),
+                    _ => 0.0,
+                };
+                let grace = INTERRUPT_GRACE.as_secs_f64();
+                Err(timeout_error(
+                    py,
+                    format!("engine(s) {running:?} still running {after} s + {grace} s after being interrupted"),
+                ))
+            }
+            // Interrupted, and the engines stopped in time: their errors
+            // (KeyboardInterrupt on each) say what happened where.
+            Err(e) if waiter.is_interrupt(&e) && self.is_ready() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The value, waiting as `deadline` says.
+    pub fn get_within(&self, py: Python<'_>, deadline: Deadline) -> PyResult<Py<PyAny>> {
+        self.wait_with(py, deadline, &mut PyWaiter::new(py))?;
+        self.values(py)
+    }
+
+    /// All values, raising the remote error(s) if any request failed.
+    pub fn values(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let mut values = Vec::new();
+        let mut failures = Vec::new();
+        for (engine, task) in self.engines.iter().zip(self.tasks()) {
+            match self.outcome(py, *engine, task)? {
+                Ok(v) => values.push(v),
+                Err(e) => failures.push(e),
+            }
+        }
+        if !failures.is_empty() {
+            let list = PyList::new(py, failures)?;
+            let e = errors(py)?
+                .call_method1("collect_exceptions", (list, self.call.method, self.single))?;
+            return Err(PyErr::from_value(e));
+        }
+        if self.call.shape.joins() {
+            return Ok(helpers(py)?.call_method1("concat", (values,))?.unbind());
+        }
+        if self.single {
+            return Ok(values.into_iter().next().unwrap_or_else(|| py.None()));
+        }
+        Ok(PyList::new(py, values)?.into_any().unbind())
+    }
+
+    /// What one request gave, once finished.
+    fn outcome(&self, py: Python<'_>, engine: u32, task: Option<Task>) -> PyResult<Outcome> {
         let Some(task) = task else {
             return Err(PyRuntimeError::new_err(
                 "this result's records were released",
             ));
         };
-        match task.status {
-            Status::Pending => Err(PyRuntimeError::new_err("result not ready")),
+        let info = PyDict::new(py);
+        info.set_item("engine_id", engine)?;
+        info.set_item("method", self.call.method)?;
+        let reply = match task.status {
+            Status::Pending => return Err(PyRuntimeError::new_err("result not ready")),
             Status::Failed(reason) => {
                 let e = error(py, "EngineError", (reason, info));
-                Ok(Err(e.value(py).clone().into_any().unbind()))
+                return Ok(Err(e.value(py).clone().into_any().unbind()));
             }
-            Status::Done => {
-                let reply = task.reply.clone().expect("done tasks have replies");
-                let content = &reply.content;
-                match content["status"].as_str().unwrap_or("ok") {
-                    "ok" if self.method == "execute" => {
-                        Ok(Ok(self.execute_reply(py, engine, &task)?))
-                    }
-                    "ok" => {
-                        let value = match self.method {
-                            "apply" | "map" | "pull" | "gather" => match self
-                                .decode(py, reply)
-                                .map_err(|e| unpickling_note(py, e, engine, self.method))?
-                            {
-                                Some(value) if self.pull_single_name => {
-                                    value.into_bound(py).get_item(0)?
-                                }
-                                Some(value) => value.into_bound(py),
-                                None => py.None().into_bound(py),
-                            },
-                            _ => py.None().into_bound(py),
-                        };
-                        Ok(Ok(value.unbind()))
-                    }
-                    status => {
-                        let (ename, evalue) = if status == "aborted" {
-                            (
-                                "TaskAborted".to_string(),
-                                "the task was aborted".to_string(),
-                            )
-                        } else {
-                            (
-                                content["ename"].as_str().unwrap_or("Exception").to_string(),
-                                content["evalue"].as_str().unwrap_or("").to_string(),
-                            )
-                        };
-                        let traceback: Vec<String> = content["traceback"]
-                            .as_array()
-                            .map(|t| {
-                                t.iter()
-                                    .filter_map(|l| l.as_str().map(String::from))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        let class = if status == "aborted" {
-                            "TaskAborted"
-                        } else {
-                            "RemoteError"
-                        };
-                        let e = error(py, class, (ename, evalue, traceback, info));
-                        Ok(Err(e.value(py).clone().into_any().unbind()))
-                    }
-                }
-            }
+            Status::Done => task.reply.clone().expect("done tasks have replies"),
+        };
+        let content = &reply.content;
+        let status = content["status"].as_str().unwrap_or("ok");
+        if status == "ok" {
+            return self.value(py, engine, &task, reply).map(Ok);
         }
+        let e = if status == "aborted" {
+            error(
+                py,
+                "TaskAborted",
+                (
+                    "TaskAborted",
+                    "the task was aborted",
+                    Vec::<String>::new(),
+                    info,
+                ),
+            )
+        } else {
+            let text =
+                |key: &str, default: &str| content[key].as_str().unwrap_or(default).to_string();
+            let traceback: Vec<String> = content["traceback"]
+                .as_array()
+                .map(|t| {
+                    t.iter()
+                        .filter_map(|l| l.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            error(
+                py,
+                "RemoteError",
+                (
+                    text("ename", "Exception"),
+                    text("evalue", ""),
+                    traceback,
+                    info,
+                ),
+            )
+        };
+        Ok(Err(e.value(py).clone().into_any().unbind()))
     }
 
-    /// A reply's value, decoded once: the first decode takes the buffers out
-    /// of the tracker, so arrays that came through shared memory are used in
-    /// place (no copy), and later calls return the same object.
-    fn decode(
+    /// The value of a successful reply, as the call's shape says.
+    fn value(
         &self,
         py: Python<'_>,
-        reply: Arc<rparallel_protocol::Message>,
-    ) -> PyResult<Option<Py<PyAny>>> {
+        engine: u32,
+        task: &Task,
+        reply: Arc<Message>,
+    ) -> PyResult<Py<PyAny>> {
+        let shape = self.call.shape;
+        if shape == Shape::Executed {
+            return self.execute_reply(py, engine, task);
+        }
+        if !shape.has_value() {
+            return Ok(py.None());
+        }
+        let decoded = self
+            .decode(py, reply)
+            .map_err(|e| unpickling_note(py, e, engine, self.call.method))?;
+        Ok(match decoded {
+            Some(value) if shape.takes_first() => value.into_bound(py).get_item(0)?.unbind(),
+            Some(value) => value,
+            None => py.None(),
+        })
+    }
+
+    /// A reply's value, unpickled once: the first time takes the buffers
+    /// out of the tracker, so arrays that came through shared memory are
+    /// used in place (no copy), and later calls return the same object.
+    fn decode(&self, py: Python<'_>, reply: Arc<Message>) -> PyResult<Option<Py<PyAny>>> {
         let msg_id = reply
             .parent_header
             .as_ref()
@@ -171,7 +272,7 @@ impl AsyncResult {
             return Ok(None);
         }
         drop(reply);
-        let buffers = self.core.tracker().take_buffers(&msg_id);
+        let buffers = self.client.tracker().take_buffers(&msg_id);
         let value = rparallel_pyexec::remote::deserialize_exclusive(py, buffers)?.unbind();
         decoded.insert(msg_id, value.clone_ref(py));
         Ok(Some(value))
@@ -190,121 +291,17 @@ impl AsyncResult {
             None => (json!({}), json!({})),
         };
         let shown = render::result_bundle(engine, count, &data);
-        let object = |v: &serde_json::Value| to_python(py, v);
         Ok(helpers(py)?
             .getattr("ExecuteReply")?
             .call1((
                 reply.parent_header.as_ref().map(|p| p.msg_id.clone()),
                 engine,
                 count,
-                object(&data)?,
-                object(&metadata)?,
-                object(&shown)?,
+                to_python(py, &data)?,
+                to_python(py, &metadata)?,
+                to_python(py, &shown)?,
             ))?
             .unbind())
-    }
-
-    /// All values, raising the remote error(s) if any task failed.
-    pub fn values(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let mut values = Vec::new();
-        let mut errors = Vec::new();
-        for ((engine, task), _) in self.engines.iter().zip(self.tasks()).zip(&self.msg_ids) {
-            match self.task_value(py, *engine, task)? {
-                Ok(v) => values.push(v),
-                Err(e) => errors.push(e),
-            }
-        }
-        if !errors.is_empty() {
-            let list = PyList::new(py, errors)?;
-            let e = crate::core::errors(py)?
-                .call_method1("collect_exceptions", (list, self.method, self.single))?;
-            return Err(PyErr::from_value(e));
-        }
-        match self.combine {
-            Combine::Concat => Ok(helpers(py)?.call_method1("concat", (values,))?.unbind()),
-            _ if self.single => Ok(values.into_iter().next().unwrap_or_else(|| py.None())),
-            _ => Ok(PyList::new(py, values)?.into_any().unbind()),
-        }
-    }
-
-    /// How many of its requests finished.
-    pub fn finished(&self) -> usize {
-        self.tasks()
-            .into_iter()
-            .filter(|t| t.as_ref().is_none_or(|t| t.status != Status::Pending))
-            .count()
-    }
-
-    /// Waits up to `timeout` (None: until done). With a `relay`, each
-    /// engine's output is shown live (keep the relay across calls so
-    /// nothing is shown twice); `tick` runs between slices (progress bars).
-    /// True when all finished. An interrupt is passed on to the engines;
-    /// what they print while stopping is shown, then KeyboardInterrupt is
-    /// raised.
-    pub fn wait_showing(
-        &self,
-        py: Python<'_>,
-        mut relay: Option<&mut Relay>,
-        timeout: Option<Duration>,
-        mut tick: impl FnMut(&Self) -> PyResult<()>,
-    ) -> PyResult<bool> {
-        const SLICE: Duration = Duration::from_millis(100);
-        let frontend = Frontend::new(py)?;
-        let tracker = self.core.tracker();
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            let slice = deadline.map_or(SLICE, |d| {
-                d.saturating_duration_since(Instant::now()).min(SLICE)
-            });
-            let news = relay.as_deref();
-            let waited = wait_interruptibly(py, Some(slice), |slice| {
-                tracker.wait_until(Some(slice), |state| {
-                    Tracker::all_done(state, &self.msg_ids)
-                        || news.is_some_and(|r| r.has_news(state))
-                })
-            });
-            if let Err(e) = waited {
-                if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
-                    self.core.interrupt_engines_of(py, &self.msg_ids);
-                    if let Some(relay) = relay.as_deref_mut() {
-                        relay.pump(tracker, &frontend, true)?;
-                    }
-                }
-                return Err(e);
-            }
-            let done = self.is_ready();
-            if let Some(relay) = relay.as_deref_mut() {
-                relay.pump(tracker, &frontend, done)?;
-            }
-            if done {
-                return Ok(true);
-            }
-            tick(self)?;
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(false);
-            }
-        }
-    }
-
-    /// A relay for showing this result's output live.
-    pub fn relay(&self) -> Relay {
-        Relay::new(&self.msg_ids, &self.engines)
-    }
-
-    /// Engines still running its requests.
-    pub fn running_engines(&self) -> Vec<u32> {
-        self.engines
-            .iter()
-            .zip(self.tasks())
-            .filter(|(_, t)| t.as_ref().is_some_and(|t| t.status == Status::Pending))
-            .map(|(e, _)| *e)
-            .collect()
-    }
-
-    /// Asks the engines still running its requests to stop (no waiting).
-    pub fn send_interrupts(&self) {
-        let sent = self.core.send_interrupts(&self.msg_ids);
-        self.core.tracker().forget(&sent);
     }
 
     /// Shows the engines' results (`Out[N:k]:`), in ascending engine order.
@@ -319,27 +316,13 @@ impl AsyncResult {
         Frontend::new(py)?.show(&render::arrange(&outputs, by))
     }
 
-    /// The result, waiting at most `seconds`: engines still running then
-    /// are interrupted, and their KeyboardInterrupts are raised (or
-    /// TimeoutError if they do not stop either).
-    pub fn get_interrupting_after(&self, py: Python<'_>, seconds: f64) -> PyResult<Py<PyAny>> {
-        if !self.wait_for(py, Some(seconds))? {
-            self.send_interrupts();
-            let grace = INTERRUPT_GRACE.as_secs_f64();
-            if !self.wait_for(py, Some(grace))? {
-                let running = self.running_engines();
-                return Err(error(
-                    py,
-                    "TimeoutError",
-                    (format!("engine(s) {running:?} still running {seconds} s + {grace} s after being interrupted"),),
-                ));
-            }
-        }
-        self.get(py, None)
-    }
-
     fn wait_for(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        self.core.wait(py, &self.msg_ids, timeout_arg(timeout))
+        let waited = self.client.wait(
+            &self.msg_ids,
+            Deadline::returning(timeout),
+            &mut PyWaiter::new(py),
+        )?;
+        Ok(waited == Waited::Done)
     }
 
     /// A single-engine result's one item, or the list of them.
@@ -379,12 +362,16 @@ impl AsyncResult {
             .collect()
     }
 
-    fn finished_at(&self) -> Option<Instant> {
-        self.tasks()
+    /// Seconds from submission to the last reply, once all arrived.
+    fn wall(&self) -> Option<f64> {
+        let last = self
+            .tasks()
             .into_iter()
             .map(|t| t.and_then(|t| t.finished))
-            .collect::<Option<Vec<_>>>()
-            .and_then(|f| f.into_iter().max())
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .max()?;
+        Some(last.duration_since(self.submitted).as_secs_f64())
     }
 }
 
@@ -399,21 +386,7 @@ impl AsyncResult {
     /// and the remote exception(s) if the work failed.
     #[pyo3(signature = (timeout=None))]
     pub fn get(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
-        let waited = match self.wait_for(py, timeout) {
-            // Interrupted, and the engines stopped in time: their errors
-            // (KeyboardInterrupt on each) say what happened where.
-            Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => {
-                if !self.is_ready() {
-                    return Err(e);
-                }
-                true
-            }
-            waited => waited?,
-        };
-        if !waited {
-            return Err(error(py, "TimeoutError", ("Result not ready.",)));
-        }
-        self.values(py)
+        self.get_within(py, Deadline::returning(timeout))
     }
 
     /// Waits up to `timeout` seconds; true when ready.
@@ -426,31 +399,7 @@ impl AsyncResult {
     /// raises TaskAborted. Tasks already running go on (interrupt them
     /// with the kernel's interrupt, or `%%px --timeout`).
     fn abort(&self, py: Python<'_>) -> PyResult<()> {
-        let mut by_engine: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
-        for (msg_id, task) in self.msg_ids.iter().zip(self.tasks()) {
-            if let Some(Task {
-                engine: Some(engine),
-                status: Status::Pending,
-                ..
-            }) = task
-            {
-                by_engine.entry(engine).or_default().push(msg_id.clone());
-            }
-        }
-        let sent: Vec<String> = by_engine
-            .into_iter()
-            .map(|(engine, msg_ids)| {
-                self.core.request(
-                    Some(engine),
-                    "abort_request",
-                    json!({ "msg_ids": msg_ids }),
-                    vec![],
-                )
-            })
-            .collect();
-        let answered = self.core.wait(py, &sent, Some(INTERRUPT_GRACE));
-        self.core.tracker().forget(&sent);
-        answered.map(|_| ())
+        self.client.abort(&self.msg_ids, &mut PyWaiter::new(py))
     }
 
     fn ready(&self) -> bool {
@@ -503,8 +452,8 @@ impl AsyncResult {
         self.get(py, None)
     }
 
-    #[getter]
-    fn msg_ids(&self) -> Vec<String> {
+    #[getter(msg_ids)]
+    fn py_msg_ids(&self) -> Vec<String> {
         self.msg_ids.clone()
     }
 
@@ -541,17 +490,18 @@ impl AsyncResult {
         self.per_engine(py, per_engine)
     }
 
-    /// Seconds since submission (until the last task finished, if done).
+    /// Seconds since submission; once ready, the wall time.
     #[getter]
     fn elapsed(&self) -> f64 {
-        let end = self.finished_at().unwrap_or_else(Instant::now);
-        end.duration_since(self.submitted).as_secs_f64()
+        self.wall()
+            .unwrap_or_else(|| self.submitted.elapsed().as_secs_f64())
     }
 
-    /// Seconds from submission to the last result (when ready).
+    /// Seconds from submission to the last result (raises until ready).
     #[getter]
-    fn wall_time(&self) -> f64 {
-        self.elapsed()
+    fn wall_time(&self, py: Python<'_>) -> PyResult<f64> {
+        self.wall()
+            .ok_or_else(|| timeout_error(py, "Result not ready.".into()))
     }
 
     /// Seconds of engine time: the sum over tasks of started → completed.
@@ -586,7 +536,7 @@ impl AsyncResult {
         let started = Instant::now();
         let total = self.msg_ids.len();
         let print = py.import("builtins")?.getattr("print")?;
-        let deadline = timeout_arg(timeout).map(|t| started + t);
+        let deadline = Deadline::returning(timeout);
         loop {
             let ready = self.wait_for(py, Some(interval.max(0.01)))?;
             let line = format!(
@@ -599,7 +549,11 @@ impl AsyncResult {
             kwargs.set_item("end", "")?;
             kwargs.set_item("flush", true)?;
             print.call((line,), Some(&kwargs))?;
-            if ready || deadline.is_some_and(|d| Instant::now() >= d) {
+            let out_of_time = match deadline {
+                Deadline::Return(t) => started.elapsed() >= t,
+                _ => false,
+            };
+            if ready || out_of_time {
                 print.call1(("\ndone",))?;
                 return Ok(());
             }
@@ -616,7 +570,7 @@ impl AsyncResult {
             "engine" => GroupBy::Engine,
             "order" => GroupBy::Order,
             other => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                return Err(PyValueError::new_err(format!(
                     "groupby must be 'type', 'engine' or 'order', not {other:?}"
                 )))
             }
@@ -631,9 +585,9 @@ impl AsyncResult {
     /// Results as they arrive, in order: each engine's part is yielded as
     /// soon as that engine (and the ones before it) finished.
     fn __iter__(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let concat = slf.borrow().combine == Combine::Concat;
+        let joins = slf.borrow().call.shape.joins();
         Ok(helpers(slf.py())?
-            .call_method1("iterate", (slf.clone(), concat))?
+            .call_method1("iterate", (slf.clone(), joins))?
             .unbind())
     }
 
@@ -641,11 +595,15 @@ impl AsyncResult {
     /// error is raised as the engine's RemoteError.
     fn _part(&self, py: Python<'_>, i: usize) -> PyResult<Py<PyAny>> {
         let (Some(msg_id), Some(engine)) = (self.msg_ids.get(i), self.engines.get(i)) else {
-            return Err(pyo3::exceptions::PyIndexError::new_err(i));
+            return Err(PyIndexError::new_err(i));
         };
-        self.core.wait(py, std::slice::from_ref(msg_id), None)?;
-        let task = self.core.tracker().lock().tasks.get(msg_id).cloned();
-        match self.task_value(py, *engine, task)? {
+        self.client.wait(
+            std::slice::from_ref(msg_id),
+            Deadline::Never,
+            &mut PyWaiter::new(py),
+        )?;
+        let task = self.client.tracker().lock().tasks.get(msg_id).cloned();
+        match self.outcome(py, *engine, task)? {
             Ok(value) => Ok(value),
             Err(error) => Err(PyErr::from_value(error.into_bound(py))),
         }

@@ -8,8 +8,9 @@ use tokio::sync::Notify;
 
 use rparallel_protocol::reader::Incoming;
 
+use crate::info::KernelInfo;
 use crate::iopub::Iopub;
-use crate::server::{KernelInfo, PythonHandle};
+use crate::python::PythonHandle;
 use crate::sockets::Replier;
 use crate::stdin::StdinHandle;
 

@@ -1,7 +1,29 @@
-//! `kernel_info_reply` content.
+//! `kernel_info_reply` content, computed once.
 
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use crate::python::PythonHandle;
 use jupyter_protocol::{CodeMirrorMode, HelpLink, KernelInfoReply, LanguageInfo, ReplyStatus};
 use rparallel_protocol::PROTOCOL_VERSION;
+
+/// The kernel_info content, computed once from the Python thread.
+#[derive(Clone, Default)]
+pub struct KernelInfo(Arc<OnceCell<Value>>);
+
+impl KernelInfo {
+    pub async fn get(&self, python: &PythonHandle) -> Value {
+        self.0
+            .get_or_init(|| async {
+                let version = python.call(|shell| shell.python_version()).await;
+                kernel_info(&version)
+            })
+            .await
+            .clone()
+    }
+}
 
 /// `python_version` is `sys.version`'s first word, e.g. "3.11.7".
 pub fn kernel_info(python_version: &str) -> serde_json::Value {

@@ -15,10 +15,11 @@
 //!   shell is busy.
 //! - [`stdin`]: `input()` requests to the frontend.
 //! - [`heartbeat`]: echoes pings.
+//! - [`python`]: the handle to the Python thread (an actor owning the shell).
 //! - [`px`]: the `%px` family (`%px`, `%%px`, `%autopx`, `%pxresult`,
 //!   `%pxconfig`), run through the DirectView layer.
 //! - [`history`]: the session's input history.
-//! - [`info`]: `kernel_info_reply` content.
+//! - [`info`]: `kernel_info_reply` content, computed once.
 
 mod cli;
 mod control;
@@ -28,6 +29,7 @@ mod info;
 mod iopub;
 mod kernelspec;
 mod px;
+mod python;
 mod server;
 mod shell;
 mod sockets;

@@ -8,37 +8,19 @@ use std::time::Duration;
 use rparallel_protocol::reader::spawn_reader;
 use rparallel_protocol::{connection, ConnectionInfo, Session};
 use rparallel_pyexec::process::{self, Ready};
-use rparallel_pyexec::{publish, PyShell, PythonEnv, Sink};
-use serde_json::Value;
-use tokio::sync::{Notify, OnceCell};
+use rparallel_pyexec::{publish, PythonEnv, Sink};
+use tokio::sync::Notify;
 
 use crate::control::ControlChannel;
+use crate::heartbeat;
 use crate::history::History;
+use crate::info::KernelInfo;
 use crate::iopub::{Iopub, KernelStamp};
 use crate::px::{self, AutoPx};
+use crate::python::PythonHandle;
 use crate::shell::ShellChannel;
 use crate::sockets::{self, Replier, Sockets};
 use crate::stdin::{self, StdinHandle, StdinQueue};
-use crate::{heartbeat, info};
-
-/// The kernel's handle to its Python thread (an actor owning the shell).
-pub type PythonHandle = rparallel_pyexec::actor::PythonHandle<PyShell>;
-
-/// The kernel_info content, computed once from the Python thread.
-#[derive(Clone, Default)]
-pub struct KernelInfo(Arc<OnceCell<Value>>);
-
-impl KernelInfo {
-    pub async fn get(&self, python: &PythonHandle) -> Value {
-        self.0
-            .get_or_init(|| async {
-                let version = python.call(|shell| shell.python_version()).await;
-                info::kernel_info(&version)
-            })
-            .await
-            .clone()
-    }
-}
 
 /// What the I/O thread needs; the Python thread keeps the other ends.
 struct Io {

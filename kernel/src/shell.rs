@@ -13,9 +13,10 @@ use rparallel_pyexec::{IsComplete, Sink};
 use serde_json::{json, Value};
 
 use crate::history::History;
+use crate::info::KernelInfo;
 use crate::iopub::{Iopub, KernelStamp};
 use crate::px::AutoPx;
-use crate::server::{KernelInfo, PythonHandle};
+use crate::python::PythonHandle;
 use crate::sockets::Replier;
 
 pub struct ShellChannel {

@@ -7,16 +7,12 @@
 //!
 //! - [`family`]: the `%px` family's names and their view suffixes.
 //! - [`options`]: the options of `%%px`, `%pxconfig` and `%pxresult`.
-//! - [`targets`]: `--targets SPEC` (`all`, `0`, `1,3`, `1:3`, `::2`),
-//!   resolved Python-style against the live engine ids.
 //! - [`render`]: `[stdout:N]`, `[output:N]`, `Out[N:k]:` labels, grouping
 //!   of finished output, and line buffering of live streams.
 
 pub mod family;
 pub mod options;
 pub mod render;
-pub mod targets;
 
 pub use family::Magic;
 pub use options::{ConfigOptions, ExecOptions, GroupBy, PxOptions, UsageError};
-pub use targets::{TargetError, TargetSpec};

@@ -6,8 +6,6 @@ use std::fmt;
 
 use clap::{Args, Parser, ValueEnum};
 
-use crate::targets::TargetSpec;
-
 /// How `--no-stream` output and `%pxresult` are ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum GroupBy {
@@ -35,7 +33,9 @@ impl std::error::Error for UsageError {}
 /// How a parallel execution runs; `None` keeps the active view's default.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExecOptions {
-    pub targets: Option<TargetSpec>,
+    /// A `--targets` spec, read against the live engines when it is used
+    /// (`rparallel_client::Targets::parse`).
+    pub targets: Option<String>,
     pub block: Option<bool>,
     pub stream: Option<bool>,
     pub verbose: Option<bool>,
@@ -64,8 +64,8 @@ pub struct ConfigOptions {
 #[derive(Args, Debug)]
 struct ExecArgs {
     /// Engines to run on: all, 0, 1,3, 1:3, ::2, -1.
-    #[arg(short = 't', long, value_parser = parse_target_spec, allow_hyphen_values = true)]
-    targets: Option<TargetSpec>,
+    #[arg(short = 't', long, allow_hyphen_values = true)]
+    targets: Option<String>,
     /// Wait for the engines and show their output.
     #[arg(short = 'b', long, overrides_with = "noblock")]
     block: bool,
@@ -145,10 +145,6 @@ struct ConfigArgs {
 struct ResultArgs {
     #[command(flatten)]
     output: OutputArgs,
-}
-
-fn parse_target_spec(text: &str) -> Result<TargetSpec, String> {
-    text.parse().map_err(|e: crate::targets::TargetError| e.0)
 }
 
 fn non_negative(text: &str) -> Result<f64, String> {
@@ -250,14 +246,7 @@ mod tests {
             "--targets ::2 --noblock --no-stream --group-outputs=engine --local -o ar --verbose --progress-after 1.5 --timeout 3",
         )
         .unwrap();
-        assert_eq!(
-            o.exec.targets,
-            Some(TargetSpec::Slice {
-                start: None,
-                stop: None,
-                step: Some(2)
-            })
-        );
+        assert_eq!(o.exec.targets.as_deref(), Some("::2"));
         assert_eq!(o.exec.block, Some(false));
         assert_eq!(o.exec.stream, Some(false));
         assert_eq!(o.exec.verbose, Some(true));
@@ -271,7 +260,7 @@ mod tests {
     #[test]
     fn short_forms_and_aliases() {
         let o = parse_px("%px", "-t 1,3 -b -r --save-name x").unwrap();
-        assert_eq!(o.exec.targets, Some(TargetSpec::Indices(vec![1, 3])));
+        assert_eq!(o.exec.targets.as_deref(), Some("1,3"));
         assert_eq!(o.exec.block, Some(true));
         assert_eq!(o.group, Some(GroupBy::Order));
         assert_eq!(o.save_name.as_deref(), Some("x"));
@@ -311,8 +300,6 @@ mod tests {
         for line in [
             "--bogus",
             "--targets",
-            "--targets 1:2:3:4",
-            "--targets x",
             "--group-outputs=sideways",
             "--progress-after soon",
             "--timeout -1",
@@ -336,7 +323,7 @@ mod tests {
     #[test]
     fn config_and_result_options() {
         let c = parse_config("%pxconfig", "--targets 1 --block --no-verbose -e").unwrap();
-        assert_eq!(c.exec.targets, Some(TargetSpec::Indices(vec![1])));
+        assert_eq!(c.exec.targets.as_deref(), Some("1"));
         assert_eq!(c.exec.block, Some(true));
         assert_eq!(c.exec.verbose, Some(false));
         assert_eq!(c.group, Some(GroupBy::Engine));

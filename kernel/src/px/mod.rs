@@ -19,13 +19,13 @@ use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use rparallel_client::{TargetError, Targets};
 use rparallel_directview::display::Frontend;
 use rparallel_directview::result::AsyncResult;
-use rparallel_directview::targets::Targets;
 use rparallel_directview::view::DirectView;
 use rparallel_magics::family::{lookup, Magic};
 use rparallel_magics::options::{parse_config, ExecOptions};
-use rparallel_magics::{GroupBy, PxOptions, TargetSpec, UsageError};
+use rparallel_magics::{GroupBy, PxOptions, UsageError};
 use rparallel_pyexec::MagicHandlers;
 
 pub use autopx::AutoPx;
@@ -161,19 +161,17 @@ impl Magics {
     }
 
     /// `--targets SPEC` resolved against the view's live engines.
-    fn targets(&self, py: Python<'_>, view: &DirectView, spec: &TargetSpec) -> PyResult<Targets> {
-        let live = view.core.ids();
-        let ids = spec
-            .resolve(&live)
-            .map_err(|e| self.usage(py, UsageError(format!("--targets: {e}"))))?;
-        if ids.is_empty() && *spec != TargetSpec::All {
-            let e = format!("--targets: the spec picks no engine (engines: {live:?})");
-            return Err(self.usage(py, UsageError(e)));
-        }
-        Ok(match spec {
-            TargetSpec::All => Targets::All,
-            TargetSpec::Indices(indices) if indices.len() == 1 => Targets::One(ids[0]),
-            _ => Targets::Many(ids),
+    fn targets(&self, py: Python<'_>, view: &DirectView, spec: &str) -> PyResult<Targets> {
+        let live = view.client().ids();
+        Targets::parse(spec, &live).map_err(|e| {
+            let why = match e {
+                TargetError::Empty => "the spec picks no engine".to_string(),
+                e => e.to_string(),
+            };
+            self.usage(
+                py,
+                UsageError(format!("--targets: {why} (engines: {live:?})")),
+            )
         })
     }
 
@@ -197,10 +195,10 @@ impl Magics {
         } = options.exec;
         if let Some(spec) = targets {
             let targets = self.targets(py, &view.borrow(), &spec)?;
-            view.borrow_mut().targets = targets;
+            view.borrow_mut().set_targets(targets);
         }
         if let Some(block) = block {
-            view.borrow_mut().block = block;
+            view.borrow_mut().set_block(block);
         }
         let mut all = self.settings.lock().unwrap_or_else(|e| e.into_inner());
         let settings = all.entry(suffix.to_string()).or_default();

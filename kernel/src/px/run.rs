@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
+use rparallel_client::Deadline;
 use rparallel_directview::display::Frontend;
-use rparallel_directview::relay::Relay;
 use rparallel_directview::result::AsyncResult;
+use rparallel_directview::waiting::PyWaiter;
 use rparallel_magics::options::parse_result;
 use rparallel_magics::render::verbose_line;
 use rparallel_magics::{GroupBy, PxOptions, UsageError};
@@ -40,14 +40,13 @@ impl Magics {
             let view = view.borrow();
             let targets = match &exec.targets {
                 Some(spec) => self.targets(py, &view, spec)?,
-                None => view.targets.clone(),
+                None => view.targets().clone(),
             };
-            let result = view.execute_async(py, code, false, &targets)?;
-            (result, exec.block.unwrap_or(view.block))
+            let result = view.execute_async(py, code, false, &targets, Some("AsyncResult(%px)"))?;
+            (result.unbind(), exec.block.unwrap_or(view.block()))
         };
-        result.borrow_mut(py).label = "AsyncResult(%px)".into();
         if exec.verbose.unwrap_or(settings.verbose) {
-            let engines = result.borrow(py).engines.clone();
+            let engines = result.borrow(py).engines().to_vec();
             Frontend::new(py)?.write("stdout", &verbose_line(&engines))?;
         }
         self.last
@@ -108,52 +107,31 @@ impl Magics {
     }
 }
 
-/// Waits for `result` as `showing` says, shows what the engines produced,
-/// and raises their errors (KeyboardInterrupt per engine after an interrupt).
+/// Waits for `result` as `showing` says (past `--timeout`, the engines
+/// still running are interrupted, as `execute(timeout=)` does), shows what
+/// the engines produced, and raises their errors (KeyboardInterrupt per
+/// engine after an interrupt).
 fn wait_and_show(py: Python<'_>, result: &AsyncResult, showing: &Showing) -> PyResult<()> {
     let mut relay = showing.stream.then(|| result.relay());
-    let mut progress = Progress::new(showing.progress_after, result.msg_ids.len());
-    let waited = waited(py, result, showing, relay.as_mut(), &mut progress);
+    let mut progress = Progress::new(showing.progress_after, result.msg_ids().len());
+    let deadline = match showing.timeout {
+        Some(seconds) => Deadline::Interrupt(Duration::from_secs_f64(seconds)),
+        None => Deadline::Never,
+    };
+    let waited = {
+        let mut tick = || progress.tick(py, result);
+        let mut waiter = PyWaiter::new(py)
+            .showing(relay.as_mut())
+            .ticking(&mut tick)
+            .announcing("%px");
+        result.wait_with(py, deadline, &mut waiter)
+    };
     progress.finish(py, result)?;
-    match waited {
-        // Engines that stopped in time report KeyboardInterrupt: shown below.
-        Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) && result.is_ready() => {}
-        Err(e) => return Err(e),
-        Ok(()) => {}
-    }
+    waited?;
     if showing.stream {
         result.show_results(py)?;
     } else {
         result.show_outputs(py, showing.group)?;
     }
     result.values(py).map(|_| ())
-}
-
-/// Waits until done; past `--timeout`, interrupts the engines still running
-/// and waits for them to stop.
-fn waited(
-    py: Python<'_>,
-    result: &AsyncResult,
-    showing: &Showing,
-    mut relay: Option<&mut Relay>,
-    progress: &mut Progress,
-) -> PyResult<()> {
-    let timeout = showing.timeout.map(Duration::from_secs_f64);
-    let mut tick = |r: &AsyncResult| progress.tick(py, r);
-    match result.wait_showing(py, relay.as_deref_mut(), timeout, &mut tick) {
-        Ok(true) => Ok(()),
-        Ok(false) => {
-            let running = result.running_engines();
-            let seconds = showing.timeout.unwrap_or_default();
-            Frontend::new(py)?.write(
-                "stderr",
-                &format!(
-                    "%px: interrupting engine(s) {running:?}: still running after {seconds} s\n"
-                ),
-            )?;
-            result.send_interrupts();
-            result.wait_showing(py, relay, None, &mut tick).map(|_| ())
-        }
-        Err(e) => Err(e),
-    }
 }

@@ -37,10 +37,10 @@ enum Outgoing {
 
 /// A cheap, cloneable handle to the I/O thread.
 #[derive(Clone)]
-pub struct Connection {
+pub(crate) struct Connection {
     tx: mpsc::Sender<Outgoing>,
-    pub session: Session,
-    pub tracker: Arc<Tracker>,
+    pub(crate) session: Session,
+    pub(crate) tracker: Arc<Tracker>,
 }
 
 impl Connection {
@@ -105,10 +105,10 @@ impl Connection {
     }
 
     /// Sends `message` to engine `route` (None: to the controller) and
-    /// records it. Blocks while the outgoing queue is full.
-    /// Work for an engine waits for credit; interrupts and aborts never do.
-    pub fn send(&self, route: Option<u32>, message: Message) {
-        let urgent = matches!(message.msg_type(), "interrupt_request" | "abort_request");
+    /// records it. Blocks while the outgoing queue is full. Work for an
+    /// engine waits for credit; `urgent` requests (interrupts, aborts) and
+    /// the controller's own never do.
+    pub fn send(&self, route: Option<u32>, message: Message, urgent: bool) {
         if route.is_some() && !urgent {
             self.tracker.wait_for_credit(MAX_IN_FLIGHT);
         }

@@ -1,0 +1,252 @@
+//! [`Client`]: a connection to a cluster's controller, and everything a
+//! client does with it that needs no Python: sending typed requests,
+//! asking the controller, waiting, interrupting, aborting.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rparallel_cluster::ConnectionFile;
+use rparallel_protocol::{shm, Message};
+use serde_json::Value;
+
+use crate::connection::Connection;
+use crate::request::Request;
+use crate::tracker::{State, Status, Tracker};
+use crate::wait::{wait_until, Deadline, Waited, Waiter, INTERRUPT_GRACE, SLICE};
+
+/// One connection to a controller, shared by a client's Python objects.
+pub struct Client {
+    connection: Connection,
+}
+
+impl Client {
+    /// Connects to the controller `file` names (blocking, up to `timeout`).
+    /// Ask it for its engines next ([`Client::handshake`]).
+    pub fn connect(file: &ConnectionFile, timeout: Duration) -> anyhow::Result<Arc<Client>> {
+        let connection = Connection::connect(file, timeout)?;
+        Ok(Arc::new(Client { connection }))
+    }
+
+    /// Learns the controller's engines (`connection_request`); false when
+    /// it did not answer within `timeout`.
+    pub fn handshake<W: Waiter>(
+        &self,
+        waiter: &mut W,
+        timeout: Duration,
+    ) -> Result<bool, W::Error> {
+        let reply = self.ask_controller(
+            waiter,
+            "connection_request",
+            Value::Object(Default::default()),
+            timeout,
+        )?;
+        Ok(reply.is_some())
+    }
+
+    pub fn tracker(&self) -> &Tracker {
+        &self.connection.tracker
+    }
+
+    /// Live engine ids, sorted.
+    pub fn ids(&self) -> Vec<u32> {
+        self.tracker().lock().engines.keys().copied().collect()
+    }
+
+    /// Why the controller can no longer be reached, once it cannot.
+    pub fn controller_lost(&self) -> Option<String> {
+        self.tracker().lock().controller_lost.clone()
+    }
+
+    /// Sends `request` to `engine`; returns its msg_id. Blocks while too
+    /// many requests are in flight (urgent ones never wait).
+    pub fn send(&self, engine: u32, request: Request) -> String {
+        let urgent = request.is_urgent();
+        let returns_value = request.returns_value();
+        let (msg_type, content, buffers) = request.into_parts();
+        let mut message: Message = self.connection.session.message(msg_type, content, None);
+        message.buffers = buffers;
+        self.use_shared_memory(engine, returns_value, &mut message);
+        let msg_id = message.header.msg_id.clone();
+        self.connection.send(Some(engine), message, urgent);
+        msg_id
+    }
+
+    /// Sends a request to the controller itself; returns its msg_id.
+    fn send_controller(&self, msg_type: &str, content: Value) -> String {
+        let message = self.connection.session.message(msg_type, content, None);
+        let msg_id = message.header.msg_id.clone();
+        self.connection.send(None, message, true);
+        msg_id
+    }
+
+    /// Sends a request to the controller and waits for its reply's content
+    /// (None: no reply within `timeout`).
+    pub fn ask_controller<W: Waiter>(
+        &self,
+        waiter: &mut W,
+        msg_type: &str,
+        content: Value,
+        timeout: Duration,
+    ) -> Result<Option<Value>, W::Error> {
+        let msg_id = self.send_controller(msg_type, content);
+        let ids = std::slice::from_ref(&msg_id);
+        let waited = self.wait(ids, Deadline::Return(timeout), waiter);
+        let reply = self
+            .tracker()
+            .lock()
+            .tasks
+            .get(&msg_id)
+            .and_then(|t| t.reply.as_ref().map(|r| r.content.clone()));
+        self.tracker().forget(ids);
+        Ok(if waited? == Waited::Done { reply } else { None })
+    }
+
+    /// With an engine on this host, large buffers go through shared memory
+    /// both ways (the engine answers so when it sees our host id).
+    fn use_shared_memory(&self, engine: u32, returns_value: bool, message: &mut Message) {
+        let local = {
+            let state = self.tracker().lock();
+            let host = state.engines.get(&engine).and_then(|e| e["host"].as_str());
+            shm::is_local(host)
+        };
+        if !local {
+            return;
+        }
+        if returns_value {
+            message.metadata[shm::HOST_KEY] = shm::host_id().into();
+        }
+        if let Err(e) = shm::export(message) {
+            tracing::warn!("shared memory unavailable, sending through the socket: {e}");
+        }
+    }
+
+    /// Waits for `msg_ids` until `deadline`. An interrupt of the wait
+    /// (Ctrl-C, the notebook's stop button) and [`Deadline::Interrupt`]
+    /// pass an interrupt on to the engines still running them.
+    pub fn wait<W: Waiter>(
+        &self,
+        msg_ids: &[String],
+        deadline: Deadline,
+        waiter: &mut W,
+    ) -> Result<Waited, W::Error> {
+        let tracker = self.tracker();
+        let all_done = |state: &State| Tracker::all_done(state, msg_ids);
+        match wait_until(tracker, waiter, deadline.timeout(), all_done) {
+            Ok(true) => Ok(Waited::Done),
+            Ok(false) => match deadline {
+                Deadline::Interrupt(after) => {
+                    let running = self.running_engines(msg_ids);
+                    waiter.interrupting(&running, after)?;
+                    self.stop_engines(msg_ids, waiter)?;
+                    let running = self.running_engines(msg_ids);
+                    Ok(if running.is_empty() {
+                        Waited::Done
+                    } else {
+                        Waited::StillRunning(running)
+                    })
+                }
+                _ => Ok(Waited::TimedOut),
+            },
+            // Ctrl-C while waiting: the remote code stops too. What the
+            // engines show while stopping is shown, then the interrupt goes
+            // on up.
+            Err(e) if waiter.is_interrupt(&e) => {
+                self.stop_engines(msg_ids, waiter)?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Interrupts the engines running `msg_ids` and gives them
+    /// [`INTERRUPT_GRACE`] to stop (short enough that an interrupted cell
+    /// ends within 2 s), showing what arrives meanwhile.
+    fn stop_engines<W: Waiter>(&self, msg_ids: &[String], waiter: &mut W) -> Result<(), W::Error> {
+        let sent = self.send_interrupts(msg_ids);
+        let deadline = Instant::now() + INTERRUPT_GRACE;
+        let tracker = self.tracker();
+        let all_done = |state: &State| Tracker::all_done(state, msg_ids);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            waiter.block(tracker, left.min(SLICE), &all_done);
+            let done = all_done(&tracker.lock());
+            if done || left.is_zero() {
+                tracker.forget(&sent);
+                return waiter.show(tracker, true);
+            }
+            waiter.show(tracker, false)?;
+        }
+    }
+
+    /// [`Client::wait`] for every request not finished now.
+    pub fn wait_all<W: Waiter>(
+        &self,
+        deadline: Deadline,
+        waiter: &mut W,
+    ) -> Result<Waited, W::Error> {
+        let pending = self.pending();
+        self.wait(&pending, deadline, waiter)
+    }
+
+    /// The msg_ids of every request not finished.
+    fn pending(&self) -> Vec<String> {
+        let state = self.tracker().lock();
+        state
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.status == Status::Pending)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Engines still running one of `msg_ids`.
+    pub fn running_engines(&self, msg_ids: &[String]) -> Vec<u32> {
+        let state = self.tracker().lock();
+        let engines: BTreeSet<u32> = msg_ids
+            .iter()
+            .filter_map(|id| state.tasks.get(id))
+            .filter(|t| t.status == Status::Pending)
+            .filter_map(|t| t.engine)
+            .collect();
+        engines.into_iter().collect()
+    }
+
+    /// Sends interrupt_request to every engine running one of `msg_ids`;
+    /// returns the interrupt requests' ids.
+    pub fn send_interrupts(&self, msg_ids: &[String]) -> Vec<String> {
+        self.running_engines(msg_ids)
+            .into_iter()
+            .map(|engine| self.send(engine, Request::Interrupt))
+            .collect()
+    }
+
+    /// Aborts the requests among `msg_ids` that have not started (their
+    /// results fail with TaskAborted); waits briefly for the engines to
+    /// confirm.
+    pub fn abort<W: Waiter>(&self, msg_ids: &[String], waiter: &mut W) -> Result<(), W::Error> {
+        let mut by_engine: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+        {
+            let state = self.tracker().lock();
+            for msg_id in msg_ids {
+                if let Some(task) = state.tasks.get(msg_id) {
+                    if let (Some(engine), Status::Pending) = (task.engine, &task.status) {
+                        by_engine.entry(engine).or_default().push(msg_id.clone());
+                    }
+                }
+            }
+        }
+        let sent: Vec<String> = by_engine
+            .into_iter()
+            .map(|(engine, ids)| self.send(engine, Request::Abort(ids)))
+            .collect();
+        let waited = self.wait(&sent, Deadline::Return(INTERRUPT_GRACE), waiter);
+        self.tracker().forget(&sent);
+        waited.map(|_| ())
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.connection.close();
+    }
+}

@@ -1,0 +1,36 @@
+//! The client of a cluster in Rust, with no Python in it: the connection to
+//! the controller, what the client knows of engines and requests, which
+//! engines a call goes to, and waiting. The Python module `rparallel`
+//! (`rparallel-directview`) is a thin layer over this.
+//!
+//! # Layout
+//!
+//! - [`client`]: [`Client`]: connect, send typed requests, ask the
+//!   controller, wait, interrupt, abort.
+//! - [`connection`]: the DEALER connection on its own I/O thread;
+//!   heartbeats and the controller process's watch.
+//! - [`tracker`]: live engines and the state of every request (replies,
+//!   outputs, failures); condvar waits.
+//! - [`wait`]: the one wait loop, and the policy on Ctrl-C and timeouts
+//!   ([`wait::Deadline`]).
+//! - [`request`]: the requests engines serve, typed.
+//! - [`shape`]: what kind of call a result is for and how its replies
+//!   combine.
+//! - [`targets`]: [`Targets`]: which engines, in every spelling.
+//! - [`partition`]: which part of a sequence each engine gets.
+
+pub mod client;
+mod connection;
+pub mod partition;
+pub mod request;
+pub mod shape;
+pub mod targets;
+pub mod tracker;
+pub mod wait;
+
+pub use client::Client;
+pub use request::Request;
+pub use shape::{Call, Shape};
+pub use targets::{TargetError, Targets};
+pub use tracker::{State, Status, Task, Tracker};
+pub use wait::{Deadline, Waited, Waiter, INTERRUPT_GRACE};
