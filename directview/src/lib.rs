@@ -35,22 +35,23 @@ pub mod view_methods;
 pub mod waiting;
 
 use pyo3::prelude::*;
+use rparallel_pyexec::package::{load_module, PythonSource};
 
 pub use cluster::stop_owned_clusters;
 
-const HELPERS_SOURCE: &str = include_str!("../python/helpers.py");
+/// `python/helpers.py`.
+const HELPERS: PythonSource = PythonSource {
+    source: include_str!("../python/helpers.py"),
+    file: c"rparallel/_helpers.py",
+    name: c"rparallel._helpers",
+};
 
 /// Adds the client to the `rparallel` package of this interpreter (the
 /// kernel's; the package itself, with its exceptions and what engines
 /// run, comes with every shell: `rparallel_pyexec::package`).
 pub fn install(py: Python<'_>) -> PyResult<()> {
     let module = rparallel_pyexec::package::install(py)?;
-    let helpers = rparallel_pyexec::package::submodule(
-        py,
-        HELPERS_SOURCE,
-        c"rparallel/_helpers.py",
-        c"rparallel._helpers",
-    )?;
+    let helpers = load_module(py, &HELPERS)?;
     module.setattr("_helpers", &helpers)?;
 
     module.add_class::<client::PyClient>()?;

@@ -273,7 +273,7 @@ impl AsyncResult {
         }
         drop(reply);
         let buffers = self.client.tracker().take_buffers(&msg_id);
-        let value = rparallel_pyexec::remote::deserialize_exclusive(py, buffers)?.unbind();
+        let value = rparallel_pyexec::serialize::deserialize_exclusive(py, buffers)?.unbind();
         decoded.insert(msg_id, value.clone_ref(py));
         Ok(Some(value))
     }

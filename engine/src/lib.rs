@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use rparallel_cluster::ConnectionFile;
 use rparallel_protocol::Session;
-use rparallel_pyexec::{process, publish, PythonEnv, Remote, Sink};
+use rparallel_pyexec::{process, publish, Namespace, PythonEnv, Sink};
 
 use crate::python::Server;
 
@@ -52,7 +52,7 @@ pub fn run(engine_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     let (publisher, queue) = publish::channel(OUTGOING);
     let sink = Arc::new(Sink::new(publisher.clone()));
     let shell = process::start_python(env, sink.clone())?;
-    let remote = Remote::new(&shell).map_err(|e| {
+    let namespace = Namespace::new(&shell).map_err(|e| {
         anyhow::anyhow!(
             "cannot load the serialisation core (is cloudpickle installed in {}?): {e}",
             env.prefix().display()
@@ -70,7 +70,7 @@ pub fn run(engine_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     let stamp = process::start_io("rparallel-engine-io", move |ready| io::serve(io, ready))?;
     jobs.serve(Server {
         shell,
-        remote,
+        namespace,
         stamp,
         sink,
     });

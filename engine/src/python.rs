@@ -1,8 +1,8 @@
 //! The engine's Python thread: an actor (`rparallel_pyexec::actor`) owning
-//! the interpreter ([`PyShell`] and its [`Remote`] operations) that serves
+//! the interpreter ([`PyShell`] and its [`Namespace`] operations) that serves
 //! one request at a time, sent by the scheduler. Cells run through the
 //! execution core's execute path, as in the kernel; apply, push, pull and
-//! clear through [`Remote`]. Outputs and the reply leave through the same
+//! clear through [`Namespace`]. Outputs and the reply leave through the same
 //! publisher, so a request's outputs always precede its reply.
 
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use rparallel_protocol::message::now_iso8601;
 use rparallel_protocol::shm;
 use rparallel_pyexec::execute::{self, Defaults, ExecuteRequest};
-use rparallel_pyexec::{CellError, Parent, PyShell, Remote, Sink, Stamp as _};
+use rparallel_pyexec::{CellError, Namespace, Parent, PyShell, Sink, Stamp as _};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -53,7 +53,7 @@ pub fn serve(
 /// The Python side of the engine.
 pub struct Server {
     pub shell: PyShell,
-    pub remote: Remote,
+    pub namespace: Namespace,
     pub stamp: Arc<Stamp>,
     pub sink: Arc<Sink>,
 }
@@ -71,12 +71,12 @@ impl Server {
         let started = now_iso8601();
         self.sink.set_parent(request);
         let done = match request.msg_type() {
-            "apply_request" => buffers(request).and_then(|b| self.remote.apply(b)),
+            "apply_request" => buffers(request).and_then(|b| self.namespace.apply(b)),
             "push_request" => buffers(request)
-                .and_then(|b| self.remote.push(b))
+                .and_then(|b| self.namespace.push(b))
                 .map(|()| vec![]),
-            "pull_request" => self.remote.pull(&names(&request.content)),
-            "clear_request" => self.remote.clear().map(|()| vec![]),
+            "pull_request" => self.namespace.pull(&names(&request.content)),
+            "clear_request" => self.namespace.clear().map(|()| vec![]),
             other => {
                 tracing::warn!("unsupported request {other}");
                 Err(CellError {

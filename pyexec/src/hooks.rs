@@ -8,7 +8,7 @@ use pyo3::types::PyString;
 
 use crate::output::{InputError, OutputEvent, OutputSink};
 
-/// `hooks` in `rparallel_exec.py`.
+/// `hooks` in `python/shell.py`.
 #[pyclass(frozen)]
 pub struct Hooks {
     sink: Arc<dyn OutputSink>,

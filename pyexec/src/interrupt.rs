@@ -3,7 +3,7 @@
 //! A pending `PyErr_SetInterrupt` is only noticed when Python next checks,
 //! which `time.sleep` never does; a real SIGINT delivered to the Python
 //! thread wakes the sleep (EINTR) and runs Python's handler, which raises
-//! KeyboardInterrupt only while user code runs (see `rparallel_exec.py`).
+//! KeyboardInterrupt only while user code runs (see `python/shell.py`).
 
 /// A handle that sends SIGINT to the thread running Python.
 #[derive(Clone, Copy, Debug)]

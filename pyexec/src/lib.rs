@@ -13,7 +13,8 @@
 //! - [`input`]: input transformation: `%` magic lines and `%%` cells into
 //!   Python calls (the names they call are defined here only).
 //! - [`shell`]: [`PyShell`], one persistent namespace: run a cell, complete,
-//!   inspect, is_complete. Its logic lives in `python/rparallel_exec.py`.
+//!   inspect, is_complete. Its logic lives in `python/shell.py` (the seam
+//!   IPython takes over), `display.py` and `tracebacks.py`.
 //! - [`package`]: the `rparallel` package every process has (exceptions,
 //!   what engines run for the client); `python/rparallel/`.
 //! - [`actor`]: the Python thread as an actor serving jobs from other
@@ -29,9 +30,10 @@
 //!   sent to the sink as stream text.
 //! - [`interrupt`]: raising KeyboardInterrupt in the Python thread from any
 //!   other thread.
-//! - [`remote`]: frames ↔ Python objects without copies (cloudpickle,
-//!   protocol 5, out-of-band buffers) and the engine's apply/push/pull/clear
-//!   on a shell's namespace. Its logic lives in `python/rparallel_serialize.py`.
+//! - [`serialize`]: frames ↔ Python objects without copies (cloudpickle,
+//!   protocol 5, out-of-band buffers); `python/serialize.py`.
+//! - [`namespace`]: the engine's apply/push/pull/clear on a shell's
+//!   namespace; `python/namespace.py`.
 //!
 //! Python runs on one thread, the one that called [`init::initialize`];
 //! everything else talks to it through channels.
@@ -44,19 +46,21 @@ pub mod hooks;
 pub mod init;
 pub mod input;
 pub mod interrupt;
+pub mod namespace;
 pub mod output;
 pub mod package;
 pub mod process;
 pub mod publish;
-pub mod remote;
+pub mod serialize;
 pub mod shell;
 pub mod sink;
 
 pub use init::{initialize, PythonEnv};
 pub use interrupt::Interrupter;
+pub use namespace::Namespace;
 pub use output::{InputError, OutputEvent, OutputSink, WireOutput};
 pub use publish::{Parent, Publisher, Stamp};
-pub use remote::{deserialize, frames_from_python, frames_to_python, serialize, Frame, Remote};
+pub use serialize::{deserialize, frames_from_python, frames_to_python, serialize, Frame};
 pub use shell::{
     CellError, Completion, ExecuteOutcome, Inspection, IsComplete, MagicHandlers, MimeBundle,
     PyShell,

@@ -1,17 +1,43 @@
-//! The part of the Python package `rparallel` that every rparallel process
-//! has, kernel and engines alike: its exceptions (`rparallel.error`) and
-//! what engines run for the client (`rparallel._remote`: map chunks,
-//! `@require`, `@interactive`). Functions of these modules are pickled by
-//! reference, so both ends must have the same ones. The client adds its
-//! classes to the same module where it runs.
+//! The Python modules rparallel brings as source, and the part of the
+//! Python package `rparallel` that every rparallel process has, kernel and
+//! engines alike: its exceptions (`rparallel.error`) and what engines run
+//! for the client (`rparallel._remote`: map chunks, `@require`,
+//! `@interactive`). Functions of these modules are pickled by reference,
+//! so both ends must have the same ones. The client adds its classes to
+//! the same package where it runs.
 
 use std::ffi::{CStr, CString};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyModule};
 
-const ERROR_SOURCE: &str = include_str!("../python/rparallel/error.py");
-const REMOTE_SOURCE: &str = include_str!("../python/rparallel/_remote.py");
+/// A Python module compiled into rparallel.
+pub struct PythonSource {
+    pub source: &'static str,
+    /// The file name tracebacks show. The execution core's own modules are
+    /// named `<rparallel>/…`, which tracebacks leave out.
+    pub file: &'static CStr,
+    /// The name it gets in `sys.modules`.
+    pub name: &'static CStr,
+}
+
+/// Runs `module`'s source as a module and registers it in `sys.modules`.
+pub fn load_module<'py>(py: Python<'py>, module: &PythonSource) -> PyResult<Bound<'py, PyModule>> {
+    let source = CString::new(module.source).expect("no NUL in module sources");
+    PyModule::from_code(py, &source, module.file, module.name)
+}
+
+const ERROR: PythonSource = PythonSource {
+    source: include_str!("../python/rparallel/error.py"),
+    file: c"rparallel/error.py",
+    name: c"rparallel.error",
+};
+
+const REMOTE: PythonSource = PythonSource {
+    source: include_str!("../python/rparallel/_remote.py"),
+    file: c"rparallel/_remote.py",
+    name: c"rparallel._remote",
+};
 
 /// The exceptions `rparallel` itself exports (all are in `rparallel.error`).
 const EXCEPTIONS: [&str; 6] = [
@@ -41,13 +67,8 @@ pub fn install(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     package.setattr("__version__", env!("CARGO_PKG_VERSION"))?;
     modules.set_item(NAME, &package)?;
 
-    let error = submodule(py, ERROR_SOURCE, c"rparallel/error.py", c"rparallel.error")?;
-    let remote = submodule(
-        py,
-        REMOTE_SOURCE,
-        c"rparallel/_remote.py",
-        c"rparallel._remote",
-    )?;
+    let error = load_module(py, &ERROR)?;
+    let remote = load_module(py, &REMOTE)?;
     package.setattr("error", &error)?;
     package.setattr("_remote", &remote)?;
     for name in EXCEPTIONS {
@@ -57,15 +78,4 @@ pub fn install(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
         package.setattr(name, remote.getattr(name)?)?;
     }
     Ok(package)
-}
-
-/// Loads a module of the package from its source.
-pub fn submodule<'py>(
-    py: Python<'py>,
-    source: &str,
-    file: &CStr,
-    name: &CStr,
-) -> PyResult<Bound<'py, PyModule>> {
-    let source = CString::new(source).expect("no NUL in module sources");
-    PyModule::from_code(py, &source, file, name)
 }

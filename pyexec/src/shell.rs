@@ -1,20 +1,39 @@
 //! [`PyShell`]: one persistent Python namespace and the questions a kernel
-//! asks about code. The IPython-like logic is in `python/rparallel_exec.py`;
-//! answers come back as JSON and are typed here.
+//! asks about code. The Python half is the `Shell` of `python/shell.py`
+//! (module `_rparallel_exec`), over `python/display.py` and
+//! `python/tracebacks.py`: the seam IPython will take over. Answers come
+//! back as JSON and are typed here.
 
-use std::ffi::CString;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::PyModule;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::hooks::Hooks;
 use crate::input::{CELL_MAGIC_CALL, MAGIC_CALL};
 use crate::output::OutputSink;
+use crate::package::{load_module, PythonSource};
 
-const CORE_SOURCE: &str = include_str!("../python/rparallel_exec.py");
+/// The execution core's Python modules, in load order (each imports the
+/// ones before it).
+const CORE: [PythonSource; 3] = [
+    PythonSource {
+        source: include_str!("../python/tracebacks.py"),
+        file: c"<rparallel>/tracebacks.py",
+        name: c"_rparallel_tracebacks",
+    },
+    PythonSource {
+        source: include_str!("../python/display.py"),
+        file: c"<rparallel>/display.py",
+        name: c"_rparallel_display",
+    },
+    PythonSource {
+        source: include_str!("../python/shell.py"),
+        file: c"<rparallel>/shell.py",
+        name: c"_rparallel_exec",
+    },
+];
 
 /// A rich representation: `data` maps MIME types to values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,9 +106,11 @@ impl PyShell {
     /// works from then on ([`crate::package`]).
     pub fn new(sink: Arc<dyn OutputSink>) -> PyResult<Self> {
         Python::attach(|py| {
-            let source = CString::new(CORE_SOURCE).expect("no NUL in the core source");
-            let module =
-                PyModule::from_code(py, &source, c"rparallel_exec.py", c"_rparallel_exec")?;
+            let mut loaded = Vec::new();
+            for module in &CORE {
+                loaded.push(load_module(py, module)?);
+            }
+            let module = loaded.pop().expect("the shell module is last");
             let stdin_error = module.getattr("StdinNotImplementedError")?.unbind();
             let hooks = Py::new(py, Hooks::new(sink, stdin_error))?;
             let shell = module

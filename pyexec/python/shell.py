@@ -1,27 +1,35 @@
-"""The Python half of rparallel's execution core.
+"""The Python half of rparallel's execution core: ``Shell``, one
+persistent namespace. It runs cells the way IPython does (last expression
+displayed, In/Out/_/__/___, IPython-style tracebacks) and answers
+completion, inspection and is-complete questions.
 
-Runs cells in a persistent namespace the way IPython does (last expression
-displayed, In/Out/_/__/___, IPython-style tracebacks), and answers
-completion, inspection and is-complete questions. Everything a cell shows
-goes out through ``hooks``, an object implemented in Rust:
+``Shell`` is the seam between Rust and the Python that runs cells; the
+hand-written parts behind it (this module, ``_rparallel_display``,
+``_rparallel_tracebacks``) are what IPython will replace. What uses it:
+
+- Rust (`shell.rs`): ``Shell(hooks, magic_call, cell_magic_call)``,
+  ``run_cell``, ``user_expressions``, ``complete``, ``inspect``,
+  ``is_complete``, ``at_exit``, ``execution_count``; answers are JSON
+  strings.
+- the engine's namespace operations (``rparallel_namespace``):
+  ``user_ns``, ``user_code()``, ``format_error``, ``reset_namespace``.
+- the kernel's %px family: ``run_local``, ``user_ns``, ``UsageError``.
+
+Everything a cell shows goes out through ``hooks``, an object implemented
+in Rust:
 
     hooks.stream(name, text)
     hooks.display(data, metadata, transient, update)
     hooks.clear_output(wait)
     hooks.input(prompt, password) -> str   (raises StdinNotImplementedError)
-
-Results are returned to Rust as JSON strings.
 """
 
 import ast
-import base64
 import builtins
 import codeop
-import io
+import contextlib
 import json
 import linecache
-import os
-import pprint
 import re
 import signal
 import sys
@@ -29,21 +37,8 @@ import traceback
 import types
 import uuid
 
-TB_WIDTH = 75
-_CORE_FILE = globals().get("__file__", "rparallel_exec.py")
-CONTEXT_LINES = 2
-
-
-def _dumps(obj):
-    """JSON for the Rust side, which takes only valid UTF-8: a lone
-    surrogate (from bytes decoded with surrogateescape, or written by hand)
-    becomes U+FFFD instead of failing the whole message."""
-    text = json.dumps(obj, ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
+from _rparallel_display import OutStream, DisplayHandle, _dumps, mime_bundle
+from _rparallel_tracebacks import cell_filename, format_exception, safe_str
 
 
 class StdinNotImplementedError(RuntimeError):
@@ -81,238 +76,6 @@ def _no_cell_magic(name, args, body):
     raise UsageError("Cell magic `%%%%%s` not found." % name)
 
 
-class OutStream(io.TextIOBase):
-    """sys.stdout / sys.stderr: every write goes to Rust, which coalesces
-    small writes and publishes them while the cell runs."""
-
-    def __init__(self, name, hooks):
-        super().__init__()
-        self._name = name
-        self._hooks = hooks
-
-    @property
-    def name(self):
-        return "<%s>" % self._name
-
-    @property
-    def encoding(self):
-        return "utf-8"
-
-    def writable(self):
-        return True
-
-    def isatty(self):
-        return False
-
-    def write(self, text):
-        if not isinstance(text, str):
-            raise TypeError("write() argument must be str, not %s" % type(text).__name__)
-        if text:
-            self._hooks.stream(self._name, text)
-        return len(text)
-
-    def flush(self):
-        pass
-
-
-# ---------------------------------------------------------------- formatting
-
-_RICH_REPRS = (
-    ("text/html", "_repr_html_"),
-    ("text/markdown", "_repr_markdown_"),
-    ("text/latex", "_repr_latex_"),
-    ("image/png", "_repr_png_"),
-    ("image/jpeg", "_repr_jpeg_"),
-    ("image/svg+xml", "_repr_svg_"),
-    ("application/json", "_repr_json_"),
-    ("application/javascript", "_repr_javascript_"),
-)
-_BINARY = {"image/png", "image/jpeg"}
-
-
-def plain_text(obj):
-    """IPython-like text/plain: pretty-printed containers, repr otherwise."""
-    if type(obj) in (dict, list, tuple, set, frozenset):
-        return pprint.pformat(obj, width=79, sort_dicts=False)
-    return repr(obj)
-
-
-def _jsonable(mime, value):
-    if mime in _BINARY and isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, (bytes, bytearray)):
-        return value.decode("utf-8", "replace")
-    return value
-
-
-def mime_bundle(obj, include=None, exclude=None):
-    """(data, metadata) for obj, from _repr_mimebundle_ and _repr_*_ methods."""
-    data, metadata = {}, {}
-    if not isinstance(obj, type):  # a class's own _repr_* are unbound
-        method = getattr(obj, "_repr_mimebundle_", None)
-        if callable(method):
-            try:
-                got = method(include=include, exclude=exclude)
-            except Exception:
-                got = None
-            if isinstance(got, tuple) and len(got) == 2:
-                got, md = got
-                metadata.update(md or {})
-            if isinstance(got, dict):
-                data.update(got)
-        for mime, attr in _RICH_REPRS:
-            if mime in data:
-                continue
-            method = getattr(obj, attr, None)
-            if not callable(method):
-                continue
-            try:
-                value = method()
-            except Exception:
-                continue
-            if isinstance(value, tuple) and len(value) == 2:
-                value, md = value
-                if md:
-                    metadata[mime] = md
-            if value is not None:
-                data[mime] = value
-    if "text/plain" not in data:
-        try:
-            data["text/plain"] = plain_text(obj)
-        except Exception as e:  # a broken __repr__ must not break the cell
-            data["text/plain"] = "<%s object (repr failed: %r)>" % (type(obj).__name__, e)
-    data = {m: _jsonable(m, v) for m, v in data.items()}
-    if include:
-        data = {m: v for m, v in data.items() if m in include}
-    if exclude:
-        data = {m: v for m, v in data.items() if m not in exclude}
-    return data, metadata
-
-
-# ---------------------------------------------------------------- tracebacks
-
-def cell_filename(count):
-    return "<cell-%d>" % count
-
-
-_CELL_RE = re.compile(r"^<cell-(\d+)>$")
-
-
-def _location(filename, lineno, func, frame):
-    cell = _CELL_RE.match(filename)
-    if cell:
-        where = "Cell In[%s], line %d" % (cell.group(1), lineno)
-        return where if func == "<module>" else "%s, in %s()" % (where, func)
-    home = os.path.expanduser("~")
-    shown = "~" + filename[len(home):] if home != "/" and filename.startswith(home + os.sep) else filename
-    return "File %s:%d, in %s()" % (shown, lineno, func)
-
-
-def _numbered_lines(filename, lineno):
-    lines = linecache.getlines(filename)
-    if not lines or not (1 <= lineno <= len(lines)):
-        return ""
-    first = max(1, lineno - CONTEXT_LINES)
-    last = min(len(lines), lineno + CONTEXT_LINES)
-    out = []
-    for i in range(first, last + 1):
-        text = lines[i - 1].rstrip("\n")
-        if i == lineno:
-            pad = 7 - len(str(i))
-            arrow = "-" * (pad - 2) + "> " if pad >= 2 else ">"
-            out.append("%s%d %s" % (arrow, i, text))
-        else:
-            out.append("%7d %s" % (i, text))
-    return "\n".join(out) + "\n"
-
-
-def safe_str(value):
-    """str(value), even when its __str__ fails."""
-    try:
-        return str(value)
-    except Exception:
-        return "<unprintable %s object>" % type(value).__name__
-
-
-def _exception_line(etype, evalue):
-    text = safe_str(evalue) if evalue is not None else ""
-    return "%s: %s" % (etype.__name__, text) if text else etype.__name__
-
-
-def _syntax_error_block(evalue):
-    filename = evalue.filename or ""
-    cell = _CELL_RE.match(filename)
-    lineno = evalue.lineno or 1
-    where = ("Cell In[%s], line %d" % (cell.group(1), lineno)) if cell else (
-        "File %s:%d" % (filename, lineno))
-    block = ["  " + where]
-    text = evalue.text
-    if text is None and filename:
-        text = linecache.getline(filename, lineno)
-    if text:
-        stripped = text.rstrip("\n")
-        indent = len(stripped) - len(stripped.lstrip())
-        block.append("    " + stripped.strip())
-        if evalue.offset:
-            caret_start = max(0, evalue.offset - 1 - indent)
-            end = getattr(evalue, "end_offset", None) or evalue.offset + 1
-            width = max(1, min(end - evalue.offset, len(stripped) - evalue.offset + 1))
-            if getattr(evalue, "end_lineno", lineno) != lineno:
-                width = 1
-            block.append("    " + " " * caret_start + "^" * width)
-    return "\n".join(block)
-
-
-def _frames_blocks(tb):
-    blocks = []
-    for frame, lineno in traceback.walk_tb(tb):
-        code = frame.f_code
-        if code.co_filename == _CORE_FILE:
-            continue  # input(), display() and friends are ours, not the user's
-        block = _location(code.co_filename, lineno, code.co_name, frame) + "\n"
-        block += _numbered_lines(code.co_filename, lineno)
-        blocks.append(block)
-    return blocks
-
-
-def format_exception(etype, evalue, tb, _seen=None):
-    """An IPython-style traceback: a list of strings to be joined by newlines."""
-    seen = _seen if _seen is not None else set()
-    seen.add(id(evalue))
-    out = []
-    cause = getattr(evalue, "__cause__", None)
-    context = getattr(evalue, "__context__", None)
-    if cause is not None and id(cause) not in seen:
-        out += format_exception(type(cause), cause, cause.__traceback__, seen)
-        out += ["", "The above exception was the direct cause of the following exception:", ""]
-    elif (context is not None and id(context) not in seen
-          and not getattr(evalue, "__suppress_context__", False)):
-        out += format_exception(type(context), context, context.__traceback__, seen)
-        out += ["", "During handling of the above exception, another exception occurred:", ""]
-    name = etype.__name__
-    rule = "Traceback (most recent call last)"
-    if issubclass(etype, SyntaxError) and tb is None:
-        out.append(_syntax_error_block(evalue))
-        out.append(_exception_line(etype, evalue.msg if isinstance(evalue, SyntaxError) else evalue))
-        return out
-    out.append("-" * TB_WIDTH)
-    out.append("%s%s%s" % (name, " " * max(1, TB_WIDTH - len(name) - len(rule)), rule))
-    out += _frames_blocks(tb)
-    if issubclass(etype, SyntaxError):
-        out.append(_syntax_error_block(evalue))
-        out.append(_exception_line(etype, evalue.msg))
-    else:
-        out.append(_exception_line(etype, evalue))
-    # PEP 678 notes (e.g. which engine a result that failed to unpickle
-    # came from), as Python and IPython print them.
-    notes = getattr(evalue, "__notes__", None)
-    if isinstance(notes, (list, tuple)):
-        out += [safe_str(n) for n in notes]
-    return out
-
-
-# ---------------------------------------------------------------- the shell
-
 class Exiter:
     """`exit` / `quit` in a cell: ask the frontend to end the session
     (jupyter console leaves and shuts the kernel down), as IPython does."""
@@ -325,23 +88,6 @@ class Exiter:
 
     def __call__(self, keep_kernel=False):
         self._shell.payload.append({"source": "ask_exit", "keepkernel": bool(keep_kernel)})
-
-
-class DisplayHandle:
-    """Returned by display(..., display_id=...): update the output in place."""
-
-    def __init__(self, display_id, shell):
-        self.display_id = display_id
-        self._shell = shell
-
-    def __repr__(self):
-        return "<DisplayHandle display_id=%s>" % self.display_id
-
-    def display(self, obj, **kwargs):
-        self._shell.display(obj, display_id=self.display_id, **kwargs)
-
-    def update(self, obj, **kwargs):
-        self._shell.display(obj, display_id=self.display_id, update=True, **kwargs)
 
 
 class Shell:
@@ -453,17 +199,9 @@ class Shell:
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         outcome = {"status": "ok", "execution_count": count}
         self.payload = outcome["payload"] = []
+        shows_value = not silent and not code.rstrip().endswith(";")
         try:
-            tree = ast.parse(code, filename, "exec")
-        except (SyntaxError, ValueError) as e:
-            return _dumps(self._error(outcome, type(e), e, None))
-        last = None
-        if (not silent and tree.body and isinstance(tree.body[-1], ast.Expr)
-                and not code.rstrip().endswith(";")):
-            last = ast.Expression(tree.body.pop().value)
-        try:
-            body = compile(tree, filename, "exec")
-            tail = compile(last, filename, "eval") if last is not None else None
+            body, tail = self._compile(code, filename, shows_value)
         except (SyntaxError, ValueError) as e:
             return _dumps(self._error(outcome, type(e), e, None))
         value = None
@@ -490,18 +228,57 @@ class Shell:
             outcome["data"], outcome["metadata"] = data, md
         return _dumps(outcome)
 
+    @staticmethod
+    def _compile(code, filename, shows_value):
+        """(body, tail): the cell's code, and its last expression compiled
+        apart when its value is to be shown (else tail is None)."""
+        tree = ast.parse(code, filename, "exec")
+        last = None
+        if shows_value and tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        body = compile(tree, filename, "exec")
+        tail = compile(last, filename, "eval") if last is not None else None
+        return body, tail
+
     def run_local(self, code):
         """Runs code in the user's namespace from inside a running cell
-        (``%%px --local``); the last expression's value is displayed."""
-        tree = ast.parse(code, "<px --local>", "exec")
-        last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
-        exec(compile(tree, "<px --local>", "exec"), self.user_ns)
-        if last is not None:
-            value = eval(compile(last, "<px --local>", "eval"), self.user_ns)
+        (``%%px --local``); the last expression's value is displayed.
+        Errors propagate to the running cell."""
+        body, tail = self._compile(code, "<px --local>", True)
+        exec(body, self.user_ns)
+        if tail is not None:
+            value = eval(tail, self.user_ns)
             if value is not None:
                 self.display(value)
+
+    # -- for the engine's namespace operations (rparallel_namespace)
+    @contextlib.contextmanager
+    def user_code(self):
+        """Runs the block as user code: an interrupt raises KeyboardInterrupt
+        in it."""
+        was = self.executing
+        self.executing = True
+        try:
+            yield
+        finally:
+            self.executing = was
+
+    def format_error(self, etype, evalue, tb):
+        """(ename, evalue, traceback lines), as a failing cell shows them."""
+        out = self._error({}, etype, evalue, tb)
+        return out["ename"], out["evalue"], list(out["traceback"])
+
+    def reset_namespace(self):
+        """Empties the user's namespace. In stays; Out is emptied."""
+        ns = self.user_ns
+        for name in [n for n in ns if not (n.startswith("__") and n.endswith("__"))]:
+            del ns[name]
+        self.output_history.clear()
+        ns.update({
+            "In": self.history, "Out": self.output_history,
+            "_ih": self.history, "_oh": self.output_history,
+            "_": "", "__": "", "___": "", "_i": "", "_ii": "", "_iii": "",
+        })
 
     def at_exit(self):
         """Runs the atexit handlers cells registered (the kernel is exiting)."""

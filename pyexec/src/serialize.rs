@@ -1,5 +1,5 @@
-//! Frames ↔ Python objects, and the engine's namespace operations (apply,
-//! push, pull, clear). The Python half is `python/rparallel_serialize.py`.
+//! Frames ↔ Python objects: cloudpickle with out-of-band buffers. The
+//! Python half is `python/serialize.py` (module `rparallel_serialize`).
 //!
 //! Frames are [`Bytes`] on the Rust side and cross into Python without
 //! copying:
@@ -23,7 +23,7 @@
 //! array's own until the frame is written: code that mutates the array in
 //! place right after returning it may race the send.
 
-use std::ffi::{c_int, c_void, CString};
+use std::ffi::{c_int, c_void};
 
 use bytes::{Bytes, BytesMut};
 use pyo3::ffi;
@@ -31,25 +31,21 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyMemoryView, PyModule};
 
-use crate::shell::{CellError, PyShell};
+use crate::package::{load_module, PythonSource};
 
-const SERIALIZE_SOURCE: &str = include_str!("../python/rparallel_serialize.py");
+/// `python/serialize.py`.
+const SERIALIZE: PythonSource = PythonSource {
+    source: include_str!("../python/serialize.py"),
+    file: c"<rparallel>/serialize.py",
+    name: c"rparallel_serialize",
+};
 
 /// The loaded `rparallel_serialize` module, once per interpreter.
 static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
-fn module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+pub(crate) fn module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     MODULE
-        .get_or_try_init(py, || {
-            let source = CString::new(SERIALIZE_SOURCE).expect("no NUL in the source");
-            PyModule::from_code(
-                py,
-                &source,
-                c"rparallel_serialize.py",
-                c"rparallel_serialize",
-            )
-            .map(Bound::unbind)
-        })
+        .get_or_try_init(py, || load_module(py, &SERIALIZE).map(Bound::unbind))
         .map(|m| m.bind(py))
 }
 
@@ -170,7 +166,7 @@ pub fn frames_to_python(py: Python<'_>, frames: Vec<Bytes>) -> PyResult<Bound<'_
 
 /// Frames the caller alone holds (an engine's request buffers): received
 /// shared-memory buffers become writable arrays without a copy.
-fn exclusive_frames(py: Python<'_>, frames: Vec<Bytes>) -> PyResult<Bound<'_, PyList>> {
+pub(crate) fn exclusive_frames(py: Python<'_>, frames: Vec<Bytes>) -> PyResult<Bound<'_, PyList>> {
     frames_list(py, frames, true)
 }
 
@@ -285,115 +281,4 @@ pub fn deserialize_exclusive(py: Python<'_>, frames: Vec<Bytes>) -> PyResult<Bou
 pub fn deserialize(py: Python<'_>, frames: Vec<Bytes>) -> PyResult<Bound<'_, PyAny>> {
     let frames = frames_to_python(py, frames)?;
     module(py)?.call_method1("deserialize", (frames,))
-}
-
-// ---------------------------------------------------------------- namespace operations
-
-/// The engine's operations on one [`PyShell`]'s namespace. Errors come back
-/// as the [`CellError`] a failing cell gives (IPython-style traceback).
-pub struct Remote {
-    shell: Py<PyAny>,
-}
-
-impl Remote {
-    /// Loads the serialisation module (and cloudpickle) into the shell's
-    /// interpreter. Call on the Python thread.
-    pub fn new(shell: &PyShell) -> PyResult<Self> {
-        Python::attach(|py| {
-            module(py)?;
-            Ok(Remote {
-                shell: shell.py_shell(py),
-            })
-        })
-    }
-
-    /// `f(*args, **kwargs)` for `frames = serialize((f, args, kwargs))`;
-    /// returns the serialised result.
-    pub fn apply(&self, frames: Vec<Bytes>) -> Result<Vec<Bytes>, CellError> {
-        self.call("apply", |py| {
-            Ok(Some(exclusive_frames(py, frames)?.into_any()))
-        })
-        .and_then(|f| f.ok_or_else(|| internal_error("apply returned no frames")))
-    }
-
-    /// Updates the namespace with the dict serialised in `frames`.
-    pub fn push(&self, frames: Vec<Bytes>) -> Result<(), CellError> {
-        self.call("push", |py| {
-            Ok(Some(exclusive_frames(py, frames)?.into_any()))
-        })
-        .map(|_| ())
-    }
-
-    /// The serialised list of the values of `names` (evaluated in the
-    /// namespace: a missing name is a NameError).
-    pub fn pull(&self, names: &[String]) -> Result<Vec<Bytes>, CellError> {
-        self.call("pull", |py| Ok(Some(PyList::new(py, names)?.into_any())))
-            .and_then(|f| f.ok_or_else(|| internal_error("pull returned no frames")))
-    }
-
-    /// Empties the namespace.
-    pub fn clear(&self) -> Result<(), CellError> {
-        self.call("clear", |_| Ok(None)).map(|_| ())
-    }
-
-    /// Calls `rparallel_serialize.<op>(shell[, arg])` and decodes its
-    /// `(status, value)`.
-    fn call(
-        &self,
-        op: &str,
-        arg: impl for<'py> FnOnce(Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>>,
-    ) -> Result<Option<Vec<Bytes>>, CellError> {
-        let outcome = Python::attach(|py| {
-            let run = || -> PyResult<Result<Option<Vec<Bytes>>, CellError>> {
-                let module = module(py)?;
-                let arg = arg(py)?;
-                let shell = self.shell.bind(py);
-                let outcome = match arg {
-                    Some(arg) => module.call_method1(op, (shell, arg))?,
-                    None => module.call_method1(op, (shell,))?,
-                };
-                let (status, value): (String, Bound<'_, PyAny>) = outcome.extract()?;
-                if status == "ok" {
-                    if value.is_none() {
-                        return Ok(Ok(None));
-                    }
-                    return Ok(Ok(Some(frames_from_python(&value)?)));
-                }
-                let (ename, evalue, traceback): (String, String, Vec<String>) = value.extract()?;
-                Ok(Err(CellError {
-                    ename,
-                    evalue,
-                    traceback,
-                }))
-            };
-            run().unwrap_or_else(|e| Err(python_error(py, e)))
-        });
-        // What the call wrote to fds 1/2 belongs to it, before its reply.
-        crate::fdcapture::drain();
-        outcome
-    }
-}
-
-fn python_error(py: Python<'_>, err: PyErr) -> CellError {
-    let ename = err
-        .get_type(py)
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "Exception".into());
-    let evalue = err.value(py).to_string();
-    CellError {
-        traceback: vec![format!(
-            "{ename}: {evalue} (in rparallel's serialisation core)"
-        )],
-        ename,
-        evalue,
-    }
-}
-
-fn internal_error(what: &str) -> CellError {
-    CellError {
-        ename: "RuntimeError".into(),
-        evalue: what.into(),
-        traceback: vec![format!("RuntimeError: {what}")],
-    }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use pyo3::prelude::*;
 use rparallel_pyexec::{
-    deserialize, initialize, serialize, InputError, OutputEvent, OutputSink, PyShell, PythonEnv,
-    Remote,
+    deserialize, initialize, serialize, InputError, Namespace, OutputEvent, OutputSink, PyShell,
+    PythonEnv,
 };
 
 struct Quiet;
@@ -47,7 +47,7 @@ fn serialisation_and_namespace_operations() {
         });
     initialize(&PythonEnv::resolve(Some(&python))).expect("python starts");
     let shell = PyShell::new(Arc::new(Quiet)).expect("core loads");
-    let remote = Remote::new(&shell).expect("serialisation core loads (cloudpickle in .venv)");
+    let remote = Namespace::new(&shell).expect("serialisation core loads (cloudpickle in .venv)");
 
     // Plain values round-trip.
     let frames = frames_of("value = {'a': [1, 2.5, 'x'], 'b': None}");
