@@ -20,5 +20,5 @@ pub mod process;
 pub mod profile;
 
 pub use connection::ConnectionFile;
-pub use lifecycle::{list_clusters, start_cluster, stop_cluster, ClusterOptions, StartedCluster};
+pub use lifecycle::{start_cluster, ClusterOptions, StartedCluster};
 pub use profile::{ClusterRecord, Profile};

@@ -149,18 +149,9 @@ impl Hub {
         };
         if split == 2 {
             let route = &frames[1];
-            let target = route
-                .strip_prefix(ENGINE_ROUTE_PREFIX)
-                .and_then(|id| std::str::from_utf8(id).ok())
-                .and_then(|id| id.parse::<u32>().ok());
-            match target.and_then(|id| self.registry.get(id).map(|e| (id, e.identity.clone()))) {
-                Some((_, identity)) => {
-                    let mut out = Vec::with_capacity(frames.len());
-                    out.push(identity);
-                    out.push(client);
-                    out.extend(frames.into_iter().skip(2));
-                    self.send_engine(out).await;
-                }
+            let target = engine_route(route);
+            match target.and_then(|id| self.registry.get(id).map(|e| e.identity.clone())) {
+                Some(identity) => self.send_engine(to_engine(frames, identity)).await,
                 None => {
                     let reason = match target {
                         Some(id) => format!("engine {id} is not registered (it may have died)"),
@@ -210,12 +201,9 @@ impl Hub {
                 self.shutdown_engines().await;
             }
             "start_engines_request" => {
-                let content = match request.content["n"].as_u64().unwrap_or(1) {
-                    n @ 1..=MAX_START => self.start_engines(n as usize),
-                    n => json!({
-                        "status": "error",
-                        "reason": format!("cannot start {n} engines at once (1 to {MAX_START})"),
-                    }),
+                let content = match engines_to_start(&request.content) {
+                    Ok(n) => self.start_engines(n),
+                    Err(reason) => json!({ "status": "error", "reason": reason }),
                 };
                 self.reply_client(&request, "start_engines_reply", content)
                     .await;
@@ -243,10 +231,8 @@ impl Hub {
                 tracing::warn!("dropped output from an unregistered engine");
                 return;
             }
-            // [engine, client, <IDS|MSG>, ...] → [client, <IDS|MSG>, ...]
             let client = frames[1].clone();
-            let out: Vec<Bytes> = frames.into_iter().skip(1).collect();
-            if let Err(e) = self.client_tx.send(zmq_message(out)).await {
+            if let Err(e) = self.client_tx.send(zmq_message(to_client(frames))).await {
                 tracing::info!("client gone: {e}");
                 self.clients.remove(&client);
             }
@@ -425,4 +411,115 @@ impl Hub {
 
 fn zmq_message(frames: Vec<Bytes>) -> ZmqMessage {
     ZmqMessage::try_from(frames).expect("routed messages have frames")
+}
+
+/// The engine a client's routing frame names: `engine:<id>`.
+fn engine_route(frame: &[u8]) -> Option<u32> {
+    frame
+        .strip_prefix(ENGINE_ROUTE_PREFIX)
+        .and_then(|id| std::str::from_utf8(id).ok())
+        .and_then(|id| id.parse::<u32>().ok())
+}
+
+/// A client's request as the engine gets it: `[client, engine:<id>,
+/// <IDS|MSG>, …]` becomes `[engine identity, client, <IDS|MSG>, …]`, so the
+/// ROUTER delivers it to the engine, which sends its answers back to the
+/// client's identity.
+fn to_engine(frames: Vec<Bytes>, engine: Bytes) -> Vec<Bytes> {
+    let mut out = Vec::with_capacity(frames.len());
+    let mut frames = frames.into_iter();
+    let client = frames.next().unwrap_or_default();
+    out.push(engine);
+    out.push(client);
+    out.extend(frames.skip(1));
+    out
+}
+
+/// An engine's output or reply as its client gets it: `[engine, client,
+/// <IDS|MSG>, …]` becomes `[client, <IDS|MSG>, …]`.
+fn to_client(frames: Vec<Bytes>) -> Vec<Bytes> {
+    frames.into_iter().skip(1).collect()
+}
+
+/// How many engines a `start_engines_request` asks for (default 1), or why
+/// it may not.
+fn engines_to_start(content: &Value) -> Result<usize, String> {
+    match content["n"].as_u64().unwrap_or(1) {
+        n @ 1..=MAX_START => Ok(n as usize),
+        n => Err(format!(
+            "cannot start {n} engines at once (1 to {MAX_START})"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rparallel_protocol::DELIMITER;
+
+    fn frames(parts: &[&'static [u8]]) -> Vec<Bytes> {
+        parts.iter().map(|p| Bytes::from_static(p)).collect()
+    }
+
+    #[test]
+    fn routes_name_engines_by_id() {
+        assert_eq!(engine_route(b"engine:0"), Some(0));
+        assert_eq!(engine_route(b"engine:42"), Some(42));
+        for bad in [
+            &b"engine:"[..],
+            b"engine:-1",
+            b"engine:x",
+            b"node:1",
+            b"",
+            b"engine:\xff",
+        ] {
+            assert_eq!(engine_route(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn requests_go_to_the_engine_and_answers_back_to_the_client() {
+        let request = frames(&[
+            b"client-7",
+            b"engine:3",
+            DELIMITER,
+            b"sig",
+            b"h",
+            b"p",
+            b"m",
+            b"c",
+            b"buffer",
+        ]);
+        let routed = to_engine(request, Bytes::from_static(b"engine-identity"));
+        assert_eq!(
+            routed,
+            frames(&[
+                b"engine-identity",
+                b"client-7",
+                DELIMITER,
+                b"sig",
+                b"h",
+                b"p",
+                b"m",
+                b"c",
+                b"buffer"
+            ])
+        );
+        let answer = frames(&[b"engine-identity", b"client-7", DELIMITER, b"sig", b"h"]);
+        assert_eq!(
+            to_client(answer),
+            frames(&[b"client-7", DELIMITER, b"sig", b"h"])
+        );
+    }
+
+    #[test]
+    fn starting_engines_is_bounded() {
+        assert_eq!(engines_to_start(&json!({})), Ok(1));
+        assert_eq!(engines_to_start(&json!({"n": 4})), Ok(4));
+        assert_eq!(engines_to_start(&json!({"n": 1024})), Ok(1024));
+        for n in [json!(0), json!(1025), json!(1_000_000)] {
+            let err = engines_to_start(&json!({ "n": n })).unwrap_err();
+            assert!(err.contains("1 to 1024"), "{err}");
+        }
+    }
 }

@@ -316,18 +316,25 @@ fn execute(code: &str) -> Value {
     json!({"code": code, "silent": false, "store_history": true})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn engine_serves_a_controller() {
-    let apply_frames = frames_of("value = (lambda x, y=0: a + x + y, (1,), {'y': 0})");
-    let push_frames =
-        frames_of("import numpy as np\nvalue = {'arr': np.arange(1000000, dtype='float64')}");
-    assert_eq!(push_frames.len(), 2, "the array travels as its own frame");
-
-    let mut controller = Controller::bind("serve").await;
-    let mut engine = controller.start_engine();
+/// A controller with a registered engine (heartbeat period 0.5 s).
+async fn registered(name: &str) -> (Controller, Engine) {
+    let mut controller = Controller::bind(name).await;
+    let engine = controller.start_engine();
     controller.register(0.5).await;
+    (controller, engine)
+}
 
-    // execute: input, output while running, result, reply.
+/// Runs `code` on the engine; it must succeed.
+async fn define(controller: &mut Controller, code: &str) {
+    let got = controller
+        .round_trip("execute_request", execute(code), vec![])
+        .await;
+    assert_eq!(got.last().unwrap().content["status"], "ok", "{code}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_publishes_input_output_and_result_before_its_reply() {
+    let (mut controller, _engine) = registered("execute").await;
     let got = controller
         .round_trip("execute_request", execute("print('hello')\n6 * 7"), vec![])
         .await;
@@ -353,14 +360,29 @@ async fn engine_serves_a_controller() {
     assert_eq!(reply["ename"], "ZeroDivisionError");
     assert_eq!(reply["execution_count"], 2);
     assert!(reply["traceback"].as_array().unwrap().len() > 1);
+}
 
-    // apply: a cloudpickled lambda sees the engine's globals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_runs_a_function_in_the_engine_namespace() {
+    let apply_frames = frames_of("value = (lambda x, y=0: a + x + y, (1,), {'y': 0})");
+    let (mut controller, _engine) = registered("apply").await;
+    define(&mut controller, "a = 41").await;
+    // A cloudpickled lambda sees the engine's globals.
     let got = controller
         .round_trip("apply_request", json!({}), apply_frames)
         .await;
     assert_eq!(types(&got), ["apply_reply"]);
     assert_eq!(got[0].content["status"], "ok");
     assert_eq!(repr_of(&got[0].buffers), "42");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_pull_arrays_as_their_own_frames() {
+    let push_frames =
+        frames_of("import numpy as np\nvalue = {'arr': np.arange(1000000, dtype='float64')}");
+    assert_eq!(push_frames.len(), 2, "the array travels as its own frame");
+    let (mut controller, _engine) = registered("pushpull").await;
+    define(&mut controller, "a = 41").await;
 
     // push a numpy array, use it, pull part of it back.
     let got = controller
@@ -392,8 +414,12 @@ async fn engine_serves_a_controller() {
         .await;
     assert_eq!(got[0].content["status"], "error");
     assert_eq!(got[0].content["ename"], "NameError");
+}
 
-    // interrupt: a long sleep stops at once; heartbeats went on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupt_stops_running_code_while_heartbeats_go_on() {
+    let (mut controller, _engine) = registered("interrupt").await;
+    define(&mut controller, "a = 41").await;
     let sleeping = controller
         .request(
             "execute_request",
@@ -431,8 +457,13 @@ async fn engine_serves_a_controller() {
         .await;
     assert_eq!(got.last().unwrap().content["status"], "ok");
     assert_eq!(got[1].content["data"]["text/plain"], "42");
+}
 
-    // abort: one queued request by id, then everything queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_drops_queued_requests_by_id_or_all() {
+    let (mut controller, _engine) = registered("abort").await;
+    define(&mut controller, "import time").await;
+    // One queued request by id.
     let busy = controller
         .request("execute_request", execute("time.sleep(1)"), vec![])
         .await;
@@ -476,6 +507,7 @@ async fn engine_serves_a_controller() {
         .await;
     assert_eq!(got[1].content["data"]["text/plain"], "(True, False)");
 
+    // Everything queued.
     let busy = controller
         .request("execute_request", execute("time.sleep(0.5)"), vec![])
         .await;
@@ -508,8 +540,12 @@ async fn engine_serves_a_controller() {
         statuses["execute_reply"],
         (busy.header.msg_id.clone(), json!("ok"))
     );
+}
 
-    // clear empties the namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_empties_the_namespace() {
+    let (mut controller, _engine) = registered("clear").await;
+    define(&mut controller, "a = 41").await;
     let got = controller
         .round_trip("clear_request", json!({}), vec![])
         .await;
@@ -518,8 +554,11 @@ async fn engine_serves_a_controller() {
         .round_trip("pull_request", json!({"names": ["a"]}), vec![])
         .await;
     assert_eq!(got[0].content["ename"], "NameError");
+}
 
-    // shutdown: a reply, unregistration, and the process is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_replies_unregisters_and_exits() {
+    let (mut controller, mut engine) = registered("shutdown").await;
     let shutdown = controller
         .request("shutdown_request", json!({}), vec![])
         .await;
@@ -554,9 +593,7 @@ async fn engine_exits_when_the_controller_goes_silent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_shutdown_is_at_once() {
-    let mut controller = Controller::bind("stop").await;
-    let mut engine = controller.start_engine();
-    controller.register(0.5).await;
+    let (mut controller, mut engine) = registered("stop").await;
     controller
         .request(
             "execute_request",

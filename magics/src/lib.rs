@@ -14,5 +14,4 @@ pub mod family;
 pub mod options;
 pub mod render;
 
-pub use family::Magic;
-pub use options::{ConfigOptions, ExecOptions, GroupBy, PxOptions, UsageError};
+pub use options::{GroupBy, PxOptions, UsageError};

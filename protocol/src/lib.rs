@@ -23,10 +23,10 @@ pub mod shm;
 pub mod sign;
 pub mod wire;
 
-pub use connection::{ConnectionError, ConnectionInfo, Transport};
-pub use message::{reply_type, Header, Message, Session};
-pub use sign::{SignatureError, Signer};
-pub use wire::{verify_frames, RawMessage, WireError, DELIMITER};
+pub use connection::{ConnectionInfo, Transport};
+pub use message::{Header, Message, Session};
+pub use sign::Signer;
+pub use wire::{verify_frames, RawMessage, DELIMITER};
 
 /// The messaging protocol version this implementation speaks.
 pub const PROTOCOL_VERSION: &str = "5.3";

@@ -56,13 +56,9 @@ pub mod shell;
 pub mod sink;
 
 pub use init::{initialize, PythonEnv};
-pub use interrupt::Interrupter;
 pub use namespace::Namespace;
-pub use output::{InputError, OutputEvent, OutputSink, WireOutput};
+pub use output::{InputError, OutputEvent, OutputSink};
 pub use publish::{Parent, Publisher, Stamp};
-pub use serialize::{deserialize, frames_from_python, frames_to_python, serialize, Frame};
-pub use shell::{
-    CellError, Completion, ExecuteOutcome, Inspection, IsComplete, MagicHandlers, MimeBundle,
-    PyShell,
-};
+pub use serialize::{deserialize, serialize};
+pub use shell::{CellError, IsComplete, MagicHandlers, PyShell};
 pub use sink::{Sink, Stdin};
