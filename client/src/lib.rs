@@ -7,7 +7,7 @@
 //!
 //! - [`client`]: [`Client`]: connect, send typed requests, ask the
 //!   controller, wait, interrupt, abort.
-//! - [`connection`]: the DEALER connection on its own I/O thread;
+//! - `connection`: the DEALER connection on its own I/O thread;
 //!   heartbeats and the controller process's watch.
 //! - [`tracker`]: live engines and the state of every request (replies,
 //!   outputs, failures); condvar waits.

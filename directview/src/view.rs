@@ -1,5 +1,5 @@
 //! `DirectView`: work sent to a fixed set of engines. This module holds the
-//! view and its Rust API; [`DirectView::submit`] is the one path from a
+//! view and its Rust API; `DirectView::submit` is the one path from a
 //! view to the engines (the Python methods in `view_methods`, remote
 //! functions and the `%px` magics all take it).
 

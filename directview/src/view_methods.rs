@@ -1,5 +1,5 @@
 //! `DirectView`'s Python methods: each reads its arguments into a typed
-//! request ([`Request`]) and sends it through [`DirectView::submit`].
+//! request ([`Request`]) and sends it through `DirectView::submit`.
 
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;

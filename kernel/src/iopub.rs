@@ -1,5 +1,5 @@
 //! The kernel's IOPub: everything is published through the execution
-//! core's [`Publisher`] (one task owning the PUB socket, in order, streams
+//! core's `Publisher` (one task owning the PUB socket, in order, streams
 //! coalesced); [`KernelStamp`] says how the kernel addresses it.
 
 use bytes::Bytes;

@@ -3,7 +3,7 @@
 //! magic (`%%name args` on its first line). Both become Python calling two
 //! builtins: this module owns their names, the shell installs defaults
 //! under them and the kernel's `%px` family replaces those
-//! ([`crate::PyShell::set_magic_handlers`]).
+//! ([`crate::MagicHandlers`]).
 //!
 //! The execute path applies [`to_python`] to every cell, in the kernel and
 //! on the engines alike. Pure string work: no Python needed.

@@ -30,7 +30,7 @@
 //!   sent to the sink as stream text.
 //! - [`interrupt`]: raising KeyboardInterrupt in the Python thread from any
 //!   other thread.
-//! - [`serialize`]: frames ↔ Python objects without copies (cloudpickle,
+//! - [`mod@serialize`]: frames ↔ Python objects without copies (cloudpickle,
 //!   protocol 5, out-of-band buffers); `python/serialize.py`.
 //! - [`namespace`]: the engine's apply/push/pull/clear on a shell's
 //!   namespace; `python/namespace.py`.

@@ -1,6 +1,6 @@
 //! The engine's operations on a shell's namespace: apply, push, pull and
 //! clear. The Python half is `python/namespace.py` (module
-//! `rparallel_namespace`); values cross as frames ([`crate::serialize`]).
+//! `rparallel_namespace`); values cross as frames ([`mod@crate::serialize`]).
 
 use bytes::Bytes;
 use pyo3::prelude::*;
