@@ -6,8 +6,9 @@
 //! # Layout
 //!
 //! - [`client`], [`view`] (the view and its one path to the engines),
-//!   [`view_methods`] (its Python API), [`result`], [`remote`], [`cluster`]:
-//!   the Python classes.
+//!   [`view_methods`] (its Python API), [`result`] (a result and how its
+//!   value is built), [`result_methods`] (its Python API), [`remote`],
+//!   [`cluster`]: the Python classes.
 //! - [`waiting`]: [`waiting::PyWaiter`], how Python waits on the client's
 //!   one wait loop (GIL released, Ctrl-C, live output, progress).
 //! - [`display`], [`relay`]: showing engine output (live while waiting,
@@ -18,8 +19,8 @@
 //!   best in Python.
 //!
 //! Module dependencies run one way, in the order: errors, convert,
-//! display, relay, waiting, result, jobs, view, remote, view_methods,
-//! client, cluster.
+//! display, relay, waiting, result, result_methods, jobs, view, remote,
+//! view_methods, client, cluster.
 
 pub mod client;
 pub mod cluster;
@@ -30,6 +31,7 @@ pub mod jobs;
 pub mod relay;
 pub mod remote;
 pub mod result;
+pub mod result_methods;
 pub mod view;
 pub mod view_methods;
 pub mod waiting;

@@ -1,13 +1,14 @@
-//! `AsyncResult`: the handle on requests in flight. What kind of call it is
-//! for ([`Call`]) is fixed when it is made; its value is built from the
-//! replies by the call's [`Shape`] when asked for. The tracker's records
-//! go when the handle goes.
+//! `AsyncResult`: the handle on requests in flight, and its Rust API (the
+//! Python methods are in `result_methods`). What kind of call it is for
+//! ([`Call`]) is fixed when it is made; its value is built from the replies
+//! by the call's [`Shape`] when asked for. The tracker's records go when
+//! the handle goes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use pyo3::exceptions::{PyIndexError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use pyo3::BoundObject;
@@ -27,14 +28,14 @@ use crate::waiting::PyWaiter;
 
 #[pyclass(module = "rparallel", name = "AsyncResult")]
 pub struct AsyncResult {
-    client: Arc<Client>,
-    msg_ids: Vec<String>,
-    engines: Vec<u32>,
-    call: Call,
+    pub(crate) client: Arc<Client>,
+    pub(crate) msg_ids: Vec<String>,
+    pub(crate) engines: Vec<u32>,
+    pub(crate) call: Call,
     /// One engine's bare value rather than a list of one.
-    single: bool,
-    submitted: Instant,
-    label: String,
+    pub(crate) single: bool,
+    pub(crate) submitted: Instant,
+    pub(crate) label: String,
     /// Replies already unpickled, by request msg_id.
     decoded: Mutex<HashMap<String, Py<PyAny>>>,
 }
@@ -47,7 +48,7 @@ impl Drop for AsyncResult {
 
 /// What one finished request gave: its value, or its error (an exception
 /// instance).
-type Outcome = Result<Py<PyAny>, Py<PyAny>>;
+pub(crate) type Outcome = Result<Py<PyAny>, Py<PyAny>>;
 
 impl AsyncResult {
     /// The result of `msg_ids`, sent to `engines` in this order at
@@ -82,7 +83,7 @@ impl AsyncResult {
         &self.engines
     }
 
-    fn tasks(&self) -> Vec<Option<Task>> {
+    pub(crate) fn tasks(&self) -> Vec<Option<Task>> {
         let state = self.client.tracker().lock();
         self.msg_ids
             .iter()
@@ -172,7 +173,12 @@ impl AsyncResult {
     }
 
     /// What one request gave, once finished.
-    fn outcome(&self, py: Python<'_>, engine: u32, task: Option<Task>) -> PyResult<Outcome> {
+    pub(crate) fn outcome(
+        &self,
+        py: Python<'_>,
+        engine: u32,
+        task: Option<Task>,
+    ) -> PyResult<Outcome> {
         let Some(task) = task else {
             return Err(PyRuntimeError::new_err(
                 "this result's records were released",
@@ -316,7 +322,7 @@ impl AsyncResult {
         Frontend::new(py)?.show(&render::arrange(&outputs, by))
     }
 
-    fn wait_for(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+    pub(crate) fn wait_for(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let waited = self.client.wait(
             &self.msg_ids,
             Deadline::returning(timeout),
@@ -326,7 +332,7 @@ impl AsyncResult {
     }
 
     /// A single-engine result's one item, or the list of them.
-    fn per_engine<'py, T: IntoPyObject<'py>>(
+    pub(crate) fn per_engine<'py, T: IntoPyObject<'py>>(
         &self,
         py: Python<'py>,
         items: Vec<T>,
@@ -346,7 +352,7 @@ impl AsyncResult {
         }
     }
 
-    fn stream(&self, name: &str) -> Vec<String> {
+    pub(crate) fn stream(&self, name: &str) -> Vec<String> {
         self.tasks()
             .into_iter()
             .map(|task| {
@@ -363,7 +369,7 @@ impl AsyncResult {
     }
 
     /// Seconds from submission to the last reply, once all arrived.
-    fn wall(&self) -> Option<f64> {
+    pub(crate) fn wall(&self) -> Option<f64> {
         let last = self
             .tasks()
             .into_iter()
@@ -372,250 +378,6 @@ impl AsyncResult {
             .into_iter()
             .max()?;
         Some(last.duration_since(self.submitted).as_secs_f64())
-    }
-}
-
-fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
-    chrono::DateTime::parse_from_rfc3339(text).ok()
-}
-
-#[pymethods]
-impl AsyncResult {
-    /// The result; waits up to `timeout` seconds (None/-1: as long as it
-    /// takes). Raises rparallel.error.TimeoutError if not ready by then,
-    /// and the remote exception(s) if the work failed.
-    #[pyo3(signature = (timeout=None))]
-    pub fn get(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
-        self.get_within(py, Deadline::returning(timeout))
-    }
-
-    /// Waits up to `timeout` seconds; true when ready.
-    #[pyo3(signature = (timeout=None))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        self.wait_for(py, timeout)
-    }
-
-    /// Aborts this result's tasks that have not started: their `get()`
-    /// raises TaskAborted. Tasks already running go on (interrupt them
-    /// with the kernel's interrupt, or `%%px --timeout`).
-    fn abort(&self, py: Python<'_>) -> PyResult<()> {
-        self.client.abort(&self.msg_ids, &mut PyWaiter::new(py))
-    }
-
-    fn ready(&self) -> bool {
-        self.is_ready()
-    }
-
-    /// Whether it finished without an error (it must be ready).
-    fn successful(&self, py: Python<'_>) -> PyResult<bool> {
-        if !self.is_ready() {
-            return Err(PyRuntimeError::new_err("the result is not ready"));
-        }
-        Ok(self.values(py).is_ok())
-    }
-
-    // concurrent.futures.Future protocol
-    #[pyo3(signature = (timeout=None))]
-    fn result(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
-        self.get(py, timeout)
-    }
-
-    fn done(&self) -> bool {
-        self.is_ready()
-    }
-
-    fn cancelled(&self) -> bool {
-        false
-    }
-
-    fn running(&self) -> bool {
-        !self.is_ready()
-    }
-
-    #[pyo3(signature = (timeout=None))]
-    fn exception(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
-        match self.get(py, timeout) {
-            Ok(_) => Ok(None),
-            Err(e) if e.is_instance_of::<pyo3::exceptions::PyTimeoutError>(py) => Err(e),
-            Err(e) => Ok(Some(e.value(py).clone().into_any().unbind())),
-        }
-    }
-
-    /// Calls `callback(self)` once the result is ready (from a thread).
-    fn add_done_callback(slf: Bound<'_, Self>, callback: Bound<'_, PyAny>) -> PyResult<()> {
-        helpers(slf.py())?.call_method1("when_done", (slf.clone(), callback))?;
-        Ok(())
-    }
-
-    #[getter]
-    fn r(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.get(py, None)
-    }
-
-    #[getter(msg_ids)]
-    fn py_msg_ids(&self) -> Vec<String> {
-        self.msg_ids.clone()
-    }
-
-    #[getter]
-    fn engine_id(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.per_engine(py, self.engines.clone())
-    }
-
-    #[getter]
-    fn stdout(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.per_engine(py, self.stream("stdout"))
-    }
-
-    #[getter]
-    fn stderr(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.per_engine(py, self.stream("stderr"))
-    }
-
-    /// The displays each engine produced: lists of MIME bundles (dicts).
-    #[getter]
-    fn outputs(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let mut per_engine = Vec::new();
-        for task in self.tasks() {
-            let list = PyList::empty(py);
-            for m in task.iter().flat_map(|t| t.outputs.iter()) {
-                if matches!(m.msg_type(), "display_data" | "execute_result") {
-                    let bundle =
-                        json!({"data": m.content["data"], "metadata": m.content["metadata"]});
-                    list.append(to_python(py, &bundle)?)?;
-                }
-            }
-            per_engine.push(list.into_any().unbind());
-        }
-        self.per_engine(py, per_engine)
-    }
-
-    /// Seconds since submission; once ready, the wall time.
-    #[getter]
-    fn elapsed(&self) -> f64 {
-        self.wall()
-            .unwrap_or_else(|| self.submitted.elapsed().as_secs_f64())
-    }
-
-    /// Seconds from submission to the last result (raises until ready).
-    #[getter]
-    fn wall_time(&self, py: Python<'_>) -> PyResult<f64> {
-        self.wall()
-            .ok_or_else(|| timeout_error(py, "Result not ready.".into()))
-    }
-
-    /// Seconds of engine time: the sum over tasks of started → completed.
-    #[getter]
-    fn serial_time(&self) -> f64 {
-        self.tasks()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| {
-                let md = &t.reply?.metadata;
-                let started = parse_time(md["started"].as_str()?)?;
-                let completed = parse_time(md["completed"].as_str()?)?;
-                Some((completed - started).num_microseconds()? as f64 / 1e6)
-            })
-            .sum()
-    }
-
-    /// How many tasks have finished.
-    #[getter]
-    fn progress(&self) -> usize {
-        self.finished()
-    }
-
-    /// Prints a progress line until ready (or `timeout`).
-    #[pyo3(signature = (interval=0.1, timeout=None))]
-    fn wait_interactive(
-        &self,
-        py: Python<'_>,
-        interval: f64,
-        timeout: Option<f64>,
-    ) -> PyResult<()> {
-        let started = Instant::now();
-        let total = self.msg_ids.len();
-        let print = py.import("builtins")?.getattr("print")?;
-        let deadline = Deadline::returning(timeout);
-        loop {
-            let ready = self.wait_for(py, Some(interval.max(0.01)))?;
-            let line = format!(
-                "\r{:4}/{} tasks finished after {:4.0} s",
-                self.progress(),
-                total,
-                started.elapsed().as_secs_f64()
-            );
-            let kwargs = PyDict::new(py);
-            kwargs.set_item("end", "")?;
-            kwargs.set_item("flush", true)?;
-            print.call((line,), Some(&kwargs))?;
-            let out_of_time = match deadline {
-                Deadline::Return(t) => started.elapsed() >= t,
-                _ => false,
-            };
-            if ready || out_of_time {
-                print.call1(("\ndone",))?;
-                return Ok(());
-            }
-        }
-    }
-
-    /// Shows everything the engines produced so far: streams labelled
-    /// `[stdout:N]`, displays, results `Out[N:k]:`; `groupby` is "type",
-    /// "engine" or "order".
-    #[pyo3(signature = (groupby="type"))]
-    fn display_outputs(&self, py: Python<'_>, groupby: &str) -> PyResult<()> {
-        let by = match groupby {
-            "type" => GroupBy::Type,
-            "engine" => GroupBy::Engine,
-            "order" => GroupBy::Order,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "groupby must be 'type', 'engine' or 'order', not {other:?}"
-                )))
-            }
-        };
-        self.show_outputs(py, by)
-    }
-
-    fn __len__(&self) -> usize {
-        self.msg_ids.len()
-    }
-
-    /// Results as they arrive, in order: each engine's part is yielded as
-    /// soon as that engine (and the ones before it) finished.
-    fn __iter__(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let joins = slf.borrow().call.shape.joins();
-        Ok(helpers(slf.py())?
-            .call_method1("iterate", (slf.clone(), joins))?
-            .unbind())
-    }
-
-    /// The value of part `i` (engine `engine_id[i]`), waiting for it; its
-    /// error is raised as the engine's RemoteError.
-    fn _part(&self, py: Python<'_>, i: usize) -> PyResult<Py<PyAny>> {
-        let (Some(msg_id), Some(engine)) = (self.msg_ids.get(i), self.engines.get(i)) else {
-            return Err(PyIndexError::new_err(i));
-        };
-        self.client.wait(
-            std::slice::from_ref(msg_id),
-            Deadline::Never,
-            &mut PyWaiter::new(py),
-        )?;
-        let task = self.client.tracker().lock().tasks.get(msg_id).cloned();
-        match self.outcome(py, *engine, task)? {
-            Ok(value) => Ok(value),
-            Err(error) => Err(PyErr::from_value(error.into_bound(py))),
-        }
-    }
-
-    fn __repr__(&self) -> String {
-        let state = if self.is_ready() {
-            "finished"
-        } else {
-            "pending"
-        };
-        format!("<{}: {state}>", self.label)
     }
 }
 
