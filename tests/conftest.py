@@ -21,11 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pytest  # noqa: E402
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel  # noqa: E402
-from jupyter_client.manager import KernelManager  # noqa: E402
 
-from kernel_helpers import KERNEL_NAME, drain, shutdown_and_check  # noqa: E402
-
-STARTUP_TIMEOUT = 60
+from kernel_helpers import KERNEL_NAME, drain, shutdown_and_check, start_kernel  # noqa: E402
 
 
 def pytest_report_header(config):
@@ -40,20 +37,6 @@ def pytest_report_header(config):
     ]
 
 
-def _start(kernel_name: str = KERNEL_NAME):
-    km = KernelManager(kernel_name=kernel_name)
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=STARTUP_TIMEOUT)
-    except BaseException:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-        raise
-    return km, kc
-
-
 @pytest.fixture
 def kernel():
     """A fresh kernel and a started BlockingKernelClient: ``(km, kc)``.
@@ -61,7 +44,7 @@ def kernel():
     Shut down at the end of the test; the teardown fails if the kernel's
     process (or anything started with its connection file) is left over.
     """
-    km, kc = _start()
+    km, kc = start_kernel()
     try:
         yield km, kc
     finally:
@@ -77,7 +60,7 @@ def kc(kernel):
 @pytest.fixture(scope="module")
 def shared_kernel():
     """One kernel for a whole module, for tests that do not disturb it."""
-    km, kc = _start()
+    km, kc = start_kernel()
     try:
         yield km, kc
     finally:

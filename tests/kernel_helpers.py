@@ -1,8 +1,12 @@
-"""Shared helpers for the end-to-end tests of the rparallel kernel.
+"""Shared helpers for the end-to-end tests of the rparallel kernel: starting
+a kernel, executing a cell and collecting its IOPub messages up to ``idle``,
+bounded waits, and process checks via ``/proc``.
 
 Everything here talks to a real kernel through jupyter_client; nothing is
 mocked. Every wait is bounded: a helper that waits longer than its timeout
 raises ``KernelTimeout`` with a description of what did (not) arrive.
+Helpers for clusters are in ``cluster_helpers.py``, for raw wire messages in
+``wire_helpers.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
+from jupyter_client.manager import KernelManager
+
 REPO = Path(__file__).resolve().parent.parent
 VENV = REPO / ".venv"
 VENV_BIN = VENV / "bin"
@@ -25,6 +31,9 @@ JUPYTER = VENV_BIN / "jupyter"
 # against ipykernel (RPARALLEL_TEST_KERNEL=python3); `make test` uses rparallel.
 KERNEL_NAME = os.environ.get("RPARALLEL_TEST_KERNEL", "rparallel")
 IS_RPARALLEL = KERNEL_NAME == "rparallel"
+
+# how long a kernel may take to start and answer kernel_info
+STARTUP_TIMEOUT = 60
 
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
@@ -99,6 +108,41 @@ def kill_pids(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+# --------------------------------------------------------------------------
+# kernels
+
+
+def cluster_env(rp_dir: str) -> dict[str, str]:
+    """This process's environment with ``RPARALLEL_DIR=rp_dir``: for kernels
+    and ``rparallel`` commands that share the clusters of ``rp_dir``."""
+    return {**os.environ, "RPARALLEL_DIR": rp_dir}
+
+
+def start_kernel(rp_dir: str | None = None, *, kernel_name: str = KERNEL_NAME, stderr=None):
+    """Starts a kernel and a BlockingKernelClient (channels started, kernel
+    ready): ``(km, kc)``. The caller shuts it down (``shutdown_and_check``).
+
+    ``rp_dir``: the kernel's ``RPARALLEL_DIR`` (default: inherited).
+    ``stderr``: a file for the kernel's stderr, its log (default: inherited).
+    """
+    kwargs: dict[str, Any] = {}
+    if rp_dir is not None:
+        kwargs["env"] = cluster_env(rp_dir)
+    if stderr is not None:
+        kwargs["stderr"] = stderr
+    km = KernelManager(kernel_name=kernel_name)
+    km.start_kernel(**kwargs)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=STARTUP_TIMEOUT)
+    except BaseException:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        raise
+    return km, kc
 
 
 # --------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import re
 
 import pytest
 
+from cluster_helpers import start_cli_cluster, stop_cli_cluster
 from kernel_helpers import (
     IS_RPARALLEL,
     Execution,
@@ -31,9 +32,9 @@ from kernel_helpers import (
     kernel_pid,
     pid_alive,
     shutdown_and_check,
+    start_kernel,
     traceback_text,
 )
-from test_directview import start_cli_cluster, start_kernel, stop_cli_cluster
 
 pytestmark = [
     pytest.mark.skipif(not IS_RPARALLEL, reason="rparallel's own module and cluster"),

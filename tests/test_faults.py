@@ -26,6 +26,12 @@ from pathlib import Path
 
 import pytest
 
+from cluster_helpers import (
+    cluster_processes,
+    start_cli_cluster,
+    wait_cluster_gone,
+    wait_gone,
+)
 from kernel_helpers import (
     engine_blocks,
     start_cell,
@@ -42,15 +48,9 @@ from kernel_helpers import (
     kill_pids,
     pid_alive,
     shutdown_and_check,
+    start_kernel,
     traceback_text,
     wait_for_stream,
-)
-from test_directview import (
-    cluster_processes,
-    start_cli_cluster,
-    start_kernel,
-    wait_cluster_gone,
-    wait_gone,
 )
 
 pytestmark = [

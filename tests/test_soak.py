@@ -34,13 +34,15 @@ from pathlib import Path
 
 import pytest
 
-from kernel_helpers import IS_RPARALLEL, Execution, execute_ok, kernel_pid, pid_alive, shutdown_and_check
-from test_directview import (
-    CliCluster,
-    cluster_processes,
-    start_cli_cluster,
+from cluster_helpers import CliCluster, cluster_processes, start_cli_cluster, stop_cli_cluster
+from kernel_helpers import (
+    IS_RPARALLEL,
+    Execution,
+    execute_ok,
+    kernel_pid,
+    pid_alive,
+    shutdown_and_check,
     start_kernel,
-    stop_cli_cluster,
 )
 
 SCALE = float(os.environ.get("RPARALLEL_SOAK_SCALE", "0.25"))

@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 import pytest
-from jupyter_client.manager import KernelManager
 
+from cluster_helpers import start_cli_cluster, stop_cli_cluster
 from kernel_helpers import (
     IS_RPARALLEL,
     drain,
@@ -45,9 +45,9 @@ from kernel_helpers import (
     kernel_pid,
     pid_alive,
     shutdown_and_check,
+    start_kernel,
 )
-from test_directview import start_cli_cluster, stop_cli_cluster
-from test_security import (
+from wire_helpers import (
     Raw,
     client_port,
     engine_port,
@@ -112,17 +112,8 @@ def kernel_log(cluster):
 @pytest.fixture(scope="module")
 def cluster_kernel(cluster, kernel_log):
     """A kernel whose stderr (its log) goes to ``kernel_log``."""
-    km = KernelManager(kernel_name="rparallel")
     with open(kernel_log, "wb") as log:
-        km.start_kernel(env=cluster.env, stderr=log)
-    kc = km.client()
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=60)
-    except BaseException:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-        raise
+        km, kc = start_kernel(cluster.rp_dir, stderr=log)
     try:
         execute_ok(
             kc,
