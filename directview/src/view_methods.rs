@@ -23,6 +23,21 @@ impl DirectView {
     fn block_for(&self, block: Option<bool>) -> bool {
         block.unwrap_or(self.block)
     }
+
+    /// Sends `request` to every engine of `targets` (None: the view's),
+    /// as a `call`; waits when `block` (None: the view's) says so.
+    fn send_each(
+        &self,
+        py: Python<'_>,
+        targets: Option<&Bound<'_, PyAny>>,
+        call: Call,
+        request: Request,
+        block: Option<bool>,
+    ) -> PyResult<Py<PyAny>> {
+        let targets = self.targets_for(targets)?;
+        let result = self.broadcast(py, &targets, call, request)?;
+        finish(result, self.block_for(block))
+    }
 }
 
 #[pymethods]
@@ -190,10 +205,8 @@ impl DirectView {
                 ns.get_type().name()?
             )));
         }
-        let targets = self.targets_for(targets)?;
         let frames = rparallel_pyexec::serialize(ns)?;
-        let result = self.broadcast(py, &targets, Call::PUSH, Request::Push(frames))?;
-        finish(result, self.block_for(block))
+        self.send_each(py, targets, Call::PUSH, Request::Push(frames), block)
     }
 
     /// Gets names (a str, or a list/tuple of them) from the engines.
@@ -213,9 +226,13 @@ impl DirectView {
                 .map_err(|_| PyTypeError::new_err("pull takes a name or a list/tuple of names"))?;
             (list, false)
         };
-        let targets = self.targets_for(targets)?;
-        let result = self.broadcast(py, &targets, Call::pull(one_name), Request::Pull(list))?;
-        finish(result, self.block_for(block))
+        self.send_each(
+            py,
+            targets,
+            Call::pull(one_name),
+            Request::Pull(list),
+            block,
+        )
     }
 
     fn __setitem__(&self, py: Python<'_>, key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -282,10 +299,8 @@ impl DirectView {
         block: Option<bool>,
     ) -> PyResult<Py<PyAny>> {
         only_block_distribution(dist)?;
-        let targets = self.targets_for(targets)?;
         let request = Request::Pull(vec![key.to_string()]);
-        let result = self.broadcast(py, &targets, Call::GATHER, request)?;
-        finish(result, self.block_for(block))
+        self.send_each(py, targets, Call::GATHER, request, block)
     }
 
     /// A context manager: imports in the block also happen on the engines.
@@ -304,9 +319,7 @@ impl DirectView {
         targets: Option<&Bound<'_, PyAny>>,
         block: Option<bool>,
     ) -> PyResult<Py<PyAny>> {
-        let targets = self.targets_for(targets)?;
-        let result = self.broadcast(py, &targets, Call::CLEAR, Request::Clear)?;
-        finish(result, self.block_for(block))
+        self.send_each(py, targets, Call::CLEAR, Request::Clear, block)
     }
 
     /// Makes this view the one `%px{suffix}` and its family run on.
@@ -337,9 +350,7 @@ impl DirectView {
         block: Option<bool>,
     ) -> PyResult<Py<PyAny>> {
         let msg_ids = job_ids(jobs)?;
-        let targets = self.targets_for(targets)?;
-        let result = self.broadcast(py, &targets, Call::ABORT, Request::Abort(msg_ids))?;
-        finish(result, self.block_for(block))
+        self.send_each(py, targets, Call::ABORT, Request::Abort(msg_ids), block)
     }
 
     /// Stops the view's engines.
@@ -350,9 +361,7 @@ impl DirectView {
         targets: Option<&Bound<'_, PyAny>>,
         block: Option<bool>,
     ) -> PyResult<Py<PyAny>> {
-        let targets = self.targets_for(targets)?;
-        let result = self.broadcast(py, &targets, Call::SHUTDOWN, Request::Shutdown)?;
-        finish(result, self.block_for(block))
+        self.send_each(py, targets, Call::SHUTDOWN, Request::Shutdown, block)
     }
 
     fn __len__(&self) -> usize {
