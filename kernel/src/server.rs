@@ -46,12 +46,8 @@ pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     let sink = Arc::new(Sink::with_stdin(iopub.clone(), stdin.clone()));
     let autopx = AutoPx::default();
 
-    let shell = process::start_python(env, sink.clone())?;
-    pyo3::Python::attach(|py| {
-        rparallel_directview::install(py)?;
-        px::install(py, shell.py_shell(py), autopx.clone())
-    })
-    .map_err(|e| anyhow::anyhow!("cannot load the rparallel module: {e}"))?;
+    // Sockets first: a frontend connecting before they are bound waits out
+    // ZeroMQ's reconnect interval. Requests wait for Python meanwhile.
     let (python, jobs) = rparallel_pyexec::actor::channel();
     let io = Io {
         info,
@@ -61,10 +57,16 @@ pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
         iopub_queue,
         stdin,
         stdin_queue,
-        sink,
-        autopx,
+        sink: sink.clone(),
+        autopx: autopx.clone(),
     };
     process::start_io("rparallel-io", move |ready| serve(io, ready))?;
+    let shell = process::start_python(env, sink)?;
+    pyo3::Python::attach(|py| {
+        rparallel_directview::install(py)?;
+        px::install(py, shell.py_shell(py), autopx)
+    })
+    .map_err(|e| anyhow::anyhow!("cannot load the rparallel module: {e}"))?;
 
     let shell = jobs.serve(shell);
     // Exiting: clusters this kernel started stop with it, and the cells'

@@ -3,8 +3,11 @@
 //! running code), the sockets on one I/O thread running a current-thread
 //! tokio runtime (the fastest zeromq round trip on this kind of machine).
 //!
-//! Start-up is [`start_python`] then [`start_io`]; the main thread then
-//! serves Python jobs until [`stop`] ends them.
+//! Start-up is [`start_python`] and [`start_io`], in the order the process
+//! needs (an engine starts Python first, so one that cannot run Python
+//! never registers; the kernel binds its sockets first, so its frontend
+//! connects at once); the main thread then serves Python jobs until
+//! [`stop`] ends them.
 
 use std::future::Future;
 use std::sync::Arc;
