@@ -35,7 +35,8 @@ pub struct AsyncResult {
     /// One engine's bare value rather than a list of one.
     pub(crate) single: bool,
     pub(crate) submitted: Instant,
-    pub(crate) label: String,
+    /// Replaces the call's own label in the repr (`AsyncResult(%px)`).
+    pub(crate) label: Option<String>,
     /// Replies already unpickled, by request msg_id.
     decoded: Mutex<HashMap<String, Py<PyAny>>>,
 }
@@ -69,7 +70,7 @@ impl AsyncResult {
             call,
             single,
             submitted,
-            label: label.map_or_else(|| call.label(), str::to_string),
+            label: label.map(str::to_string),
             decoded: Mutex::default(),
         }
     }

@@ -255,6 +255,7 @@ impl AsyncResult {
         } else {
             "pending"
         };
-        format!("<{}: {state}>", self.label)
+        let label = self.label.clone().unwrap_or_else(|| self.call.label());
+        format!("<{label}: {state}>")
     }
 }

@@ -3,7 +3,7 @@
 //! asked (its identity frame, copied from the request) with the request as
 //! parent; error replies say where they happened (`engine_info`).
 
-use rparallel_protocol::message::now_iso8601;
+use rparallel_protocol::message::{now_iso8601, reply_type};
 use rparallel_protocol::{Message, Session};
 use serde_json::{json, Value};
 
@@ -33,11 +33,13 @@ impl rparallel_pyexec::Stamp for Stamp {
         if content["status"] != "ok" && content.get("engine_info").is_none() {
             content["engine_info"] = self.engine_info(request);
         }
-        let mut message = self.session.reply(request, content);
+        let status = content["status"].clone();
+        let msg_type = reply_type(request.msg_type());
+        let mut message = self.session.message(&msg_type, content, Some(request));
         message.metadata = json!({
             "engine_id": self.engine_id,
             "engine_uuid": self.uuid,
-            "status": message.metadata["status"],
+            "status": status,
             "started": started,
             "completed": now_iso8601(),
             "dependencies_met": true,

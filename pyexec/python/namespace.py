@@ -1,7 +1,7 @@
 """The engine's operations on a shell's namespace (module
 ``rparallel_namespace``): ``apply``, ``push``, ``pull`` and ``clear``, with
 values (de)serialized by ``rparallel_serialize``. They use the ``Shell``
-seam of ``_rparallel_exec`` (``user_ns``, ``user_code()``,
+seam of ``_rparallel_exec`` (``user_ns``, ``run_user_code``,
 ``format_error``, ``reset_namespace``). Functions defined interactively
 (module ``__main__``: a notebook cell, a script) are re-bound to the
 engine's namespace, as ipyparallel does, so a remote function sees and sets
@@ -78,8 +78,7 @@ def _guarded(shell, job, *args):
     ("error", (ename, evalue, traceback)). KeyboardInterrupt and SystemExit
     are errors too: the engine lives on."""
     try:
-        with shell.user_code():
-            return ("ok", job(shell, *args))
+        return ("ok", shell.run_user_code(job, shell, *args))
     except BaseException as e:  # noqa: B036
         return ("error", _error(shell, e))
 

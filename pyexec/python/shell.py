@@ -12,7 +12,7 @@ hand-written parts behind it (this module, ``_rparallel_display``,
   ``is_complete``, ``at_exit``, ``execution_count``; answers are JSON
   strings.
 - the engine's namespace operations (``rparallel_namespace``):
-  ``user_ns``, ``user_code()``, ``format_error``, ``reset_namespace``.
+  ``user_ns``, ``run_user_code``, ``format_error``, ``reset_namespace``.
 - the kernel's %px family: ``run_local``, ``user_ns``, ``UsageError``.
 
 Everything a cell shows goes out through ``hooks``, an object implemented
@@ -27,7 +27,6 @@ in Rust:
 import ast
 import builtins
 import codeop
-import contextlib
 import json
 import linecache
 import re
@@ -252,14 +251,14 @@ class Shell:
                 self.display(value)
 
     # -- for the engine's namespace operations (rparallel_namespace)
-    @contextlib.contextmanager
-    def user_code(self):
-        """Runs the block as user code: an interrupt raises KeyboardInterrupt
-        in it."""
+    def run_user_code(self, job, *args):
+        """job(*args) as user code: an interrupt raises KeyboardInterrupt in
+        it. (Not a context manager: this is on every apply's path, and
+        contextlib's costs several times the call.)"""
         was = self.executing
         self.executing = True
         try:
-            yield
+            return job(*args)
         finally:
             self.executing = was
 
