@@ -14,11 +14,10 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kernel_helpers import REPO, VENV_PYTHON, cluster_env, kill_pids, pid_alive
+from kernel_helpers import REPO, VENV_PYTHON, cluster_env, kill_pids, pid_alive, wait_until_none
 
 RPARALLEL = REPO / "target" / "release" / "rparallel"
 CLUSTER_TIMEOUT = 60
@@ -60,21 +59,12 @@ def cluster_processes(rp_dir: str) -> list[int]:
 
 def wait_gone(pids, timeout: float = GONE_TIMEOUT) -> list[int]:
     """Waits until none of ``pids`` is alive; returns the ones still alive."""
-    deadline = time.monotonic() + timeout
-    left = [p for p in pids if pid_alive(p)]
-    while left and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = [p for p in left if pid_alive(p)]
-    return left
+    return wait_until_none(lambda: [p for p in pids if pid_alive(p)], timeout)
 
 
 def wait_cluster_gone(rp_dir: str, timeout: float = GONE_TIMEOUT) -> list[int]:
-    deadline = time.monotonic() + timeout
-    left = cluster_processes(rp_dir)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = cluster_processes(rp_dir)
-    return left
+    """Waits until ``rp_dir``'s clusters have no process left; returns those left."""
+    return wait_until_none(lambda: cluster_processes(rp_dir), timeout)
 
 
 @dataclass

@@ -90,14 +90,20 @@ def pids_with_cmdline(fragment: str) -> list[int]:
     return found
 
 
-def wait_no_process_with(fragment: str, timeout: float) -> list[int]:
-    """Wait until no process has ``fragment`` in its command line; return leftovers."""
+def wait_until_none(find, timeout: float) -> list:
+    """Calls ``find()`` every 0.1 s until it returns nothing or ``timeout``
+    passes; returns what it found last (the leftovers)."""
     deadline = time.monotonic() + timeout
-    left = pids_with_cmdline(fragment)
+    left = find()
     while left and time.monotonic() < deadline:
         time.sleep(0.1)
-        left = pids_with_cmdline(fragment)
+        left = find()
     return left
+
+
+def wait_no_process_with(fragment: str, timeout: float) -> list[int]:
+    """Wait until no process has ``fragment`` in its command line; return leftovers."""
+    return wait_until_none(lambda: pids_with_cmdline(fragment), timeout)
 
 
 def kill_pids(pids: list[int]) -> None:
