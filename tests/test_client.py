@@ -35,6 +35,7 @@ from kernel_helpers import (
     wait_for_stream,
     wait_pid_gone,
 )
+from wire_helpers import execute_content
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -716,14 +717,7 @@ def test_stop_on_error_false_runs_queued_requests(kernel):
 
 
 def _execute_content(code: str) -> dict:
-    return {
-        "code": code,
-        "silent": False,
-        "store_history": True,
-        "user_expressions": {},
-        "allow_stdin": False,
-        "stop_on_error": True,
-    }
+    return execute_content(code, store_history=True)
 
 
 def _recv_reply(sock, session: Session, msg_id: str, timeout: float) -> dict:

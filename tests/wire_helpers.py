@@ -25,11 +25,12 @@ SETTLE = 1.0
 # request contents
 
 
-def execute_content(code: str) -> dict:
+def execute_content(code: str, store_history: bool = False) -> dict:
+    """The content of an execute_request for ``code``, as a frontend sends it."""
     return {
         "code": code,
         "silent": False,
-        "store_history": False,
+        "store_history": store_history,
         "user_expressions": {},
         "allow_stdin": False,
         "stop_on_error": True,
