@@ -100,9 +100,99 @@ active_views = {}
 
 def activate(view, suffix=""):
     """Makes `view` the one %px{suffix}, %%px{suffix}, %autopx{suffix} and
-    %pxresult{suffix} use."""
+    %pxresult{suffix} use (registering them in the running IPython)."""
     active_views[suffix] = view
+    register_magics(suffix=suffix)
     return view
+
+
+# ---------------------------------------------------------------- %px magics
+
+_magics = None
+_registered = set()  # (id of the IPython shell, suffix)
+
+
+def magics():
+    """The one state of the %px family in this process (``rparallel.Magics``)."""
+    global _magics
+    if _magics is None:
+        import rparallel
+        _magics = rparallel.Magics()
+    return _magics
+
+
+def register_magics(ip=None, suffix=""):
+    """Registers %px{suffix}, %%px{suffix}, %autopx{suffix},
+    %pxresult{suffix} (also %result{suffix}) and %pxconfig{suffix} in IPython
+    (the running one by default; nothing without one)."""
+    if ip is None:
+        import sys
+        if "IPython" not in sys.modules:
+            return
+        ip = sys.modules["IPython"].get_ipython()
+        if ip is None:
+            return
+    if (id(ip), suffix) in _registered:
+        return
+    _registered.add((id(ip), suffix))
+    m = magics()
+
+    def px(line, cell=None):
+        return m.px(suffix, line, cell)
+
+    def pxresult(line):
+        return m.pxresult("pxresult" + suffix, suffix, line)
+
+    def result(line):
+        return m.pxresult("result" + suffix, suffix, line)
+
+    def pxconfig(line):
+        return m.pxconfig(suffix, line)
+
+    def autopx(line):
+        return m.autopx(suffix, line)
+
+    px.__doc__ = ("%%px%s CODE / %%%%px%s [options]: runs the code on the engines of "
+                  "the active view (options: see the rparallel README)." % (suffix, suffix))
+    pxresult.__doc__ = result.__doc__ = "Shows the outputs and errors of the last %px."
+    pxconfig.__doc__ = "New defaults for %px: --targets, --block, --stream, --verbose, ..."
+    autopx.__doc__ = "Toggles running every cell on the engines, as %%px."
+    ip.register_magic_function(px, "line_cell", "px" + suffix)
+    ip.register_magic_function(pxresult, "line", "pxresult" + suffix)
+    ip.register_magic_function(result, "line", "result" + suffix)
+    ip.register_magic_function(pxconfig, "line", "pxconfig" + suffix)
+    ip.register_magic_function(autopx, "line", "autopx" + suffix)
+    if _autopx_transform not in ip.input_transformers_cleanup:
+        ip.input_transformers_cleanup.append(_autopx_transform)
+
+
+# %autopx: the suffix cells go to, while on.
+_autopx = [None]
+
+
+def set_autopx(suffix):
+    """Turns %autopx on for suffix (off with None); whether it was on."""
+    was = _autopx[0] is not None
+    _autopx[0] = suffix
+    return was
+
+
+def _autopx_transform(lines):
+    """While %autopx is on, a cell runs as %%px, except blank cells and
+    cells that start with a magic (%autopx turns it off; %pxresult and
+    %%px -t 0 keep working)."""
+    suffix = _autopx[0]
+    if suffix is None:
+        return lines
+    first = next((line for line in lines if line.strip()), None)
+    if first is None or first.lstrip().startswith("%"):
+        return lines
+    return ["%%%%px%s\n" % suffix] + lines
+
+
+def load_ipython_extension(ip):
+    """``%load_ext rparallel``: the %px family in this IPython."""
+    register_magics(ip)
 
 
 class ExecuteReply:

@@ -15,12 +15,13 @@
 //!   or grouped afterwards) with the labels `rparallel_magics` renders.
 //! - [`jobs`], [`convert`], [`errors`]: `jobs` arguments, Python ↔ Rust
 //!   values, the exceptions raised.
+//! - [`px`]: the `%px` family as IPython magics.
 //! - `python/helpers.py` (`rparallel._helpers`): the few client pieces
 //!   best in Python.
 //!
 //! Module dependencies run one way, in the order: errors, convert,
 //! display, relay, waiting, result, result_methods, jobs, view, remote,
-//! view_methods, client, cluster.
+//! view_methods, client, cluster, px.
 
 pub mod client;
 pub mod cluster;
@@ -28,6 +29,7 @@ pub mod convert;
 pub mod display;
 pub mod errors;
 pub mod jobs;
+pub mod px;
 pub mod relay;
 pub mod remote;
 pub mod result;
@@ -64,5 +66,12 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     module.add_class::<remote::ParallelFunction>()?;
     module.add_class::<cluster::Cluster>()?;
     module.add("ExecuteReply", helpers.getattr("ExecuteReply")?)?;
+    module.add_class::<px::Magics>()?;
+    module.add(
+        "load_ipython_extension",
+        helpers.getattr("load_ipython_extension")?,
+    )?;
+    // The %px family in the IPython this runs in, if any.
+    helpers.call_method0("register_magics")?;
     Ok(())
 }

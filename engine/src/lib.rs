@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use rparallel_cluster::ConnectionFile;
 use rparallel_protocol::Session;
-use rparallel_pyexec::{process, publish, Namespace, PythonEnv, Sink};
+use rparallel_pyexec::{process, publish, IPythonLoad, Namespace, PythonEnv, Sink};
 
 use crate::python::Server;
 
@@ -51,7 +51,7 @@ pub fn run(engine_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     // Python first: an engine that cannot run Python never registers.
     let (publisher, queue) = publish::channel(OUTGOING);
     let sink = Arc::new(Sink::new(publisher.clone()));
-    let shell = process::start_python(env, sink.clone())?;
+    let shell = process::start_python(env, sink.clone(), IPythonLoad::OnFirstNeed)?;
     let namespace = Namespace::new(&shell).map_err(|e| {
         anyhow::anyhow!(
             "cannot load the serialisation core (is cloudpickle installed in {}?): {e}",

@@ -16,8 +16,6 @@
 //! - [`stdin`]: `input()` requests to the frontend.
 //! - [`heartbeat`]: echoes pings.
 //! - [`python`]: the handle to the Python thread (an actor owning the shell).
-//! - [`px`]: the `%px` family (`%px`, `%%px`, `%autopx`, `%pxresult`,
-//!   `%pxconfig`), run through the DirectView layer.
 //! - [`history`]: the session's input history.
 //! - [`info`]: `kernel_info_reply` content, computed once.
 
@@ -28,7 +26,6 @@ mod history;
 mod info;
 mod iopub;
 mod kernelspec;
-mod px;
 mod python;
 mod server;
 mod shell;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rparallel_protocol::reader::spawn_reader;
 use rparallel_protocol::{connection, ConnectionInfo, Session};
 use rparallel_pyexec::process::{self, Ready};
-use rparallel_pyexec::{publish, PythonEnv, Sink};
+use rparallel_pyexec::{publish, IPythonLoad, PythonEnv, Sink};
 use tokio::sync::Notify;
 
 use crate::control::ControlChannel;
@@ -16,7 +16,6 @@ use crate::heartbeat;
 use crate::history::History;
 use crate::info::KernelInfo;
 use crate::iopub::{Iopub, KernelStamp};
-use crate::px::{self, AutoPx};
 use crate::python::PythonHandle;
 use crate::shell::ShellChannel;
 use crate::sockets::{self, Replier, Sockets};
@@ -32,7 +31,6 @@ struct Io {
     stdin: StdinHandle,
     stdin_queue: StdinQueue,
     sink: Arc<Sink>,
-    autopx: AutoPx,
 }
 
 /// Runs a kernel until it is shut down.
@@ -44,7 +42,6 @@ pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     let (iopub, iopub_queue) = publish::channel(crate::iopub::CAPACITY);
     let (stdin, stdin_queue) = stdin::channel();
     let sink = Arc::new(Sink::with_stdin(iopub.clone(), stdin.clone()));
-    let autopx = AutoPx::default();
 
     // Sockets first: a frontend connecting before they are bound waits out
     // ZeroMQ's reconnect interval. Requests wait for Python meanwhile.
@@ -58,15 +55,12 @@ pub fn run(connection_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
         stdin,
         stdin_queue,
         sink: sink.clone(),
-        autopx: autopx.clone(),
     };
     process::start_io("rparallel-io", move |ready| serve(io, ready))?;
-    let shell = process::start_python(env, sink)?;
-    pyo3::Python::attach(|py| {
-        rparallel_directview::install(py)?;
-        px::install(py, shell.py_shell(py), autopx)
-    })
-    .map_err(|e| anyhow::anyhow!("cannot load the rparallel module: {e}"))?;
+    let shell = process::start_python(env, sink, IPythonLoad::AtStart)?;
+    // The client, and the %px family registered in the kernel's IPython.
+    pyo3::Python::attach(rparallel_directview::install)
+        .map_err(|e| anyhow::anyhow!("cannot load the rparallel module: {e}"))?;
 
     let shell = jobs.serve(shell);
     // Exiting: clusters this kernel started stop with it, and the cells'
@@ -115,7 +109,6 @@ async fn serve(io: Io, ready: Ready<()>) {
             stamp: io.stamp,
             info: kernel_info.clone(),
             history: History::default(),
-            autopx: io.autopx,
         }
         .run(),
     );

@@ -8,14 +8,12 @@ use std::sync::Arc;
 use rparallel_protocol::reader::Incoming;
 use rparallel_protocol::Message;
 use rparallel_pyexec::execute::{self, Defaults, ExecuteRequest};
-use rparallel_pyexec::input::{cell_magic_complete, parse_cell, Cell};
-use rparallel_pyexec::{IsComplete, Sink};
+use rparallel_pyexec::Sink;
 use serde_json::{json, Value};
 
 use crate::history::History;
 use crate::info::KernelInfo;
 use crate::iopub::{Iopub, KernelStamp};
-use crate::px::AutoPx;
 use crate::python::PythonHandle;
 use crate::sockets::Replier;
 
@@ -28,8 +26,6 @@ pub struct ShellChannel {
     pub stamp: Arc<KernelStamp>,
     pub info: KernelInfo,
     pub history: History,
-    /// Whether cells go to the engines (`%autopx`).
-    pub autopx: AutoPx,
 }
 
 impl ShellChannel {
@@ -67,21 +63,8 @@ impl ShellChannel {
                 self.replier.reply(request, info).await;
             }
             "is_complete_request" => {
-                let verdict = match parse_cell(request.content_str("code")) {
-                    // A cell magic's body is not Python: it ends at a blank line.
-                    Cell::CellMagic { .. } => IsComplete {
-                        status: if cell_magic_complete(request.content_str("code")) {
-                            "complete".into()
-                        } else {
-                            "incomplete".into()
-                        },
-                        indent: Some(String::new()),
-                    },
-                    python => {
-                        let code = python.into_python();
-                        self.python.call(move |sh| sh.is_complete(&code)).await
-                    }
-                };
+                let code = request.content_str("code").to_string();
+                let verdict = self.python.call(move |sh| sh.is_complete(&code)).await;
                 let content = serde_json::to_value(verdict).unwrap_or_default();
                 self.replier.reply(request, content).await;
             }
@@ -94,7 +77,7 @@ impl ShellChannel {
                     "matches": found.matches,
                     "cursor_start": found.cursor_start,
                     "cursor_end": found.cursor_end,
-                    "metadata": {},
+                    "metadata": found.metadata,
                 });
                 self.replier.reply(request, content).await;
             }
@@ -120,12 +103,11 @@ impl ShellChannel {
                     .reply(request, json!({ "status": "ok", "history": history }))
                     .await;
             }
-            "comm_info_request" => {
-                self.replier
-                    .reply(request, json!({ "status": "ok", "comms": {} }))
-                    .await;
+            "comm_info_request" | "comm_open" | "comm_msg" | "comm_close" => {
+                if let Some(reply) = self.comm(request).await {
+                    self.replier.reply(request, reply).await;
+                }
             }
-            "comm_open" | "comm_msg" | "comm_close" => {}
             other => tracing::warn!("shell: unsupported message type {other}"),
         }
         self.iopub.status("idle", Some(request.clone())).await;
@@ -135,9 +117,7 @@ impl ShellChannel {
     /// Runs a cell through the execution core's execute path. A failed
     /// cell with stop_on_error returns the requests queued behind it.
     async fn execute(&mut self, request: &Arc<Message>) -> Vec<Arc<Message>> {
-        let mut cell = ExecuteRequest::parse(&request.content, Defaults::KERNEL);
-        cell.cell = self.autopx.cell(&cell.code);
-        let cell = Arc::new(cell);
+        let cell = Arc::new(ExecuteRequest::parse(&request.content, Defaults::KERNEL));
         let (sink, stamp, parent, run) = (
             self.sink.clone(),
             self.stamp.clone(),
@@ -162,6 +142,26 @@ impl ShellChannel {
         }
         self.replier.send(&executed.reply).await;
         queued
+    }
+
+    /// A comm message, handled by the comms of the kernel's Python with
+    /// their output going to this request; the reply content
+    /// (comm_info_request's).
+    async fn comm(&mut self, request: &Arc<Message>) -> Option<Value> {
+        let (sink, parent) = (self.sink.clone(), request.clone());
+        self.python
+            .call(move |shell| {
+                sink.set_parent(&parent);
+                let message = json!({
+                    "header": parent.header,
+                    "parent_header": parent.parent_header,
+                    "metadata": parent.metadata,
+                    "content": parent.content,
+                    "msg_type": parent.msg_type(),
+                });
+                shell.comm_message(&message, parent.buffers.clone())
+            })
+            .await
     }
 
     async fn abort(&mut self, request: &Arc<Message>) {

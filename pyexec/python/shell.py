@@ -1,19 +1,25 @@
 """The Python half of rparallel's execution core: ``Shell``, one
-persistent namespace. It runs cells the way IPython does (last expression
-displayed, In/Out/_/__/___, IPython-style tracebacks) and answers
-completion, inspection and is-complete questions.
+persistent namespace, run through IPython's ``InteractiveShell`` (module
+``_rparallel_ipython``) as xeus-python and ipykernel run it: input
+transformation, magics, ``!cmd``, ``?``, display, tracebacks, comms.
 
-``Shell`` is the seam between Rust and the Python that runs cells; the
-hand-written parts behind it (this module, ``_rparallel_display``,
-``_rparallel_tracebacks``) are what IPython will replace. What uses it:
+IPython costs ≈ 14 MiB and ≈ 0.1 s, so a process that may never need it
+(an engine that only runs ``apply``) starts *lean*: a cell that is plain
+Python, fails nowhere and shows no value runs with ``exec`` here. The first
+thing that needs IPython loads it, once, for good: a cell that is not
+plain Python (a magic, ``!``, ``?``), a value to show, an error to format,
+``display()`` / ``get_ipython()``, or importing matplotlib (so the inline
+backend finds its shell). The kernel loads it at start.
 
-- Rust (`shell.rs`): ``Shell(hooks, magic_call, cell_magic_call)``,
+What uses it:
+
+- Rust (`shell.rs`): ``Shell(hooks, ipython_source, eager)``,
   ``run_cell``, ``user_expressions``, ``complete``, ``inspect``,
-  ``is_complete``, ``at_exit``, ``execution_count``; answers are JSON
-  strings.
+  ``is_complete``, ``comm_message``, ``at_exit``, ``execution_count``;
+  answers are JSON strings.
 - the engine's namespace operations (``rparallel_namespace``):
   ``user_ns``, ``run_user_code``, ``format_error``, ``reset_namespace``.
-- the kernel's %px family: ``run_local``, ``user_ns``, ``UsageError``.
+- the %px family (``rparallel``): ``ipython()``, ``run_local``.
 
 Everything a cell shows goes out through ``hooks``, an object implemented
 in Rust:
@@ -21,105 +27,68 @@ in Rust:
     hooks.stream(name, text)
     hooks.display(data, metadata, transient, update)
     hooks.clear_output(wait)
+    hooks.message(msg_type, content, metadata, buffers)   (comms)
+    hooks.parent() -> the request being served (JSON)
     hooks.input(prompt, password) -> str   (raises StdinNotImplementedError)
 """
 
-import ast
 import builtins
-import codeop
+import importlib.abc
 import json
 import linecache
-import re
+import os
 import signal
 import sys
-import traceback
 import types
-import uuid
 
-from _rparallel_display import OutStream, DisplayHandle, _dumps, mime_bundle
-from _rparallel_tracebacks import cell_filename, format_exception, safe_str
+from _rparallel_display import OutStream, dumps
 
 
 class StdinNotImplementedError(RuntimeError):
     """input() was called but the frontend cannot answer input requests."""
 
 
-class UsageError(Exception):
-    """A magic was used wrongly (or does not exist)."""
+# As ipykernel: matplotlib shows figures inline, but is imported only when
+# the user imports it (importing the backend costs 60 MiB and 0.5 s).
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
-def _debug_magic(args):
-    """%debug: the post-mortem debugger on the last error of a cell, talking
-    through input() (the frontend's stdin). `sys.last_value` is the error."""
-    tb = getattr(sys, "last_traceback", None)
-    if tb is None:
-        raise UsageError("%debug: no error to debug yet")
-    import pdb
-    debugger = pdb.Pdb()  # no stdout given: it reads with input()
-    debugger.reset()
-    debugger.interaction(None, tb)
-
-
-# Line magics of the kernel's own Python (the %px family lives in Rust).
-_LINE_MAGICS = {"debug": _debug_magic}
-
-
-def _no_line_magic(name, args):
-    magic = _LINE_MAGICS.get(name)
-    if magic is None:
-        raise UsageError("Line magic function `%%%s` not found." % name)
-    return magic(args)
-
-
-def _no_cell_magic(name, args, body):
-    raise UsageError("Cell magic `%%%%%s` not found." % name)
-
-
-class Exiter:
-    """`exit` / `quit` in a cell: ask the frontend to end the session
-    (jupyter console leaves and shuts the kernel down), as IPython does."""
+class _LoadIPythonFirst(importlib.abc.MetaPathFinder):
+    """Loads IPython before the first import of matplotlib in a lean shell,
+    so the inline backend finds the shell it registers with."""
 
     def __init__(self, shell):
         self._shell = shell
 
-    def __repr__(self):
-        return "Use exit() or Ctrl-D (i.e. EOF) to exit"
-
-    def __call__(self, keep_kernel=False):
-        self._shell.payload.append({"source": "ask_exit", "keepkernel": bool(keep_kernel)})
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == "matplotlib":
+            sys.meta_path.remove(self)
+            self._shell.ipython()
+        return None
 
 
 class Shell:
     """One persistent namespace and the machinery around it."""
 
-    def __init__(self, hooks, magic_call, cell_magic_call, user_module_name="__main__"):
+    def __init__(self, hooks, ipython_source, eager, user_module_name="__main__"):
         self.hooks = hooks
-        self.execution_count = 1
+        self._ipython_source = ipython_source
+        self.ip = None
+        # Lean mode's state, handed to IPython when it loads.
+        self._count = 1
+        self._cells = {}  # cell file name -> execution count
         self.executing = False
         module = types.ModuleType(user_module_name)
         module.__dict__["__builtins__"] = builtins
         sys.modules[user_module_name] = module
         self.user_module = module
         self.user_ns = module.__dict__
-        self.history = [""]
-        self.payload = []
-        self.output_history = {}
-        self.user_ns.update({
-            "In": self.history, "Out": self.output_history,
-            "_": "", "__": "", "___": "", "_i": "", "_ii": "", "_iii": "",
-            "_ih": self.history, "_oh": self.output_history,
-        })
+        self.user_ns.update({"_": "", "__": "", "___": ""})
         sys.stdout = OutStream("stdout", hooks)
         sys.stderr = OutStream("stderr", hooks)
-        sys.displayhook = self._displayhook
-        builtins.display = self.display
+        builtins.display = self._display
+        builtins.get_ipython = self.ipython
         builtins.clear_output = self.clear_output
-        # Input transformation (Rust: `input`) rewrites `%name args` lines
-        # and `%%name` cells into calls of these builtins; the kernel's %px
-        # family wraps them.
-        setattr(builtins, magic_call, _no_line_magic)
-        setattr(builtins, cell_magic_call, _no_cell_magic)
-        builtins.exit = builtins.quit = Exiter(self)
         builtins.input = self.input
         builtins.raw_input = self.input
         try:
@@ -128,10 +97,35 @@ class Shell:
         except ImportError:
             pass
         sys.argv = [""]
+        os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
         try:
             signal.signal(signal.SIGINT, self._on_sigint)
         except ValueError:
             pass  # not Python's main thread (an embedding test): no interrupts
+        if eager:
+            self.ipython()
+        else:
+            sys.meta_path.insert(0, _LoadIPythonFirst(self))
+
+    # -- IPython, loaded once
+    def ipython(self):
+        """The IPython shell (``get_ipython()``), loading it on first use."""
+        if self.ip is None:
+            name = "_rparallel_ipython"
+            module = types.ModuleType(name)
+            module.__file__ = "<rparallel>/ipython.py"
+            sys.modules[name] = module
+            exec(compile(self._ipython_source, module.__file__, "exec"), module.__dict__)
+            self.ip = module.start(self)
+        return self.ip
+
+    @property
+    def execution_count(self):
+        return self._count if self.ip is None else self.ip.execution_count
+
+    def lean_cells(self):
+        """{file name: count} of the cells run before IPython loaded."""
+        return dict(self._cells)
 
     # -- interrupts: SIGINT raises only while user code runs
     def _on_sigint(self, signum, frame):
@@ -139,116 +133,81 @@ class Shell:
             raise KeyboardInterrupt
 
     # -- builtins the cells see
-    def display(self, *objs, include=None, exclude=None, metadata=None,
-                transient=None, display_id=None, raw=False, clear=False,
-                update=False, **kwargs):
-        if clear:
-            self.clear_output(wait=True)
-        if display_id is True:
-            display_id = uuid.uuid4().hex
-        for obj in objs:
-            if raw:
-                data, md = dict(obj), {}
-            else:
-                data, md = mime_bundle(obj, include, exclude)
-            if metadata:
-                md.update(metadata)
-            tr = dict(transient or {})
-            if display_id is not None:
-                tr["display_id"] = display_id
-            self.hooks.display(_dumps(data), _dumps(md), _dumps(tr), bool(update))
-        if display_id is not None and not update:
-            return DisplayHandle(display_id, self)
-        return None
+    def _display(self, *objs, **kwargs):
+        from IPython.display import display
+        self.ipython()
+        return display(*objs, **kwargs)
 
     def clear_output(self, wait=False):
         self.hooks.clear_output(bool(wait))
+
+    def parent(self):
+        """The request being served (a message dict without content)."""
+        return json.loads(self.hooks.parent())
 
     def input(self, prompt="", password=False):
         sys.stdout.flush()
         return self.hooks.input(str(prompt), bool(password))
 
-    def _displayhook(self, value):
-        # Used only if user code calls sys.displayhook itself.
-        if value is not None:
-            data, md = mime_bundle(value)
-            self.hooks.display(_dumps(data), _dumps(md), "{}", False)
-
     # -- running cells
-    def _record_input(self, count, code):
-        self.history.append(code)
-        ns = self.user_ns
-        ns["_iii"], ns["_ii"], ns["_i"] = ns.get("_ii", ""), ns.get("_i", ""), code
-        ns["_i%d" % count] = code
-
-    def _record_output(self, count, value):
-        self.output_history[count] = value
-        ns = self.user_ns
-        ns["___"], ns["__"], ns["_"] = ns.get("__", ""), ns.get("_", ""), value
-        ns["_%d" % count] = value
-
     def run_cell(self, code, silent=False, store_history=True):
         """Runs code; returns a JSON string describing the outcome."""
+        if self.ip is None:
+            outcome = self._run_lean(code, silent, store_history)
+            if outcome is not None:
+                return dumps(outcome)
+        return dumps(self.ip.rparallel_run(code, silent, store_history))
+
+    def _run_lean(self, code, silent, store_history):
+        """Runs a cell of plain Python with ``exec`` and returns its outcome
+        (IPython loads to show a value or format an error); None when the
+        cell is not plain Python (a magic, `!`, `?`, or a real syntax
+        error): IPython is loaded then and runs it."""
+        import ast
         store_history = store_history and not silent
-        count = self.execution_count
-        if store_history:
-            self.execution_count += 1
-            self._record_input(count, code)
-        filename = cell_filename(count)
-        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-        outcome = {"status": "ok", "execution_count": count}
-        self.payload = outcome["payload"] = []
-        shows_value = not silent and not code.rstrip().endswith(";")
+        count = self._count
+        filename = "<rparallel-cell-%d>" % count
         try:
-            body, tail = self._compile(code, filename, shows_value)
-        except (SyntaxError, ValueError) as e:
-            return _dumps(self._error(outcome, type(e), e, None))
+            tree = ast.parse(code, filename, "exec")
+        except (SyntaxError, ValueError, OverflowError):
+            self.ipython()
+            return None
+        last = None
+        if not silent and tree.body and isinstance(tree.body[-1], ast.Expr) \
+                and not code.rstrip().endswith(";"):
+            last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
+        body = compile(tree, filename, "exec")
+        if store_history:
+            self._count += 1
+            self._cells[filename] = count
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        outcome = {"status": "ok", "execution_count": count, "payload": []}
         value = None
         self.executing = True
         try:
             exec(body, self.user_ns)
-            if tail is not None:
-                value = eval(tail, self.user_ns)
-        except BaseException as e:  # noqa: B036 - SystemExit too: the kernel lives on
+            if last is not None:
+                value = eval(last, self.user_ns)
+        except BaseException as e:  # noqa: B036 - SystemExit too: the process lives on
             self.executing = False
-            # As in the interactive interpreter, for %debug and pdb.pm().
             sys.last_type, sys.last_value = type(e), e
             sys.last_traceback = e.__traceback__.tb_next or e.__traceback__
-            return _dumps(self._error(outcome, type(e), e, e.__traceback__.tb_next))
+            ename, evalue, tb = self.format_error(type(e), e, e.__traceback__.tb_next)
+            outcome.update(status="error", ename=ename, evalue=evalue, traceback=tb)
+            return outcome
         finally:
             self.executing = False
-        if isinstance(value, Exiter):  # a bare `exit` means exit()
-            value()
-            value = None
         if value is not None:
-            if store_history:
-                self._record_output(count, value)
-            data, md = mime_bundle(value)
-            outcome["data"], outcome["metadata"] = data, md
-        return _dumps(outcome)
-
-    @staticmethod
-    def _compile(code, filename, shows_value):
-        """(body, tail): the cell's code, and its last expression compiled
-        apart when its value is to be shown (else tail is None)."""
-        tree = ast.parse(code, filename, "exec")
-        last = None
-        if shows_value and tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
-        body = compile(tree, filename, "exec")
-        tail = compile(last, filename, "eval") if last is not None else None
-        return body, tail
+            outcome.update(self.ipython().rparallel_show(value, count, store_history))
+        return outcome
 
     def run_local(self, code):
         """Runs code in the user's namespace from inside a running cell
-        (``%%px --local``); the last expression's value is displayed.
+        (``%%px --local``), as a cell would, without a new execution count.
         Errors propagate to the running cell."""
-        body, tail = self._compile(code, "<px --local>", True)
-        exec(body, self.user_ns)
-        if tail is not None:
-            value = eval(tail, self.user_ns)
-            if value is not None:
-                self.display(value)
+        ip = self.ipython()
+        result = ip.run_cell(code, store_history=False)
+        result.raise_error()
 
     # -- for the engine's namespace operations (rparallel_namespace)
     def run_user_code(self, job, *args):
@@ -264,193 +223,42 @@ class Shell:
 
     def format_error(self, etype, evalue, tb):
         """(ename, evalue, traceback lines), as a failing cell shows them."""
-        out = self._error({}, etype, evalue, tb)
-        return out["ename"], out["evalue"], list(out["traceback"])
+        return self.ipython().rparallel_format_error(etype, evalue, tb)
 
     def reset_namespace(self):
-        """Empties the user's namespace. In stays; Out is emptied."""
+        """Empties the user's namespace (``%reset``): In stays."""
+        if self.ip is not None:
+            self.ip.reset(new_session=False)
+            return
         ns = self.user_ns
         for name in [n for n in ns if not (n.startswith("__") and n.endswith("__"))]:
             del ns[name]
-        self.output_history.clear()
-        ns.update({
-            "In": self.history, "Out": self.output_history,
-            "_ih": self.history, "_oh": self.output_history,
-            "_": "", "__": "", "___": "", "_i": "", "_ii": "", "_iii": "",
-        })
+        ns.update({"_": "", "__": "", "___": ""})
 
     def at_exit(self):
         """Runs the atexit handlers cells registered (the kernel is exiting)."""
         import atexit
+        if self.ip is not None:
+            self.ip.atexit_operations()
         atexit._run_exitfuncs()
         return "null"
 
+    # -- questions about code, and comms: IPython's
     def user_expressions(self, expressions):
-        """Evaluates each {name: expression} after a cell, as Jupyter asks."""
-        results = {}
-        for name, expr in json.loads(expressions).items():
-            try:
-                value = eval(expr, self.user_ns)
-                data, md = mime_bundle(value)
-                results[name] = {"status": "ok", "data": data, "metadata": md}
-            except Exception as e:
-                results[name] = self._error({}, type(e), e, e.__traceback__.tb_next)
-        return _dumps(results)
+        return dumps(self.ipython().rparallel_user_expressions(json.loads(expressions)))
 
-    def _error(self, outcome, etype, evalue, tb):
-        try:
-            if issubclass(etype, UsageError):
-                tb_lines = ["UsageError: %s" % evalue]
-            elif callable(getattr(evalue, "render_traceback", None)):
-                # Remote errors render as the engines' tracebacks ([n:execute]).
-                tb_lines = list(evalue.render_traceback())
-            else:
-                tb_lines = format_exception(etype, evalue, tb)
-        except Exception:  # never lose the error because formatting failed
-            tb_lines = traceback.format_exception(etype, evalue, tb)
-        outcome.update({
-            "status": "error",
-            "ename": etype.__name__,
-            "evalue": safe_str(evalue),
-            "traceback": tb_lines,
-        })
-        return outcome
-
-    # -- questions about code
     def complete(self, code, cursor_pos):
-        cursor_pos = len(code) if cursor_pos is None else cursor_pos
-        try:
-            matches, start = self._complete_jedi(code, cursor_pos)
-        except Exception:
-            matches, start = self._complete_rl(code, cursor_pos)
-        return _dumps({"matches": matches, "cursor_start": start,
-                           "cursor_end": cursor_pos, "metadata": {}, "status": "ok"})
-
-    def _complete_jedi(self, code, cursor_pos):
-        import jedi
-        before = code[:cursor_pos]
-        line = before.count("\n") + 1
-        column = len(before) - (before.rfind("\n") + 1)
-        completions = jedi.Interpreter(code, [self.user_ns]).complete(line, column)
-        matches, start = [], cursor_pos
-        for c in completions:
-            typed = len(c.name) - len(c.complete)
-            start = cursor_pos - typed
-            matches.append(c.name)
-        return matches, start
-
-    def _complete_rl(self, code, cursor_pos):
-        import rlcompleter
-        token = re.search(r"[\w.]*$", code[:cursor_pos]).group(0)
-        completer = rlcompleter.Completer(self.user_ns)
-        matches = []
-        for state in range(1000):
-            m = completer.complete(token, state)
-            if m is None:
-                break
-            matches.append(m.rstrip("("))
-        return matches, cursor_pos - len(token)
+        return dumps(self.ipython().rparallel_complete(code, cursor_pos))
 
     def inspect(self, code, cursor_pos, detail_level=0):
-        cursor_pos = len(code) if cursor_pos is None else cursor_pos
-        name = self._name_at(code, cursor_pos)
-        found, obj = self._lookup(name) if name else (False, None)
-        if not found:
-            return _dumps({"status": "ok", "found": False, "data": {}, "metadata": {}})
-        import inspect as _inspect
-        lines = []
-        try:
-            sig = str(_inspect.signature(obj))
-            lines.append("Signature: %s%s" % (name, sig))
-        except (TypeError, ValueError):
-            pass
-        if not callable(obj) or isinstance(obj, type):
-            pass
-        try:
-            text = repr(obj)
-            if not callable(obj):
-                lines.append("String form: %s" % (text if len(text) < 200 else text[:200] + "..."))
-        except Exception:
-            pass
-        doc = _inspect.getdoc(obj)
-        if doc:
-            lines.append("Docstring:\n%s" % doc if "\n" in doc else "Docstring: %s" % doc)
-        else:
-            lines.append("Docstring: <no docstring>")
-        if detail_level:
-            try:
-                lines.append("Source:\n%s" % _inspect.getsource(obj))
-            except (TypeError, OSError):
-                pass
-        try:
-            filename = _inspect.getfile(obj)
-            lines.append("File: %s" % filename)
-        except TypeError:
-            pass
-        lines.append("Type: %s" % type(obj).__name__)
-        return _dumps({"status": "ok", "found": True,
-                           "data": {"text/plain": "\n".join(lines)}, "metadata": {}})
-
-    @staticmethod
-    def _name_at(code, cursor_pos):
-        """The dotted name under or just before the cursor (or the callee when
-        the cursor is inside a call's parentheses)."""
-        left = re.search(r"[\w.]*$", code[:cursor_pos]).group(0)
-        right = re.match(r"\w*", code[cursor_pos:]).group(0)
-        name = (left + right).strip(".")
-        if name:
-            return name
-        depth = 0
-        for i in range(cursor_pos - 1, -1, -1):
-            ch = code[i]
-            if ch == ")":
-                depth += 1
-            elif ch == "(":
-                if depth == 0:
-                    return re.search(r"[\w.]*$", code[:i]).group(0).strip(".")
-                depth -= 1
-        return ""
-
-    def _lookup(self, name):
-        parts = name.split(".")
-        if parts[0] in self.user_ns:
-            obj = self.user_ns[parts[0]]
-        elif hasattr(builtins, parts[0]):
-            obj = getattr(builtins, parts[0])
-        else:
-            return False, None
-        for part in parts[1:]:
-            try:
-                obj = getattr(obj, part)
-            except Exception:
-                return False, None
-        return True, obj
+        return dumps(self.ipython().rparallel_inspect(code, cursor_pos, detail_level))
 
     def is_complete(self, code):
-        status, indent = self._is_complete(code)
-        reply = {"status": status}
-        if status == "incomplete":
-            reply["indent"] = indent
-        return _dumps(reply)
+        return dumps(self.ipython().rparallel_is_complete(code))
 
-    @staticmethod
-    def _is_complete(code):
-        if not code.strip():
-            return "complete", ""
-        lines = code.split("\n")
-        last = lines[-1]
-        if code.rstrip("\n").endswith("\\"):
-            return "incomplete", re.match(r"\s*", last).group(0)
-        try:
-            compiled = codeop.compile_command(code, "<input>", "exec")
-        except (SyntaxError, OverflowError, ValueError):
-            return "invalid", ""
-        last_code = next((l for l in reversed(lines) if l.strip()), "")
-        body_indent = re.match(r"\s*", last_code).group(0)
-        if compiled is None:
-            indent = body_indent + ("    " if last_code.rstrip().endswith(":") else "")
-            return "incomplete", indent
-        # Compiles, but a block is still open: wait for a blank line.
-        if body_indent and last.strip():
-            return "incomplete", body_indent
-        return "complete", ""
+    def comm_message(self, msg, buffers):
+        """A comm_open / comm_msg / comm_close / comm_info_request from the
+        frontend (``msg``: its JSON); returns the reply content (JSON) or
+        "null"."""
+        return dumps(self.ipython().rparallel_comm(json.loads(msg), buffers))
+

@@ -54,6 +54,43 @@ impl Hooks {
         self.emit(py, OutputEvent::ClearOutput { wait });
     }
 
+    /// A comm's message (`comm_open`, `comm_msg`, `comm_close`).
+    fn message(
+        &self,
+        py: Python<'_>,
+        msg_type: &str,
+        content: &str,
+        metadata: &str,
+        buffers: Vec<Vec<u8>>,
+    ) -> PyResult<()> {
+        let msg_type = match msg_type {
+            "comm_open" => "comm_open",
+            "comm_msg" => "comm_msg",
+            "comm_close" => "comm_close",
+            other => {
+                return Err(PyRuntimeError::new_err(format!(
+                    "not a comm message: {other}"
+                )))
+            }
+        };
+        let buffers = buffers.into_iter().map(bytes::Bytes::from).collect();
+        self.emit(
+            py,
+            OutputEvent::Comm {
+                msg_type,
+                content: json(content),
+                metadata: json(metadata),
+                buffers,
+            },
+        );
+        Ok(())
+    }
+
+    /// The request being served, as JSON (`null` if none).
+    fn parent(&self) -> String {
+        self.sink.parent().to_string()
+    }
+
     fn input(&self, py: Python<'_>, prompt: String, password: bool) -> PyResult<String> {
         let sink = self.sink.clone();
         match py.detach(move || sink.input(&prompt, password)) {

@@ -10,11 +10,10 @@
 //!   [`OutputSink`] it goes to; the embedding process decides where.
 //! - [`hooks`]: the Rust object Python's `sys.stdout`, `display()` and
 //!   `input()` call into.
-//! - [`input`]: input transformation: `%` magic lines and `%%` cells into
-//!   Python calls (the names they call are defined here only).
 //! - [`shell`]: [`PyShell`], one persistent namespace: run a cell, complete,
-//!   inspect, is_complete. Its logic lives in `python/shell.py` (the seam
-//!   IPython takes over), `display.py` and `tracebacks.py`.
+//!   inspect, is_complete, comms. Its logic lives in `python/shell.py`
+//!   (lean runs, lazy IPython), `python/ipython.py` (IPython's
+//!   InteractiveShell wired to the hooks) and `python/display.py`.
 //! - [`package`]: the `rparallel` package every process has (exceptions,
 //!   what engines run for the client); `python/rparallel/`.
 //! - [`actor`]: the Python thread as an actor serving jobs from other
@@ -44,7 +43,6 @@ pub mod execute;
 pub mod fdcapture;
 pub mod hooks;
 pub mod init;
-pub mod input;
 pub mod interrupt;
 pub mod namespace;
 pub mod output;
@@ -60,5 +58,5 @@ pub use namespace::Namespace;
 pub use output::{InputError, OutputEvent, OutputSink};
 pub use publish::{Parent, Publisher, Stamp};
 pub use serialize::{deserialize, serialize};
-pub use shell::{CellError, IsComplete, MagicHandlers, PyShell};
+pub use shell::{CellError, IPythonLoad, IsComplete, PyShell};
 pub use sink::{Sink, Stdin};

@@ -1,5 +1,6 @@
 //! What a running cell emits, and where it goes.
 
+use bytes::Bytes;
 use serde_json::Value;
 
 /// One piece of output produced while a cell runs.
@@ -16,6 +17,14 @@ pub enum OutputEvent {
     },
     /// `clear_output(wait)`.
     ClearOutput { wait: bool },
+    /// A comm's message to the frontend (`comm_open`, `comm_msg`,
+    /// `comm_close`), with binary buffers.
+    Comm {
+        msg_type: &'static str,
+        content: Value,
+        metadata: Value,
+        buffers: Vec<Bytes>,
+    },
 }
 
 /// How an [`OutputEvent`] goes on the wire: stream text (which publishers
@@ -28,6 +37,9 @@ pub enum WireOutput {
     Message {
         msg_type: &'static str,
         content: Value,
+        /// The message's metadata (Null: none) and binary buffers.
+        metadata: Value,
+        buffers: Vec<Bytes>,
     },
 }
 
@@ -48,10 +60,25 @@ impl OutputEvent {
                     "display_data"
                 },
                 content: serde_json::json!({ "data": data, "metadata": metadata, "transient": transient }),
+                metadata: Value::Null,
+                buffers: Vec::new(),
             },
             OutputEvent::ClearOutput { wait } => WireOutput::Message {
                 msg_type: "clear_output",
                 content: serde_json::json!({ "wait": wait }),
+                metadata: Value::Null,
+                buffers: Vec::new(),
+            },
+            OutputEvent::Comm {
+                msg_type,
+                content,
+                metadata,
+                buffers,
+            } => WireOutput::Message {
+                msg_type,
+                content,
+                metadata,
+                buffers,
             },
         }
     }
@@ -74,4 +101,9 @@ pub trait OutputSink: Send + Sync + 'static {
     fn emit(&self, event: OutputEvent);
     /// Asks the user for a line of input.
     fn input(&self, prompt: &str, password: bool) -> Result<String, InputError>;
+    /// The request being served (header, metadata and type; no content),
+    /// for libraries that ask (ipywidgets' Output widget).
+    fn parent(&self) -> Value {
+        Value::Null
+    }
 }

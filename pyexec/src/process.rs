@@ -18,7 +18,7 @@ use anyhow::Context;
 use crate::actor::PythonHandle;
 use crate::init::{initialize, PythonEnv};
 use crate::publish::Publisher;
-use crate::shell::PyShell;
+use crate::shell::{IPythonLoad, PyShell};
 use crate::sink::Sink;
 
 /// How long a stopping process waits for running code before exiting anyway.
@@ -27,12 +27,16 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Starts Python on this thread with everything running code writes
 /// (`print`, displays, and fds 1 and 2: C code, subprocesses) going to
 /// `sink`, and loads the execution core.
-pub fn start_python(env: &PythonEnv, sink: Arc<Sink>) -> anyhow::Result<PyShell> {
+pub fn start_python(
+    env: &PythonEnv,
+    sink: Arc<Sink>,
+    ipython: IPythonLoad,
+) -> anyhow::Result<PyShell> {
     if let Err(e) = crate::fdcapture::capture(sink.clone()) {
         tracing::warn!("output written to fds 1 and 2 will not reach the frontend: {e}");
     }
     initialize(env)?;
-    PyShell::new(sink).map_err(|e| anyhow::anyhow!("cannot load the execution core: {e}"))
+    PyShell::new(sink, ipython).map_err(|e| anyhow::anyhow!("cannot load the execution core: {e}"))
 }
 
 /// How the I/O thread reports that it is ready (or why it cannot start).

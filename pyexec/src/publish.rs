@@ -11,6 +11,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use rparallel_protocol::{Message, Session};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -41,6 +43,9 @@ enum Item {
     Output {
         msg_type: &'static str,
         content: Value,
+        /// Null, or the message's metadata (a comm's).
+        metadata: Value,
+        buffers: Vec<Bytes>,
         parent: Option<Parent>,
     },
     Message(Box<Message>),
@@ -73,6 +78,8 @@ impl Publisher {
             .send(Item::Output {
                 msg_type,
                 content,
+                metadata: Value::Null,
+                buffers: Vec::new(),
                 parent,
             })
             .await;
@@ -81,9 +88,24 @@ impl Publisher {
     /// [`Publisher::output`] from a thread outside the runtime (the Python
     /// thread): blocks while the queue is full.
     pub fn blocking_output(&self, msg_type: &'static str, content: Value, parent: Option<Parent>) {
+        self.blocking_output_with(msg_type, content, Value::Null, Vec::new(), parent);
+    }
+
+    /// [`Publisher::blocking_output`] of a message with metadata (unless
+    /// Null) and binary buffers: a comm's.
+    pub fn blocking_output_with(
+        &self,
+        msg_type: &'static str,
+        content: Value,
+        metadata: Value,
+        buffers: Vec<Bytes>,
+        parent: Option<Parent>,
+    ) {
         let _ = self.tx.blocking_send(Item::Output {
             msg_type,
             content,
+            metadata,
+            buffers,
             parent,
         });
     }
@@ -153,10 +175,19 @@ impl<S: SocketSend + Send, T: Stamp> Task<S, T> {
                 Next::Item(Item::Output {
                     msg_type,
                     content,
+                    metadata,
+                    buffers,
                     parent,
                 }) => {
                     self.send_stream(streams.take()).await;
-                    self.output(msg_type, content, parent.as_deref()).await;
+                    let parent = parent.as_deref();
+                    if let Some(mut message) = self.stamp.output(msg_type, content, parent) {
+                        if !metadata.is_null() {
+                            message.metadata = metadata;
+                        }
+                        message.buffers = buffers;
+                        self.send(&message).await;
+                    }
                 }
                 Next::Item(Item::Message(message)) => {
                     self.send_stream(streams.take()).await;

@@ -1,8 +1,8 @@
 //! [`PyShell`]: one persistent Python namespace and the questions a kernel
 //! asks about code. The Python half is the `Shell` of `python/shell.py`
-//! (module `_rparallel_exec`), over `python/display.py` and
-//! `python/tracebacks.py`: the seam IPython will take over. Answers come
-//! back as JSON and are typed here.
+//! (module `_rparallel_exec`) over IPython (`python/ipython.py`, loaded at
+//! start or on first need: [`IPythonLoad`]). Answers come back as JSON and
+//! are typed here.
 
 use std::sync::Arc;
 
@@ -11,18 +11,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::hooks::Hooks;
-use crate::input::{CELL_MAGIC_CALL, MAGIC_CALL};
 use crate::output::OutputSink;
 use crate::package::{load_module, PythonSource};
 
 /// The execution core's Python modules, in load order (each imports the
 /// ones before it).
-const CORE: [PythonSource; 3] = [
-    PythonSource {
-        source: include_str!("../python/tracebacks.py"),
-        file: c"<rparallel>/tracebacks.py",
-        name: c"_rparallel_tracebacks",
-    },
+const CORE: [PythonSource; 2] = [
     PythonSource {
         source: include_str!("../python/display.py"),
         file: c"<rparallel>/display.py",
@@ -34,6 +28,20 @@ const CORE: [PythonSource; 3] = [
         name: c"_rparallel_exec",
     },
 ];
+
+/// The IPython half of the core (`_rparallel_ipython`), compiled by the
+/// shell when IPython loads.
+const IPYTHON: &str = include_str!("../python/ipython.py");
+
+/// When a process loads IPython (≈ 14 MiB, ≈ 0.1 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IPythonLoad {
+    /// At start: the kernel, where every cell may need it.
+    AtStart,
+    /// On the first cell, display, error or matplotlib import that needs
+    /// it: engines, most of which only run functions.
+    OnFirstNeed,
+}
 
 /// A rich representation: `data` maps MIME types to values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +87,9 @@ pub struct Completion {
     pub matches: Vec<String>,
     pub cursor_start: usize,
     pub cursor_end: usize,
+    /// IPython's completion types (`_jupyter_types_experimental`).
+    #[serde(default)]
+    pub metadata: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,7 +115,7 @@ impl PyShell {
     /// Loads the execution core and takes over `sys.stdout`, `sys.stderr`,
     /// `display`, `input` and SIGINT for this process; `import rparallel`
     /// works from then on ([`crate::package`]).
-    pub fn new(sink: Arc<dyn OutputSink>) -> PyResult<Self> {
+    pub fn new(sink: Arc<dyn OutputSink>, ipython: IPythonLoad) -> PyResult<Self> {
         Python::attach(|py| {
             let mut loaded = Vec::new();
             for module in &CORE {
@@ -113,10 +124,12 @@ impl PyShell {
             let module = loaded.pop().expect("the shell module is last");
             let stdin_error = module.getattr("StdinNotImplementedError")?.unbind();
             let hooks = Py::new(py, Hooks::new(sink, stdin_error))?;
-            let shell = module
-                .getattr("Shell")?
-                .call1((hooks, MAGIC_CALL, CELL_MAGIC_CALL))?;
             crate::package::install(py)?;
+            let shell = module.getattr("Shell")?.call1((
+                hooks,
+                IPYTHON,
+                ipython == IPythonLoad::AtStart,
+            ))?;
             Ok(PyShell {
                 shell: shell.unbind(),
             })
@@ -134,11 +147,10 @@ impl PyShell {
         })
     }
 
-    /// Runs a cell as a frontend sent it (magics are transformed, see
-    /// [`crate::input`]). Outputs go to the sink while it runs.
+    /// Runs a cell as a frontend sent it (IPython transforms magics, `!`
+    /// and `?`). Outputs go to the sink while it runs.
     pub fn execute(&self, code: &str, silent: bool, store_history: bool) -> ExecuteOutcome {
         let count = self.execution_count();
-        let code = crate::input::to_python(code);
         let raw = self.call_json::<RawOutcome>("run_cell", (code, silent, store_history));
         crate::fdcapture::drain();
         match raw {
@@ -190,6 +202,7 @@ impl PyShell {
                 matches: vec![],
                 cursor_start: cursor_pos,
                 cursor_end: cursor_pos,
+                metadata: Value::Object(Default::default()),
             })
     }
 
@@ -207,6 +220,24 @@ impl PyShell {
                 status: "unknown".into(),
                 indent: None,
             })
+    }
+
+    /// A comm message from the frontend (`comm_open`, `comm_msg`,
+    /// `comm_close`, `comm_info_request`): the reply's content, if it has
+    /// one. Bad messages are logged and dropped by the Python side.
+    pub fn comm_message(&self, message: &Value, buffers: Vec<bytes::Bytes>) -> Option<Value> {
+        let buffers: Vec<std::borrow::Cow<[u8]>> = buffers
+            .iter()
+            .map(|b| std::borrow::Cow::Borrowed(&b[..]))
+            .collect();
+        match self.call_json::<Value>("comm_message", (message.to_string(), buffers)) {
+            Ok(Value::Null) => None,
+            Ok(reply) => Some(reply),
+            Err(e) => {
+                tracing::warn!("comm message failed: {}", e.evalue);
+                None
+            }
+        }
     }
 
     /// Calls a method of the Python shell that returns JSON.
@@ -252,32 +283,5 @@ impl PyShell {
     /// The Python `Shell` object; its `user_ns` is the namespace cells run in.
     pub fn py_shell(&self, py: Python<'_>) -> Py<PyAny> {
         self.shell.clone_ref(py)
-    }
-}
-
-/// What line and cell magics call: `%name args` runs `line(name, args)`,
-/// `%%name args` + body runs `cell(name, args, body)` (see
-/// [`crate::input`]). The shell installs defaults that know only its own
-/// magics; the kernel's `%px` family wraps them.
-pub struct MagicHandlers {
-    pub line: Py<PyAny>,
-    pub cell: Py<PyAny>,
-}
-
-impl MagicHandlers {
-    /// The handlers installed now.
-    pub fn current(py: Python<'_>) -> PyResult<Self> {
-        let builtins = py.import("builtins")?;
-        Ok(MagicHandlers {
-            line: builtins.getattr(MAGIC_CALL)?.unbind(),
-            cell: builtins.getattr(CELL_MAGIC_CALL)?.unbind(),
-        })
-    }
-
-    /// Makes these the handlers.
-    pub fn install(&self, py: Python<'_>) -> PyResult<()> {
-        let builtins = py.import("builtins")?;
-        builtins.setattr(MAGIC_CALL, self.line.bind(py))?;
-        builtins.setattr(CELL_MAGIC_CALL, self.cell.bind(py))
     }
 }

@@ -4,6 +4,8 @@
 
 use std::sync::Mutex;
 
+use serde_json::{json, Value};
+
 use crate::output::{InputError, OutputEvent, OutputSink, WireOutput};
 use crate::publish::{Parent, Publisher};
 
@@ -50,7 +52,7 @@ impl Sink {
         *self.parent.lock().unwrap_or_else(|e| e.into_inner()) = Some(parent.clone());
     }
 
-    fn parent(&self) -> Option<Parent> {
+    fn current(&self) -> Option<Parent> {
         self.parent
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -60,17 +62,22 @@ impl Sink {
 
 impl OutputSink for Sink {
     fn emit(&self, event: OutputEvent) {
-        let parent = self.parent();
+        let parent = self.current();
         match event.into_wire() {
             WireOutput::Stream { name, text } => self.publisher.blocking_stream(name, text, parent),
-            WireOutput::Message { msg_type, content } => {
-                self.publisher.blocking_output(msg_type, content, parent)
-            }
+            WireOutput::Message {
+                msg_type,
+                content,
+                metadata,
+                buffers,
+            } => self
+                .publisher
+                .blocking_output_with(msg_type, content, metadata, buffers, parent),
         }
     }
 
     fn input(&self, prompt: &str, password: bool) -> Result<String, InputError> {
-        let (Some(stdin), Some(parent)) = (&self.stdin, self.parent()) else {
+        let (Some(stdin), Some(parent)) = (&self.stdin, self.current()) else {
             return Err(InputError::NotAllowed);
         };
         let allowed = parent.content["allow_stdin"].as_bool().unwrap_or(false);
@@ -78,5 +85,16 @@ impl OutputSink for Sink {
             return Err(InputError::NotAllowed);
         }
         stdin.input(prompt, password, parent)
+    }
+
+    fn parent(&self) -> Value {
+        self.current().map_or(Value::Null, |p| {
+            json!({
+                "header": p.header,
+                "parent_header": p.parent_header,
+                "metadata": p.metadata,
+                "msg_type": p.msg_type(),
+            })
+        })
     }
 }

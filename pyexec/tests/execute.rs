@@ -2,11 +2,13 @@
 //! the real publisher: what a cell publishes, in which order, and the
 //! reply it gives. One interpreter per test binary, so one test, in order.
 
+mod common;
+
 use std::sync::Arc;
 
 use rparallel_protocol::{Message, Session};
 use rparallel_pyexec::execute::{self, Defaults, ExecuteRequest, Executed};
-use rparallel_pyexec::{initialize, publish, PyShell, PythonEnv, Sink, Stamp};
+use rparallel_pyexec::{publish, IPythonLoad, PyShell, Sink, Stamp};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use zeromq::{ZmqMessage, ZmqResult};
@@ -83,7 +85,7 @@ fn types(messages: &[Message]) -> Vec<&str> {
 
 #[test]
 fn the_execute_path() {
-    initialize(&PythonEnv::resolve(None)).expect("python starts");
+    common::start_python();
     let session = Session::new(b"key", "test");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -98,7 +100,7 @@ fn the_execute_path() {
         publish::spawn(queue, Wire(tx), stamp.clone());
     }
     let sink = Arc::new(Sink::new(publisher));
-    let shell = PyShell::new(sink.clone()).expect("core loads");
+    let shell = PyShell::new(sink.clone(), IPythonLoad::AtStart).expect("core loads");
     let mut h = Harness {
         shell,
         sink,

@@ -1,13 +1,14 @@
 //! Serialisation and the engine's namespace operations, embedded for real
 //! (one interpreter per test binary, so one test, in order).
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
 use pyo3::prelude::*;
 use rparallel_pyexec::{
-    deserialize, initialize, serialize, InputError, Namespace, OutputEvent, OutputSink, PyShell,
-    PythonEnv,
+    deserialize, serialize, IPythonLoad, InputError, Namespace, OutputEvent, OutputSink, PyShell,
 };
 
 struct Quiet;
@@ -40,13 +41,8 @@ fn value_repr(frames: Vec<Bytes>) -> String {
 
 #[test]
 fn serialisation_and_namespace_operations() {
-    let python = std::env::var_os("RPARALLEL_TEST_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
-        });
-    initialize(&PythonEnv::resolve(Some(&python))).expect("python starts");
-    let shell = PyShell::new(Arc::new(Quiet)).expect("core loads");
+    common::start_python();
+    let shell = PyShell::new(Arc::new(Quiet), IPythonLoad::OnFirstNeed).expect("core loads");
     let remote = Namespace::new(&shell).expect("serialisation core loads (cloudpickle in .venv)");
 
     // Plain values round-trip.
@@ -109,9 +105,9 @@ fn serialisation_and_namespace_operations() {
     let err = remote.apply(frames).unwrap_err();
     assert_eq!(err.ename, "ZeroDivisionError");
     assert_eq!(err.evalue, "division by zero");
-    let text = err.traceback.join("\n");
+    let text = common::plain(&err.traceback.join("\n"));
     assert!(text.contains("Traceback (most recent call last)"), "{text}");
-    assert!(text.contains("in boom()"), "{text}");
+    assert!(text.contains("in boom(x)"), "{text}");
     assert!(!text.contains("rparallel_serialize"), "{text}");
 
     // An unpicklable result names the object.

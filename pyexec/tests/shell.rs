@@ -1,9 +1,11 @@
 //! The execution core, embedded for real: one interpreter per test binary,
 //! so everything runs in one test, in order.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
-use rparallel_pyexec::{initialize, InputError, OutputEvent, OutputSink, PyShell, PythonEnv};
+use rparallel_pyexec::{IPythonLoad, InputError, OutputEvent, OutputSink, PyShell};
 
 #[derive(Default)]
 struct Recorder {
@@ -40,9 +42,9 @@ impl OutputSink for Recorder {
 
 #[test]
 fn execution_core() {
-    initialize(&PythonEnv::resolve(None)).expect("python starts");
+    common::start_python();
     let sink = Arc::new(Recorder::default());
-    let shell = PyShell::new(sink.clone()).expect("core loads");
+    let shell = PyShell::new(sink.clone(), IPythonLoad::AtStart).expect("core loads");
 
     // Statements, then the last expression as a result; counts advance.
     let out = shell.execute("a = 20\na + 22", false, true);
@@ -88,7 +90,7 @@ fn execution_core() {
     let data = out.result.unwrap().unwrap().data;
     assert_eq!(data["text/html"], "<b>r</b>");
     assert_eq!(data["text/markdown"], "**r**");
-    assert!(data["text/plain"].as_str().unwrap().contains("R object"));
+    assert!(data["text/plain"].as_str().unwrap().contains("__main__.R"));
 
     // display() and clear_output().
     shell.execute("display(R()); clear_output(wait=True)", false, true);
@@ -105,7 +107,7 @@ fn execution_core() {
         .unwrap_err();
     assert_eq!(err.ename, "ZeroDivisionError");
     assert_eq!(err.evalue, "division by zero");
-    let text = err.traceback.join("\n");
+    let text = common::plain(&err.traceback.join("\n"));
     assert!(text.contains("Traceback (most recent call last)"), "{text}");
     assert!(text.contains("Cell In[7], line 3"), "{text}");
     assert!(text.contains("----> 2     return 1/x"), "{text}");
@@ -138,10 +140,8 @@ fn execution_core() {
     assert_eq!(c.cursor_start, 10);
     let i = shell.inspect("len(", 4, 0);
     assert!(i.found);
-    assert!(i.data["text/plain"]
-        .as_str()
-        .unwrap()
-        .contains("Signature: len(obj, /)"));
+    let text = common::plain(i.data["text/plain"].as_str().unwrap());
+    assert!(text.contains("Signature: len(obj, /)"), "{text}");
     for (code, status) in [
         ("1", "complete"),
         ("def f(x):\n  return x\n\n", "complete"),

@@ -54,6 +54,10 @@ class RemoteError(Exception):
     def print_traceback(self, excid=None):
         print("\n".join(self.render_traceback()))
 
+    def _render_traceback_(self):
+        """IPython shows these lines instead of a traceback of its own."""
+        return self.render_traceback()
+
 
 class EngineError(RemoteError):
     """An engine died (or could not be reached) with work pending."""

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use rparallel_client::Deadline;
-use rparallel_directview::display::Frontend;
-use rparallel_directview::result::AsyncResult;
-use rparallel_directview::waiting::PyWaiter;
 use rparallel_magics::options::parse_result;
 use rparallel_magics::render::verbose_line;
 use rparallel_magics::{GroupBy, PxOptions, UsageError};
 
 use super::progress::Progress;
-use super::Magics;
+use super::{usage, Magics};
+use crate::display::Frontend;
+use crate::result::AsyncResult;
+use crate::waiting::PyWaiter;
 
 /// How a blocking execution waits and shows its output.
 struct Showing {
@@ -26,7 +26,7 @@ struct Showing {
 
 impl Magics {
     /// Runs `code` on the view's engines.
-    pub(super) fn px(
+    pub(super) fn run(
         &self,
         py: Python<'_>,
         suffix: &str,
@@ -57,8 +57,12 @@ impl Magics {
             self.save(py, name, result.bind(py).as_any())?;
         }
         if options.local {
-            let local = rparallel_pyexec::input::rewrite_line_magics(code);
-            self.shell.bind(py).call_method1("run_local", (local,))?;
+            // A cell of its own in this IPython, without a new count.
+            let ip = py.import("IPython")?.call_method0("get_ipython")?;
+            let kwargs = pyo3::types::PyDict::new(py);
+            kwargs.set_item("store_history", false)?;
+            ip.call_method("run_cell", (code,), Some(&kwargs))?
+                .call_method0("raise_error")?;
         }
         if !block {
             return Ok(result.into_any());
@@ -74,14 +78,14 @@ impl Magics {
     }
 
     /// `%pxresult`: the outputs of the last `%px`, grouped, then its errors.
-    pub(super) fn pxresult(
+    pub(super) fn result(
         &self,
         py: Python<'_>,
         magic: &str,
         suffix: &str,
         args: &str,
-    ) -> PyResult<Py<PyAny>> {
-        let group = parse_result(magic, args).map_err(|e| self.usage(py, e))?;
+    ) -> PyResult<()> {
+        let group = parse_result(magic, args).map_err(|e| usage(py, e))?;
         let last = self
             .last
             .lock()
@@ -89,7 +93,7 @@ impl Magics {
             .get(suffix)
             .map(|r| r.clone_ref(py));
         let Some(result) = last else {
-            return Err(self.usage(
+            return Err(usage(
                 py,
                 UsageError(format!(
                     "{magic}: no %px result yet (run %%px --noblock first)"
@@ -102,8 +106,8 @@ impl Magics {
             progress_after: None,
             timeout: None,
         };
-        wait_and_show(py, &result.borrow(py), &showing)?;
-        Ok(py.None())
+        let shown = wait_and_show(py, &result.borrow(py), &showing);
+        shown
     }
 }
 

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::display::Frontend;
+use crate::result::AsyncResult;
 use pyo3::prelude::*;
-use rparallel_directview::display::Frontend;
-use rparallel_directview::result::AsyncResult;
 use serde_json::json;
 
 /// How often the bar is redrawn.

@@ -2,8 +2,8 @@
 //! cluster (one engine per CPU, at least 2) whose client's view becomes
 //! active. It is reused by later cells and stops with the kernel.
 
+use crate::display::Frontend;
 use pyo3::prelude::*;
-use rparallel_directview::display::Frontend;
 
 use super::Magics;
 
