@@ -44,9 +44,9 @@ class FrontendDisplayPublisher(DisplayPublisher):
 
 
 class ResultDisplayHook(DisplayHook):
-    """The value of a cell's last expression: kept for the execute_result
-    the execute path publishes with the reply (an earlier one, with
-    ``ast_node_interactivity = 'all'``, is shown as a display)."""
+    """The value of a cell's last expression: published at once as the
+    execute_result (as ipykernel does, so figures shown after the cell
+    follow it), and kept for the kernel's output history."""
 
     def start_displayhook(self):
         pass
@@ -56,10 +56,11 @@ class ResultDisplayHook(DisplayHook):
 
     def write_format_data(self, format_dict, md_dict=None):
         shell = self.shell
-        if shell.rparallel_result is not None:
-            data, md = shell.rparallel_result
-            shell.display_pub.publish(data, md)
-        shell.rparallel_result = (format_dict, md_dict or {})
+        md_dict = md_dict or {}
+        sys.stdout.flush()
+        sys.stderr.flush()
+        shell.core.hooks.result(self.prompt_count, dumps(format_dict), dumps(md_dict))
+        shell.rparallel_result = (format_dict, md_dict)
 
     def finish_displayhook(self):
         sys.stdout.flush()
@@ -153,11 +154,15 @@ class RparallelShell(InteractiveShell):
     def _showtraceback(self, etype, evalue, stb):
         sys.stdout.flush()
         sys.stderr.flush()
-        self.rparallel_error = {"ename": etype.__name__, "evalue": _safe_str(evalue),
-                                "traceback": list(stb)}
+        # The first error of a cell is its error; IPython may report one
+        # more while handling it (an exception whose __str__ raises).
+        if self.rparallel_error is None:
+            self.rparallel_error = {"ename": etype.__name__, "evalue": _safe_str(evalue),
+                                    "traceback": list(stb)}
 
     def show_usage_error(self, exc):
-        self.rparallel_error = _usage_error(exc)
+        if self.rparallel_error is None:
+            self.rparallel_error = _usage_error(exc)
 
     # -- what the core asks
     def rparallel_run(self, code, silent, store_history):

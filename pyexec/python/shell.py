@@ -26,6 +26,7 @@ in Rust:
 
     hooks.stream(name, text)
     hooks.display(data, metadata, transient, update)
+    hooks.result(execution_count, data, metadata)   (the execute_result)
     hooks.clear_output(wait)
     hooks.message(msg_type, content, metadata, buffers)   (comms)
     hooks.parent() -> the request being served (JSON)

@@ -98,13 +98,8 @@ pub fn run(
     let mut result_text = None;
     let mut content = match &outcome.result {
         Ok(result) => {
+            // Already published, by the display hook, as it was produced.
             if let Some(bundle) = result {
-                let shown = json!({
-                    "execution_count": count,
-                    "data": bundle.data,
-                    "metadata": bundle.metadata,
-                });
-                publisher.blocking_output("execute_result", shown, parent());
                 result_text = bundle.data["text/plain"].as_str().map(str::to_string);
             }
             json!({ "status": "ok" })

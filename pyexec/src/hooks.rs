@@ -50,6 +50,17 @@ impl Hooks {
         );
     }
 
+    fn result(&self, py: Python<'_>, execution_count: u32, data: &str, metadata: &str) {
+        self.emit(
+            py,
+            OutputEvent::Result {
+                execution_count,
+                data: json(data),
+                metadata: json(metadata),
+            },
+        );
+    }
+
     fn clear_output(&self, py: Python<'_>, wait: bool) {
         self.emit(py, OutputEvent::ClearOutput { wait });
     }

@@ -15,6 +15,12 @@ pub enum OutputEvent {
         transient: Value,
         update: bool,
     },
+    /// The value of a cell's last expression (`Out[execution_count]`).
+    Result {
+        execution_count: u32,
+        data: Value,
+        metadata: Value,
+    },
     /// `clear_output(wait)`.
     ClearOutput { wait: bool },
     /// A comm's message to the frontend (`comm_open`, `comm_msg`,
@@ -60,6 +66,20 @@ impl OutputEvent {
                     "display_data"
                 },
                 content: serde_json::json!({ "data": data, "metadata": metadata, "transient": transient }),
+                metadata: Value::Null,
+                buffers: Vec::new(),
+            },
+            OutputEvent::Result {
+                execution_count,
+                data,
+                metadata,
+            } => WireOutput::Message {
+                msg_type: "execute_result",
+                content: serde_json::json!({
+                    "execution_count": execution_count,
+                    "data": data,
+                    "metadata": metadata,
+                }),
                 metadata: Value::Null,
                 buffers: Vec::new(),
             },

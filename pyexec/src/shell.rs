@@ -63,7 +63,8 @@ pub struct CellError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecuteOutcome {
     pub execution_count: u32,
-    /// The last expression's value (if any), or the error.
+    /// The last expression's value (if any; already published as the
+    /// execute_result), or the error.
     pub result: Result<Option<MimeBundle>, CellError>,
     /// Jupyter payloads for the reply (e.g. `ask_exit` from `exit`).
     pub payload: Vec<Value>,
