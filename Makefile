@@ -11,9 +11,9 @@ export PYO3_PYTHON := $(shell $(PYTHON3) -c 'import sys; print(sys.executable)')
 # Kernelspecs and runtime files of the tests stay inside the project.
 export JUPYTER_PATH := $(VENV)/share/jupyter
 
-.PHONY: demo test build venv kernelspec lint clean bench bench-quick soak
+.PHONY: demo test build venv kernelspec browser lint clean bench bench-quick soak
 
-## demo: build, set up .venv, install the kernelspec, execute the demo notebook
+## demo: build, set up .venv, install the kernelspec, execute the demo notebooks (figures and widgets counted)
 demo: kernelspec
 	@mkdir -p target/demo
 	$(VENV)/bin/jupyter nbconvert --to notebook --execute \
@@ -21,9 +21,15 @@ demo: kernelspec
 	    --ExecutePreprocessor.timeout=120 \
 	    --output-dir target/demo notebooks/direct-interface.ipynb
 	@$(PY) tools/show_notebook.py target/demo/direct-interface.ipynb
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute \
+	    --ExecutePreprocessor.kernel_name=rparallel \
+	    --ExecutePreprocessor.timeout=120 \
+	    --output-dir target/demo notebooks/science.ipynb
+	@$(PY) tools/show_notebook.py target/demo/science.ipynb
+	@$(PY) tools/count_outputs.py target/demo/science.ipynb
 
-## test: every test (format and clippy, cargo, then end-to-end through real Jupyter clients)
-test: kernelspec
+## test: every test (format and clippy, cargo, then end-to-end through real Jupyter clients and a browser)
+test: kernelspec browser
 	@set -o pipefail; status=0; \
 	$(MAKE) --no-print-directory lint || status=1; \
 	cargo test --release --workspace 2>&1 | tee target/cargo-test.log || status=1; \
@@ -46,6 +52,13 @@ $(VENV)/.installed: requirements.txt requirements.lock
 	@touch $@
 
 venv: $(VENV)/.installed
+
+## browser: Debian's Chromium, which Playwright drives in tests/test_browser.py (no browser download)
+browser: /usr/bin/chromium
+
+/usr/bin/chromium:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 
 ## kernelspec: the `rparallel` kernel, pinned to .venv, installed into .venv
 kernelspec: build venv

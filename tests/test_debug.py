@@ -8,7 +8,7 @@ from queue import Empty
 
 import pytest
 
-from kernel_helpers import IS_RPARALLEL, execute, execute_ok, traceback_text
+from kernel_helpers import IS_RPARALLEL, execute, execute_ok, strip_ansi, traceback_text
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -49,22 +49,23 @@ def stdout_of(kc, msg_id: str) -> str:
 
 
 def test_debug_inspects_the_last_error(kc):
-    """`%debug` shows the failing line; `p` prints the error; `q` returns."""
+    """`%debug` (IPython's debugger) shows the failing line; `p` prints
+    the cell's variables; `q` returns."""
     ex = execute(kc, "secret = 41\nvalue = secret + 1\n1/0")
     assert ex.reply["content"]["status"] == "error", ex.reply
     msg_id = kc.execute("%debug", allow_stdin=True)
-    reply = answer_inputs(kc, msg_id, ["p secret", "p type(sys.last_value).__name__", "q"])
+    reply = answer_inputs(kc, msg_id, ["p secret", "p value * 1000", "q"])
     assert reply["content"]["status"] == "ok", traceback_text(reply["content"])
-    out = stdout_of(kc, msg_id)
-    assert "1/0" in out, out
-    assert "41" in out, out
+    out = strip_ansi(stdout_of(kc, msg_id))
+    assert "----> 3 1/0" in out, out
+    assert "41" in out and "42000" in out, out
     execute_ok(kc, "assert value == 42")
 
 
-def test_debug_without_an_error_is_a_usage_error(kernel):
-    """In a fresh kernel there is nothing to debug: a one-line UsageError."""
+def test_debug_without_an_error_says_so(kernel):
+    """In a fresh kernel there is nothing to debug: IPython says so."""
     _, kc = kernel
     ex = execute(kc, "%debug")
-    err = ex.reply["content"]
-    assert err["status"] == "error"
-    assert traceback_text(err).strip() == "UsageError: %debug: no error to debug yet"
+    assert ex.reply["content"]["status"] == "ok", ex.reply
+    text = "".join(m["content"]["text"] for m in ex.outputs if m["msg_type"] == "stream")
+    assert "No traceback has been produced, nothing to debug." in text, text

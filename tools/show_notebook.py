@@ -51,7 +51,7 @@ def other_types(data: dict) -> str:
 def render_output(out: dict, count) -> str:
     kind = out.get("output_type")
     if kind == "stream":
-        text = joined(out.get("text", ""))
+        text = strip_ansi(joined(out.get("text", "")))
         if out.get("name") == "stderr":
             lines = text.rstrip("\n").split("\n")
             return "\n".join(f"[stderr] {line}" for line in lines)

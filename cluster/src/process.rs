@@ -36,7 +36,13 @@ pub fn die_with_parent(command: &mut std::process::Command) {
 
 /// The `rparallel` binary that runs controllers and engines: this one.
 pub fn own_binary() -> std::io::Result<PathBuf> {
-    std::env::current_exe()
+    let exe = std::env::current_exe()?;
+    // Rebuilt or reinstalled while running: Linux names the old file
+    // `… (deleted)`; the new one at the same path is the binary to run.
+    match exe.to_str().and_then(|p| p.strip_suffix(" (deleted)")) {
+        Some(path) => Ok(PathBuf::from(path)),
+        None => Ok(exe),
+    }
 }
 
 /// This host's name, as engines report it and clients show it.

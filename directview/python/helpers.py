@@ -190,6 +190,10 @@ def _autopx_transform(lines):
     return ["%%%%px%s\n" % suffix] + lines
 
 
+# Not for is_complete: a cell's completeness is its own, not %%px's.
+_autopx_transform.has_side_effects = True
+
+
 def load_ipython_extension(ip):
     """``%load_ext rparallel``: the %px family in this IPython."""
     register_magics(ip)
@@ -216,6 +220,48 @@ class ExecuteReply:
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         return (dict(self._shown), dict(self.metadata)) if self.data else ({}, {})
+
+
+class Progress:
+    """A progress bar for work on the engines: tqdm's (``tqdm.auto``: a
+    widget in a notebook, text in a terminal) when tqdm is installed, else
+    one display updated in place (HTML ``<progress>`` and text)."""
+
+    def __init__(self, total, unit, desc):
+        import time
+        self.total, self.unit, self.desc = total, unit, desc
+        self._started = time.monotonic()
+        self._bar = self._handle = None
+        try:
+            from tqdm.auto import tqdm
+            self._bar = tqdm(total=total, unit=unit, desc=desc)
+        except Exception:  # tqdm (or ipywidgets, which it needs here) missing
+            from IPython.display import display
+            self._handle = display(self._bundle(0), raw=True, display_id=True)
+
+    def _bundle(self, done):
+        import time
+        seconds = time.monotonic() - self._started
+        width = 20
+        filled = done * width // self.total if self.total else width
+        text = "%s: [%s%s] %d/%d %s finished after %.1f s" % (
+            self.desc, "#" * filled, "-" * (width - filled), done, self.total, self.unit, seconds)
+        html = "<progress value=\"%d\" max=\"%d\"></progress> %s" % (
+            done, self.total, text.split("] ", 1)[1])
+        return {"text/plain": text, "text/html": html}
+
+    def update(self, done):
+        """Shows that `done` of the total have finished."""
+        if self._bar is not None:
+            if done > self._bar.n:
+                self._bar.update(done - self._bar.n)
+        elif self._handle is not None:
+            self._handle.update(self._bundle(done), raw=True)
+
+    def close(self, done):
+        self.update(done)
+        if self._bar is not None:
+            self._bar.close()
 
 
 def in_thread(fn, *args):

@@ -95,6 +95,21 @@ impl<'py> Frontend<'py> {
         self.flush()
     }
 
+    /// A progress bar of `total` `unit`s (`rparallel._helpers.Progress`:
+    /// a tqdm widget in a notebook, text in a terminal), with `update(done)`
+    /// and `close(done)`.
+    pub fn progress_bar(
+        &self,
+        total: usize,
+        unit: &str,
+        desc: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.py
+            .import("rparallel._helpers")?
+            .getattr("Progress")?
+            .call1((total, unit, desc))
+    }
+
     pub fn flush(&self) -> PyResult<()> {
         for name in ["stdout", "stderr"] {
             self.sys.getattr(name)?.call_method0("flush")?;

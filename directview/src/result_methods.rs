@@ -5,12 +5,13 @@ use std::time::Instant;
 
 use pyo3::exceptions::{PyIndexError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyList;
 use rparallel_client::Deadline;
 use rparallel_magics::GroupBy;
 use serde_json::json;
 
 use crate::convert::{helpers, to_python};
+use crate::display::Frontend;
 use crate::errors::timeout_error;
 use crate::result::AsyncResult;
 use crate::waiting::PyWaiter;
@@ -174,29 +175,20 @@ impl AsyncResult {
         timeout: Option<f64>,
     ) -> PyResult<()> {
         let started = Instant::now();
-        let total = self.msg_ids.len();
-        let print = py.import("builtins")?.getattr("print")?;
+        let bar =
+            Frontend::new(py)?.progress_bar(self.msg_ids.len(), "tasks", "wait_interactive")?;
         let deadline = Deadline::returning(timeout);
         loop {
             let ready = self.wait_for(py, Some(interval.max(0.01)))?;
-            let line = format!(
-                "\r{:4}/{} tasks finished after {:4.0} s",
-                self.progress(),
-                total,
-                started.elapsed().as_secs_f64()
-            );
-            let kwargs = PyDict::new(py);
-            kwargs.set_item("end", "")?;
-            kwargs.set_item("flush", true)?;
-            print.call((line,), Some(&kwargs))?;
             let out_of_time = match deadline {
                 Deadline::Return(t) => started.elapsed() >= t,
                 _ => false,
             };
             if ready || out_of_time {
-                print.call1(("\ndone",))?;
+                bar.call_method1("close", (self.progress(),))?;
                 return Ok(());
             }
+            bar.call_method1("update", (self.progress(),))?;
         }
     }
 

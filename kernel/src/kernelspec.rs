@@ -10,6 +10,13 @@ use serde_json::json;
 pub const KERNEL_NAME: &str = "rparallel";
 pub const DISPLAY_NAME: &str = "Python 3 (rparallel)";
 
+/// The logos JupyterLab's launcher and notebook show (`assets/`).
+const LOGOS: [(&str, &[u8]); 3] = [
+    ("logo-32x32.png", include_bytes!("../assets/logo-32x32.png")),
+    ("logo-64x64.png", include_bytes!("../assets/logo-64x64.png")),
+    ("logo-svg.svg", include_bytes!("../assets/logo-svg.svg")),
+];
+
 /// Where a kernelspec goes.
 pub enum Location {
     /// `$JUPYTER_DATA_DIR` or `~/.local/share/jupyter`.
@@ -65,6 +72,10 @@ pub fn install(location: &Location, env: &PythonEnv) -> anyhow::Result<PathBuf> 
     let text = serde_json::to_string_pretty(&spec(&binary, env))?;
     let file = dir.join("kernel.json");
     std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    for (name, bytes) in LOGOS {
+        let file = dir.join(name);
+        std::fs::write(&file, bytes).with_context(|| format!("cannot write {}", file.display()))?;
+    }
     Ok(dir)
 }
 

@@ -6,6 +6,8 @@ ZeroMQ socket of its own. Loaded by ``_rparallel_exec.Shell.ipython()``;
 ``start(core)`` makes the one shell of the process.
 """
 
+import importlib.abc
+import importlib.util
 import logging
 import sys
 
@@ -179,11 +181,13 @@ class RparallelShell(InteractiveShell):
         outcome = {"status": "ok", "execution_count": count,
                    "payload": self.payload_manager.read_payload()}
         self.payload_manager.clear_payload()
-        if not result.success:
-            error = self.rparallel_error
-            if error is None:
-                e = result.error_before_exec or result.error_in_exec
-                error = {"ename": type(e).__name__, "evalue": _safe_str(e), "traceback": []}
+        # A failing cell, or one whose value failed to display (ipykernel
+        # marks that failed too).
+        error = self.rparallel_error
+        if error is None and not result.success:
+            e = result.error_before_exec or result.error_in_exec
+            error = {"ename": type(e).__name__, "evalue": _safe_str(e), "traceback": []}
+        if error is not None:
             outcome.update(status="error", **error)
         elif self.rparallel_result is not None:
             outcome["data"], outcome["metadata"] = self.rparallel_result
@@ -191,14 +195,18 @@ class RparallelShell(InteractiveShell):
         return outcome
 
     def rparallel_show(self, value, count, stored):
-        """Shows a lean cell's value (``Out[count]``); its data and metadata."""
-        self.rparallel_result = None
+        """Shows a lean cell's value (``Out[count]``): what to add to its
+        outcome (the value's data, or the error displaying it)."""
+        self.rparallel_result = self.rparallel_error = None
         self.execution_count = count
         try:
             self.displayhook(value)
         finally:
             self.execution_count = count + 1 if stored else count
         shown, self.rparallel_result = self.rparallel_result, None
+        error, self.rparallel_error = self.rparallel_error, None
+        if error is not None:
+            return dict(error, status="error")
         return {} if shown is None else {"data": shown[0], "metadata": shown[1]}
 
     def rparallel_format_error(self, etype, evalue, tb):
@@ -241,6 +249,10 @@ class RparallelShell(InteractiveShell):
             return {"status": "ok", "found": False, "data": {}, "metadata": {}}
 
     def rparallel_is_complete(self, code):
+        # A cell magic ends at a blank line; a terminal sends it as a final
+        # newline (IPython would want two).
+        if code.lstrip().startswith("%%") and code.endswith("\n"):
+            return {"status": "complete"}
         status, indent = self.input_transformer_manager.check_complete(code)
         reply = {"status": status}
         if status == "incomplete":
@@ -304,6 +316,34 @@ def _usage_error(exc):
             "traceback": ["UsageError: %s" % _safe_str(exc)]}
 
 
+class _TqdmSeesANotebook(importlib.abc.MetaPathFinder):
+    """``tqdm.auto`` shows its widget bar only when it finds ipykernel's
+    shell module loaded; a frontend of this kernel renders widgets too, so
+    ``tqdm.autonotebook`` gets the notebook bar here (when ipywidgets is
+    installed)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "tqdm.autonotebook":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def run_then_choose(module):
+            run(module)
+            try:
+                from tqdm.notebook import IProgress, tqdm, trange
+            except ImportError:
+                return
+            if IProgress is not None:
+                module.tqdm, module.trange = tqdm, trange
+
+        spec.loader.exec_module = run_then_choose
+        return spec
+
+
 _the_shell = None
 
 
@@ -328,6 +368,8 @@ def start(core):
     comm.create_comm = FrontendComm
     comm.get_comm_manager = lambda: manager
     ip.kernel = FrontendKernel(ip, manager)
+    if core.frontend_renders_widgets:
+        sys.meta_path.insert(0, _TqdmSeesANotebook())
     # Cells run before IPython came keep their numbers and names.
     ip.execution_count = core.execution_count
     ip.compile._filename_map.update(core.lean_cells())

@@ -75,6 +75,9 @@ class Shell:
         self.hooks = hooks
         self._ipython_source = ipython_source
         self.ip = None
+        # The kernel's frontend renders widgets; an engine's output goes to
+        # a client first.
+        self.frontend_renders_widgets = bool(eager)
         # Lean mode's state, handed to IPython when it loads.
         self._count = 1
         self._cells = {}  # cell file name -> execution count

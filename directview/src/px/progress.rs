@@ -1,23 +1,23 @@
 //! The progress bar of a blocking `%px` that runs longer than
-//! `--progress-after` seconds: one display, updated in place.
+//! `--progress-after` seconds (`rparallel._helpers.Progress`: a tqdm
+//! widget in a notebook).
 
 use std::time::{Duration, Instant};
 
+use pyo3::prelude::*;
+
 use crate::display::Frontend;
 use crate::result::AsyncResult;
-use pyo3::prelude::*;
-use serde_json::json;
 
-/// How often the bar is redrawn.
-const REDRAW: Duration = Duration::from_millis(500);
-const WIDTH: usize = 20;
+/// How often the bar is updated.
+const REDRAW: Duration = Duration::from_millis(200);
 
 pub struct Progress {
     after: Option<Duration>,
     total: usize,
     started: Instant,
     drawn: Option<Instant>,
-    id: String,
+    bar: Option<Py<PyAny>>,
 }
 
 impl Progress {
@@ -27,11 +27,11 @@ impl Progress {
             total,
             started: Instant::now(),
             drawn: None,
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            bar: None,
         }
     }
 
-    /// Draws or redraws the bar when it is due.
+    /// Shows or updates the bar when it is due.
     pub fn tick(&mut self, py: Python<'_>, result: &AsyncResult) -> PyResult<()> {
         let Some(after) = self.after else {
             return Ok(());
@@ -41,36 +41,27 @@ impl Progress {
             None => now.duration_since(self.started) >= after,
             Some(drawn) => now.duration_since(drawn) >= REDRAW,
         };
-        if due {
-            let update = self.drawn.is_some();
-            self.draw(py, result.finished(), update)?;
-            self.drawn = Some(now);
+        if !due {
+            return Ok(());
         }
+        self.drawn = Some(now);
+        let bar = match &self.bar {
+            Some(bar) => bar.bind(py).clone(),
+            None => {
+                let bar = Frontend::new(py)?.progress_bar(self.total, "engines", "%px")?;
+                self.bar = Some(bar.clone().unbind());
+                bar
+            }
+        };
+        bar.call_method1("update", (result.finished(),))?;
         Ok(())
     }
 
     /// The final state, if the bar was shown.
     pub fn finish(&mut self, py: Python<'_>, result: &AsyncResult) -> PyResult<()> {
-        if self.drawn.is_some() {
-            self.draw(py, result.finished(), true)?;
+        if let Some(bar) = self.bar.take() {
+            bar.bind(py).call_method1("close", (result.finished(),))?;
         }
         Ok(())
-    }
-
-    fn draw(&self, py: Python<'_>, done: usize, update: bool) -> PyResult<()> {
-        let filled = (done * WIDTH).checked_div(self.total).unwrap_or(WIDTH);
-        let seconds = self.started.elapsed().as_secs_f64();
-        let text = format!(
-            "%px: [{}{}] {done}/{} engines finished after {seconds:.1} s",
-            "#".repeat(filled),
-            "-".repeat(WIDTH - filled),
-            self.total
-        );
-        let html = format!(
-            "<progress value=\"{done}\" max=\"{}\"></progress> {done}/{} engines finished after {seconds:.1} s",
-            self.total, self.total
-        );
-        let data = json!({ "text/plain": text, "text/html": html });
-        Frontend::new(py)?.display(&data, &json!({}), Some(&self.id), update)
     }
 }

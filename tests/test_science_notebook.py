@@ -1,0 +1,272 @@
+"""`notebooks/science.ipynb` executed by `jupyter nbconvert --execute` on the
+rparallel kernel, as `make demo` does: a scientist's session with NumPy on
+four engines, `%timeit` here and under `%%px`, a matplotlib figure per engine
+and one in the kernel (the inline backend is the default), an ipywidgets
+`interact` slider, a `%%px --progress-after` bar, and the cluster stopped at
+the end.
+
+Cells are found by their nbformat ids. The saved notebook must hold the
+figures as ``image/png`` (one per engine in the `%%px` cell, each after its
+``[output:N]`` label), the widget view, and no error; afterwards no process
+the run started (kernel, controller, engines) may be left.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from cluster_helpers import cluster_processes, wait_cluster_gone
+from kernel_helpers import (
+    JUPYTER,
+    KERNEL_NAME,
+    REPO,
+    kill_pids,
+    strip_ansi,
+    wait_no_process_with,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+NOTEBOOK = REPO / "notebooks" / "science.ipynb"
+COUNT = REPO / "tools" / "count_outputs.py"
+PNG = "image/png"
+WIDGET = "application/vnd.jupyter.widget-view+json"
+ENGINES = [0, 1, 2, 3]
+OUTPUT_LABEL_RE = re.compile(r"^\[output:(\d+)\]$", re.M)
+
+
+def test_notebook_is_clean_and_targets_rparallel():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    ks = nb.metadata["kernelspec"]
+    assert ks == {"display_name": "Python 3 (rparallel)", "language": "python", "name": "rparallel"}
+    for cell in nb.cells:
+        assert cell.get("id"), "every cell has an id"
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, (
+                f"cell {cell.id} is stored with outputs"
+            )
+    sources = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    # the inline backend is the default: no %matplotlib line
+    assert "%matplotlib" not in sources
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """Runs the notebook once through nbconvert (no --allow-errors) with its
+    clusters in a temporary RPARALLEL_DIR; yields (notebook, process, path,
+    leftovers)."""
+    tmp = tmp_path_factory.mktemp("science")
+    runtime = tmp / "runtime"
+    runtime.mkdir()
+    rp_dir = str(tmp / "rparallel")
+    env = dict(
+        os.environ,
+        RPARALLEL_DIR=rp_dir,
+        JUPYTER_RUNTIME_DIR=str(runtime),
+        IPYTHONDIR=str(tmp / "ipython"),
+    )
+    cmd = [
+        str(JUPYTER),
+        "nbconvert",
+        "--to",
+        "notebook",
+        "--execute",
+        f"--ExecutePreprocessor.kernel_name={KERNEL_NAME}",
+        "--ExecutePreprocessor.timeout=120",
+        str(NOTEBOOK),
+        "--output-dir",
+        str(tmp),
+    ]
+    left = []
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp)
+    finally:
+        # the kernel is found by its connection file, the cluster by its RPARALLEL_DIR
+        left = wait_no_process_with(str(runtime), 10) + wait_cluster_gone(rp_dir, 10)
+        kill_pids(left)
+    assert proc.returncode == 0, f"nbconvert failed:\n{proc.stderr[-6000:]}"
+    out = tmp / NOTEBOOK.name
+    yield nbformat.read(out, as_version=4), proc, out, left, rp_dir
+
+
+def _cell(nb, cell_id):
+    for cell in nb.cells:
+        if cell.get("id") == cell_id:
+            return cell
+    raise AssertionError(f"no cell with id {cell_id!r} in the notebook")
+
+
+def _text(value):
+    return "".join(value) if isinstance(value, list) else value
+
+
+def _stdout(cell):
+    return "".join(
+        _text(o.text) for o in cell.outputs if o.output_type == "stream" and o.name == "stdout"
+    )
+
+
+def _engine_stdout(text):
+    """``[stdout:N] line`` and ``[stdout:N]`` followed by lines, by engine."""
+    found, engine = {}, None
+    for line in text.splitlines():
+        m = re.match(r"\[stdout:(\d+)\] ?(.*)", line)
+        if m:
+            engine, line = int(m.group(1)), m.group(2)
+        assert engine is not None, f"unlabelled output line {line!r} in {text!r}"
+        found[engine] = found.get(engine, "") + line + "\n"
+    return found
+
+
+def _with(cell, mime):
+    return [o for o in cell.outputs if o.output_type in ("display_data", "execute_result") and mime in o.data]
+
+
+def _summary(cell):
+    parts = []
+    for o in cell.outputs:
+        if o.output_type == "stream":
+            parts.append(f"stream {o.name}: {_text(o.text)[:200]!r}")
+        elif o.output_type == "error":
+            parts.append(f"error {o.ename}: {o.evalue}")
+        else:
+            parts.append(f"{o.output_type} {sorted(o.get('data', {}))}")
+    return "; ".join(parts) or "no outputs"
+
+
+def test_nothing_left_running(executed):
+    left, rp_dir = executed[3], executed[4]
+    assert not left, f"processes still running 10 s after nbconvert exited: {left}"
+    assert not cluster_processes(rp_dir)
+
+
+def test_every_cell_ran_without_error(executed):
+    nb = executed[0]
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    counts = [c.execution_count for c in code]
+    assert counts == list(range(1, len(code) + 1)), counts
+    for cell in code:
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert not errors, f"cell {cell.id} raised: {[(e.ename, e.evalue) for e in errors]}"
+        text = strip_ansi("".join(_text(o.text) for o in cell.outputs if o.output_type == "stream"))
+        assert "Error" not in text and "Traceback" not in text, f"cell {cell.id}: {text[:2000]}"
+
+
+def test_cluster_and_monte_carlo(executed):
+    nb = executed[0]
+    ids = [o for o in _cell(nb, "start").outputs if o.output_type == "execute_result"]
+    assert [o.data["text/plain"] for o in ids] == ["[0, 1, 2, 3]"], _summary(_cell(nb, "start"))
+    out = _stdout(_cell(nb, "monte-carlo"))
+    m = re.search(r"mean of 4 engines: (\d\.\d+)", out)
+    assert m, out
+    assert abs(float(m.group(1)) - 3.14159) < 0.01, out
+    assert len(re.findall(r"3\.\d{4}", out.splitlines()[0])) == 4, out
+
+
+def test_timeit_here_and_on_each_engine(executed):
+    nb = executed[0]
+    local = _stdout(_cell(nb, "timeit-local"))
+    assert re.search(r"per loop \(mean ± std\. dev\. of 3 runs, 20 loops each\)", local), local
+    cell = _cell(nb, "timeit-px")
+    per_engine = _engine_stdout(_stdout(cell))
+    assert sorted(per_engine) == ENGINES, _summary(cell)
+    for n, text in per_engine.items():
+        # one timing per engine (perhaps after IPython's "The slowest run took..." note)
+        assert len(re.findall(r"per loop \(mean ± std\. dev\. of 3 runs, 20 loops each\)", text)) == 1, (
+            f"engine {n}'s %timeit line missing: {_summary(cell)}"
+        )
+
+
+def test_a_figure_per_engine(executed):
+    cell = _cell(executed[0], "plot-px")
+    pngs = _with(cell, PNG)
+    assert len(pngs) >= len(ENGINES), f"{len(pngs)} PNGs: {_summary(cell)}"
+    # each figure follows its engine's `[output:N]` label (a stream line, or
+    # a display of its own as in ipyparallel)
+    engine, seen = None, []
+    for o in cell.outputs:
+        if o.output_type == "stream":
+            labels = OUTPUT_LABEL_RE.findall(_text(o.text))
+            engine = int(labels[-1]) if labels else engine
+            continue
+        data = o.get("data", {})
+        label = OUTPUT_LABEL_RE.fullmatch(strip_ansi(_text(data.get("text/plain", ""))).strip())
+        if label and set(data) == {"text/plain"}:
+            engine = int(label.group(1))
+            continue
+        if PNG in data:
+            assert engine is not None, f"a figure without [output:N] label: {_summary(cell)}"
+            seen.append(engine)
+        engine = None
+    assert sorted(seen) == ENGINES, f"figures of engines {seen}: {_summary(cell)}"
+    for o in pngs:
+        assert _text(o.data[PNG]).startswith("iVBORw0KGgo"), "not a base64 PNG"
+
+
+def test_a_local_figure(executed):
+    cell = _cell(executed[0], "plot-local")
+    pngs = _with(cell, PNG)
+    assert len(pngs) == 1, _summary(cell)
+    assert "Figure" in _text(pngs[0].data.get("text/plain", "")), pngs[0].data.get("text/plain")
+
+
+def test_interact_widget(executed):
+    cell = _cell(executed[0], "interact")
+    views = _with(cell, WIDGET)
+    assert len(views) == 1, _summary(cell)
+    assert views[0].data[WIDGET]["model_id"], views[0].data[WIDGET]
+    # the trailing `;` hides the return value
+    assert not [o for o in cell.outputs if o.output_type == "execute_result"], _summary(cell)
+    # nbclient keeps the widget state, so the notebook renders the slider on opening
+    state = executed[0].metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    models = state.get("state", {})
+    sliders = [m for m in models.values() if m.get("model_name") == "IntSliderModel"]
+    assert len(sliders) == 1 and sliders[0]["state"]["value"] == 499, sliders
+    assert sliders[0]["state"]["max"] == 999
+
+
+def test_progress_bar_then_output(executed):
+    cell = _cell(executed[0], "progress")
+    text = _stdout(cell)
+    assert sorted(line for line in text.splitlines() if line.startswith("[stdout:")) == [
+        f"[stdout:{n}] done" for n in ENGINES
+    ], _summary(cell)
+    bars = [
+        _text(o.data.get("text/plain", ""))
+        for o in cell.outputs
+        if o.output_type == "display_data" and "%px" in _text(o.data.get("text/plain", ""))
+    ]
+    assert bars and "4/4" in bars[-1], _summary(cell)
+
+
+def test_count_outputs_tool(executed):
+    proc = subprocess.run(
+        [sys.executable, str(COUNT), str(executed[2])], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first = proc.stdout.splitlines()[0]
+    m = re.search(r": 5 figure\(s\) as image/png, 4 of them from engines \(engines: 0, 1, 2, 3\); (\d+) widget view", first)
+    assert m and int(m.group(1)) >= 1, proc.stdout
+    assert "cell plot-px (In [" in proc.stdout and "[output:3]" in proc.stdout, proc.stdout
+    assert "cell interact (In [" in proc.stdout, proc.stdout
+
+
+def test_count_outputs_tool_fails_without_figures(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "1"}, execution_count=1)]
+    path = tmp_path / "plain.ipynb"
+    nbformat.write(nb, path)
+    proc = subprocess.run([sys.executable, str(COUNT), str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "too few figures" in proc.stderr and "widget views" in proc.stderr, proc.stderr
+    missing = subprocess.run(
+        [sys.executable, str(COUNT), str(tmp_path / "nope.ipynb")], capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode == 2 and "no such notebook" in missing.stderr
