@@ -24,6 +24,7 @@ import pytest
 
 from cluster_helpers import start_cli_cluster, stop_cli_cluster
 from kernel_helpers import (
+    strip_ansi,
     IS_RPARALLEL,
     Execution,
     drain,
@@ -132,7 +133,7 @@ def healthy(cluster, cluster_kernel):
         )
         ex = execute_ok(kc, "%px 6 * 7", timeout=60)
         outs = sorted(
-            m["content"]["data"]["text/plain"]
+            strip_ansi(m["content"]["data"]["text/plain"])
             for m in ex.outputs
             if m["msg_type"] in ("display_data", "execute_result")
         )
@@ -174,7 +175,7 @@ def assert_fails(out: dict, *, types=None, contains=(), within: float = PROMPT) 
 
 def plain_outputs(ex: Execution) -> list[str]:
     return [
-        (m["content"].get("data") or {}).get("text/plain", "")
+        strip_ansi((m["content"].get("data") or {}).get("text/plain", ""))
         for m in ex.outputs
         if m["msg_type"] in ("display_data", "execute_result")
     ]

@@ -960,7 +960,7 @@ def test_execute_values_are_execute_replies(k):
         "assert all(x.data == {} for x in quiet), quiet\n",
     )
     ex = run(k, "r[2]")
-    assert re.fullmatch(r"Out\[2:\d+\]: 42", plain(ex)), plain(ex)
+    assert re.fullmatch(r"Out\[2:\d+\]: 42", strip_ansi(plain(ex))), plain(ex)
 
 
 def test_small_call_pickle_cache_is_never_stale(k):

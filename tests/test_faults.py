@@ -33,6 +33,7 @@ from cluster_helpers import (
     wait_gone,
 )
 from kernel_helpers import (
+    strip_ansi,
     engine_blocks,
     start_cell,
     Execution,
@@ -387,7 +388,8 @@ def test_engine_killed_during_blocking_px(cluster):
 
     ex = run(kc, "%px os.getpid()", timeout=20)
     outs = [
-        OUT.fullmatch(m["content"]["data"]["text/plain"]) for m in ex.of_type("display_data")
+        OUT.fullmatch(strip_ansi(m["content"]["data"]["text/plain"]))
+        for m in ex.of_type("display_data")
     ]
     assert all(outs), describe(ex.outputs)
     assert [(int(m.group(1)), int(m.group(2))) for m in outs] == [
@@ -574,7 +576,9 @@ def test_controller_killed_in_kernel_cluster(cluster):
     fk.seen.update(info["pids"])
     fk.seen.add(controller_pid_of(fk.rp_dir, info["profile"]))
     ex = run(kc, "%px import os; os.getpid()")
-    shown = " ".join(m["content"]["data"]["text/plain"] for m in ex.of_type("display_data"))
+    shown = " ".join(
+        strip_ansi(m["content"]["data"]["text/plain"]) for m in ex.of_type("display_data")
+    )
     assert all(str(p) in shown for p in info["pids"]), describe(ex.outputs)
 
 

@@ -288,6 +288,22 @@ def test_bash_cell_magic(skc):
     assert ex.stderr == "there\n", describe(ex.outputs)
 
 
+@pytest.mark.parametrize(
+    "code",
+    ["%%bash\necho first\nsleep 1.5\necho second", "!echo first; sleep 1.5; echo second"],
+    ids=["bash-magic", "bang"],
+)
+def test_shell_output_is_live(skc, code):
+    """`%%bash` and `!cmd` output is streamed while the command runs:
+    `first` arrives over a second before the cell ends."""
+    ex = run(skc, code)
+    assert [line.strip() for line in ex.stdout.splitlines()] == ["first", "second"], describe(ex.outputs)
+    firsts = [a for m, a in zip(ex.iopub, ex.arrival) if m["msg_type"] == "stream" and "first" in m["content"]["text"]]
+    assert firsts and ex.idle_at - firsts[0] >= 1.0, (
+        f"`first` arrived {ex.idle_at - firsts[0]:.2f}s before the end" if firsts else describe(ex.outputs)
+    )
+
+
 def test_env(skc):
     """`%env NAME=value` sets os.environ (seen by child processes too)."""
     ex = run(skc, "%env RP_IPY_TEST_FOO=bar")
@@ -1041,6 +1057,42 @@ def test_widget_display_and_frontend_update(skc):
     updates = [m["content"] for m in ex.of_type("comm_msg") if m["content"]["comm_id"] == model_id]
     assert any(u["data"].get("state", {}).get("value") == 3 for u in updates), describe(ex.outputs)
     assert "changed 3" in ex.stdout, describe(ex.outputs)
+
+
+def test_button_click_into_output_widget(skc):
+    """A Button's click (a `custom` comm_msg from the frontend) runs its
+    `on_click` handler; what the handler prints inside `with out:` is
+    routed to the Output widget the way the frontend expects: the widget's
+    `msg_id` is set to the comm_msg's id around the print, which is that
+    message's child."""
+    ex = run(
+        skc,
+        "import ipywidgets as w\n"
+        "from IPython.display import display\n"
+        "click_out = w.Output()\n"
+        "button = w.Button(description='go')\n"
+        "def clicked(btn):\n"
+        "    with click_out:\n"
+        "        print('clicked!')\n"
+        "button.on_click(clicked)\n"
+        "display(button, click_out)\n"
+        "(button.model_id, click_out.model_id)\n",
+        timeout=60,
+    )
+    button_id, out_id = ast.literal_eval(plain(ex))
+    assert sorted(widget_views(ex)) == sorted([button_id, out_id]), describe(ex.outputs)
+    got, idle = send_shell(
+        skc, "comm_msg", {"comm_id": button_id, "data": {"method": "custom", "content": {"event": "click"}}}
+    )
+    assert idle, describe(got.iopub)
+    seq = []
+    for m in got.outputs:
+        c = m["content"]
+        if m["msg_type"] == "comm_msg" and c["comm_id"] == out_id:
+            seq.append(("msg_id", c["data"].get("state", {}).get("msg_id")))
+        elif m["msg_type"] == "stream":
+            seq.append(("stream", c["text"]))
+    assert seq == [("msg_id", got.msg_id), ("stream", "clicked!\n"), ("msg_id", "")], describe(got.iopub)
 
 
 def test_widget_binary_buffers(skc):

@@ -236,7 +236,7 @@ def _all_text(cell):
         if o.output_type == "stream":
             parts.append(_text(o.text))
         elif o.output_type in ("display_data", "execute_result"):
-            parts.append(_text(o.data.get("text/plain", "")))
+            parts.append(strip_ansi(_text(o.data.get("text/plain", ""))))
         elif o.output_type == "error":
             parts.append(strip_ansi("\n".join(o.traceback)))
     return "\n".join(parts)
@@ -248,7 +248,7 @@ def _engine_results(cell):
     for o in cell.outputs:
         if o.output_type != "display_data":
             continue
-        m = ENGINE_RESULT_RE.fullmatch(_text(o.data.get("text/plain", "")))
+        m = ENGINE_RESULT_RE.fullmatch(strip_ansi(_text(o.data.get("text/plain", ""))))
         if m:
             engine = int(m.group(1))
             assert engine not in found, f"cell {cell.id}: two results of engine {engine}"

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from kernel_helpers import (
+    strip_ansi,
     start_cell,
     Execution,
     IS_RPARALLEL,
@@ -101,7 +102,7 @@ def parse_blocks(ex: Execution) -> list[tuple]:
             else:
                 runs.append((c["name"], c["text"]))
         elif m["msg_type"] == "display_data":
-            runs.append(("display", c["data"].get("text/plain", "")))
+            runs.append(("display", strip_ansi(c["data"].get("text/plain", ""))))
     for kind, text in runs:
         if kind == "display":
             blocks.append(("display", re.sub(r"^Out\[(\d+):\d+\]", r"Out[\1:k]", text)))
@@ -155,7 +156,7 @@ def out_labels(ex: Execution) -> list[tuple[int, int, str]]:
     """``(engine, count, value)`` of each ``Out[N:k]: value`` display, in order."""
     found = []
     for d in displays(ex):
-        m = OUT.fullmatch(d["data"].get("text/plain", ""))
+        m = OUT.fullmatch(strip_ansi(d["data"].get("text/plain", "")))
         assert m, f"display is not an Out[N:k] result: {d['data']!r}"
         found.append((int(m.group(1)), int(m.group(2)), m.group(3)))
     return found

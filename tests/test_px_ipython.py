@@ -2,8 +2,9 @@
 cells run through IPython's InteractiveShell as the kernel's do, so magics,
 ``!cmd``, ``IPython.display`` and inline matplotlib work there, with each
 engine's output labelled as the README's "Output" section says
-(``[stdout:N]``, ``[output:N]`` then the display, ``Out[N:k]``; errors as
-one error of ``[N:execute]:`` blocks).
+(``[stdout:N]``, ``[output:N]`` then the display, ``Out[N:k]``, read with
+any ANSI colours stripped; errors as one error of ``[N:execute]:``
+blocks).
 
 One kernel (module scope, its own temporary ``RPARALLEL_DIR``) starts a
 4-engine cluster inside itself (``ipp.Cluster(n=4).start_and_connect_sync()``).
@@ -24,6 +25,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -33,16 +35,23 @@ from cluster_helpers import GONE_TIMEOUT, wait_cluster_gone, wait_gone
 from kernel_helpers import (
     IS_RPARALLEL,
     Execution,
+    KernelTimeout,
+    collect_iopub,
     describe,
     drain,
     engine_blocks,
     execute,
     execute_error,
     execute_ok,
+    get_reply,
     kill_pids,
+    pids_with_cmdline,
+    start_cell,
     shutdown_and_check,
     start_kernel,
+    strip_ansi,
     traceback_text,
+    wait_until_none,
 )
 
 pytestmark = [
@@ -79,10 +88,11 @@ def engine_lines(ex: Execution, name: str = "stdout") -> tuple[dict[int, list[st
     texts: list[str] = []
     for m in ex.outputs:
         if m["msg_type"] == "stream" and m["content"]["name"] == name:
+            text = strip_ansi(m["content"]["text"])
             if texts and texts[-1] is not None:
-                texts[-1] += m["content"]["text"]
+                texts[-1] += text
             else:
-                texts.append(m["content"]["text"])
+                texts.append(text)
         elif texts and texts[-1] is not None:
             texts.append(None)  # something else between two runs of text
     for text in filter(None, texts):
@@ -115,13 +125,13 @@ def labelled_displays(ex: Execution) -> list[tuple[int, dict]]:
         if m["msg_type"] != "display_data":
             continue
         data = m["content"]["data"]
-        if OUT.fullmatch(data.get("text/plain", "")):
+        if OUT.fullmatch(strip_ansi(data.get("text/plain", ""))):
             continue
         prev = outputs[i - 1] if i else None
         assert prev is not None and prev["msg_type"] == "stream" and prev["content"]["name"] == "stdout", (
             f"display {i} is not preceded by an [output:N] label: {describe(outputs)}"
         )
-        last = prev["content"]["text"].rstrip("\n").rsplit("\n", 1)[-1]
+        last = strip_ansi(prev["content"]["text"]).rstrip("\n").rsplit("\n", 1)[-1]
         label = LABEL.fullmatch(last)
         assert label and label.group(1) == "output" and label.group(3) is None, (
             f"display {i} follows {last!r}, not an [output:N] label: {describe(outputs)}"
@@ -134,7 +144,7 @@ def out_labels(ex: Execution) -> list[tuple[int, int, str]]:
     """``(engine, k, value)`` of each ``Out[N:k]: value`` display."""
     found = []
     for m in ex.of_type("display_data"):
-        r = OUT.fullmatch(m["content"]["data"].get("text/plain", ""))
+        r = OUT.fullmatch(strip_ansi(m["content"]["data"].get("text/plain", "")))
         if r:
             found.append((int(r.group(1)), int(r.group(2)), r.group(3)))
     return found
@@ -144,7 +154,7 @@ def out_results(ex: Execution) -> list[tuple[int, str]]:
     """``(engine, value)`` of each ``Out[N:k]: value`` display."""
     found = []
     for m in ex.of_type("display_data"):
-        r = OUT.fullmatch(m["content"]["data"].get("text/plain", ""))
+        r = OUT.fullmatch(strip_ansi(m["content"]["data"].get("text/plain", "")))
         if r:
             found.append((int(r.group(1)), r.group(3)))
     return found
@@ -303,6 +313,45 @@ def test_shell_exit_status_on_engines(k):
     assert not ex.of_type("error"), describe(ex.outputs)
     ex = run(k, "%px _exit_code")
     assert out_results(ex) == [(n, "3") for n in ALL], describe(ex.outputs)
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["%px !sleep {t}", "%%px\n%%bash\nsleep {t}", "%px import os; os.system('sleep {t}')"],
+    ids=["bang", "bash-magic", "os-system"],
+)
+def test_interrupt_stops_engine_children(px_kernel, k, code):
+    """Interrupting a `%px` cell whose engines wait for child processes
+    (`!sleep`, `%%bash`, `os.system`) ends the cell within 3 s and stops
+    those children on every engine (as Ctrl-C in a terminal would); the
+    engines answer at once after."""
+    seconds = "19.75"  # a sleep this test can find by its command line
+    cell = code.format(t=seconds)
+    try:
+        ex = start_cell(k, cell)
+        deadline = time.monotonic() + 10
+        while len(pids_with_cmdline(f"sleep {seconds}")) < N_ENGINES and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(pids_with_cmdline(f"sleep {seconds}")) >= N_ENGINES, f"children never started: {cell!r}"
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        px_kernel.km.interrupt_kernel()
+        try:
+            reply = get_reply(k, ex.msg_id, timeout=8)
+        except KernelTimeout:
+            reply = None
+        took = time.monotonic() - t0
+        leftovers = wait_until_none(lambda: pids_with_cmdline(f"sleep {seconds}"), 2)
+        assert reply is not None, f"no reply within 8 s of the interrupt for {cell!r}"
+        assert took < 3, f"the cell ended {took:.1f}s after the interrupt"
+        assert not leftovers, f"children of {cell!r} still running after the interrupt: {leftovers}"
+        collect_iopub(k, ex, timeout=5)
+        t1 = time.monotonic()
+        ex = run(k, "%px rank", timeout=20)
+        assert out_results(ex) == [(n, str(n)) for n in ALL], describe(ex.outputs)
+        assert time.monotonic() - t1 < 2, "the engines did not answer at once after the interrupt"
+    finally:
+        kill_pids(pids_with_cmdline(f"sleep {seconds}"))
 
 
 def test_timeit_per_engine(k):

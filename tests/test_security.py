@@ -45,6 +45,7 @@ from cluster_helpers import (
     wait_gone,
 )
 from kernel_helpers import (
+    strip_ansi,
     IS_RPARALLEL,
     VENV_PYTHON,
     drain,
@@ -126,7 +127,7 @@ def assert_legit_client_works(kc, engines: int = N_ENGINES) -> None:
     assert json.loads(ex.stdout) == [42] * engines, ex.stdout
     ex = execute_ok(kc, "%px 6 * 7", timeout=60)
     outs = [
-        m["content"]["data"]["text/plain"]
+        strip_ansi(m["content"]["data"]["text/plain"])
         for m in ex.outputs
         if m["msg_type"] in ("display_data", "execute_result")
     ]

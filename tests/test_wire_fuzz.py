@@ -40,6 +40,7 @@ import pytest
 from cluster_helpers import start_cli_cluster, stop_cli_cluster
 from kernel_helpers import (
     IS_RPARALLEL,
+    strip_ansi,
     drain,
     execute_ok,
     kernel_pid,
@@ -512,7 +513,7 @@ def test_wire_fuzz(cluster, cluster_kernel, kernel_log, tmp_path):
     assert json.loads(ex.stdout) == [42] * N_ENGINES, ex.stdout
     ex = execute_ok(kc, "%px 6 * 7", timeout=60)
     outs = [
-        m["content"]["data"]["text/plain"]
+        strip_ansi(m["content"]["data"]["text/plain"])
         for m in ex.outputs
         if m["msg_type"] in ("display_data", "execute_result")
     ]

@@ -63,7 +63,7 @@ def render_output(out: dict, count) -> str:
         return indent_block(f"Out[{n}]:", text) + other_types(data)
     if kind == "display_data":
         data = out.get("data", {})
-        text = joined(data.get("text/plain", "")) if "text/plain" in data else "<display>"
+        text = strip_ansi(joined(data.get("text/plain", ""))) if "text/plain" in data else "<display>"
         if ENGINE_RESULT_RE.match(text):
             return text.rstrip("\n") + other_types(data)
         return indent_block("[display]", text) + other_types(data)

@@ -5,7 +5,7 @@
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use rparallel_magics::render::{EngineOutput, Item, Shown};
+use rparallel_magics::render::{self, EngineOutput, Item, Shown};
 use rparallel_protocol::Message;
 use serde_json::Value;
 
@@ -17,6 +17,9 @@ pub struct Frontend<'py> {
     sys: Bound<'py, PyModule>,
     display: Option<Bound<'py, PyAny>>,
     clear_output: Option<Bound<'py, PyAny>>,
+    /// `Out[N:k]:` prompts in colour (IPython running, `%colors` not
+    /// NoColor).
+    colour: bool,
 }
 
 impl<'py> Frontend<'py> {
@@ -34,6 +37,7 @@ impl<'py> Frontend<'py> {
             sys: py.import("sys")?,
             display,
             clear_output: builtins.getattr("clear_output").ok(),
+            colour: ipython_colours(py),
         })
     }
 
@@ -90,6 +94,15 @@ impl<'py> Frontend<'py> {
             match item {
                 Shown::Stream { name, text } => self.write(name, text)?,
                 Shown::Display { data, metadata } => self.display(data, metadata, None, false)?,
+                Shown::Result {
+                    engine,
+                    count,
+                    data,
+                    metadata,
+                } => {
+                    let data = render::result_bundle(*engine, *count, data, self.colour);
+                    self.display(&data, metadata, None, false)?
+                }
             }
         }
         self.flush()
@@ -110,12 +123,34 @@ impl<'py> Frontend<'py> {
             .call1((total, unit, desc))
     }
 
+    /// Whether `Out[N:k]:` prompts are coloured here.
+    pub fn colour(&self) -> bool {
+        self.colour
+    }
+
     pub fn flush(&self) -> PyResult<()> {
         for name in ["stdout", "stderr"] {
             self.sys.getattr(name)?.call_method0("flush")?;
         }
         Ok(())
     }
+}
+
+/// Whether the running IPython colours its output (`%colors`).
+fn ipython_colours(py: Python<'_>) -> bool {
+    let colours = || -> PyResult<bool> {
+        let modules = py.import("sys")?.getattr("modules")?;
+        if !modules.contains("IPython")? {
+            return Ok(false);
+        }
+        let ip = modules.get_item("IPython")?.call_method0("get_ipython")?;
+        if ip.is_none() {
+            return Ok(false);
+        }
+        let colors: String = ip.getattr("colors")?.extract()?;
+        Ok(!colors.eq_ignore_ascii_case("nocolor"))
+    };
+    colours().unwrap_or(false)
 }
 
 /// One output message of a request as a shown [`Item`], with its time stamp.

@@ -297,7 +297,7 @@ impl AsyncResult {
             Some(m) => (m.content["data"].clone(), m.content["metadata"].clone()),
             None => (json!({}), json!({})),
         };
-        let shown = render::result_bundle(engine, count, &data);
+        let shown = render::result_bundle(engine, count, &data, Frontend::new(py)?.colour());
         Ok(helpers(py)?
             .getattr("ExecuteReply")?
             .call1((

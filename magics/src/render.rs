@@ -40,8 +40,22 @@ pub struct EngineOutput {
 /// What the kernel publishes: text on a stream, or a MIME bundle.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Shown {
-    Stream { name: String, text: String },
-    Display { data: Value, metadata: Value },
+    Stream {
+        name: String,
+        text: String,
+    },
+    Display {
+        data: Value,
+        metadata: Value,
+    },
+    /// An engine's `Out[N:k]:` value, labelled when shown
+    /// ([`result_bundle`]: the label's colour depends on the frontend).
+    Result {
+        engine: u32,
+        count: u64,
+        data: Value,
+        metadata: Value,
+    },
 }
 
 /// `[stdout:N] text` for one line; `[stdout:N]` then the lines otherwise.
@@ -65,16 +79,26 @@ pub fn output_header(engine: u32) -> String {
     format!("[output:{engine}]\n")
 }
 
-/// An engine's result as a bundle labelled `Out[N:k]:`. Plain text and
-/// HTML carry the label; other rich types (images) are kept as they are.
-pub fn result_bundle(engine: u32, count: u64, data: &Value) -> Value {
+/// IPython's colour of `Out[n]:` prompts in terminals and notebooks.
+const OUT_COLOUR: &str = "\x1b[31m";
+const RESET: &str = "\x1b[0m";
+
+/// An engine's result as a bundle labelled `Out[N:k]:` (in IPython's
+/// prompt colour when `colour`). Plain text and HTML carry the label;
+/// other rich types (images) are kept as they are.
+pub fn result_bundle(engine: u32, count: u64, data: &Value, colour: bool) -> Value {
     let prompt = format!("Out[{engine}:{count}]:");
+    let coloured = if colour {
+        format!("{OUT_COLOUR}{prompt}{RESET}")
+    } else {
+        prompt.clone()
+    };
     let mut bundle = data.as_object().cloned().unwrap_or_default();
     let text = data["text/plain"].as_str().unwrap_or("");
     let plain = if text.contains('\n') {
-        format!("{prompt}\n{text}")
+        format!("{coloured}\n{text}")
     } else {
-        format!("{prompt} {text}")
+        format!("{coloured} {text}")
     };
     bundle.insert("text/plain".into(), json!(plain));
     if let Some(html) = data["text/html"].as_str() {
@@ -106,8 +130,10 @@ pub fn show_item(engine: u32, item: &Item) -> Vec<Shown> {
             count,
             data,
             metadata,
-        } => vec![Shown::Display {
-            data: result_bundle(engine, *count, data),
+        } => vec![Shown::Result {
+            engine,
+            count: *count,
+            data: data.clone(),
             metadata: metadata.clone(),
         }],
     }
@@ -298,6 +324,15 @@ mod tests {
                 Shown::Display { data, .. } => {
                     format!("display|{}", data["text/plain"].as_str().unwrap_or(""))
                 }
+                Shown::Result {
+                    engine,
+                    count,
+                    data,
+                    ..
+                } => {
+                    let data = result_bundle(*engine, *count, data, false);
+                    format!("display|{}", data["text/plain"].as_str().unwrap_or(""))
+                }
             })
             .collect()
     }
@@ -312,16 +347,20 @@ mod tests {
 
     #[test]
     fn result_labels_keep_rich_data() {
-        let one = result_bundle(2, 5, &json!({"text/plain": "4242"}));
+        let one = result_bundle(2, 5, &json!({"text/plain": "4242"}), false);
         assert_eq!(one["text/plain"], "Out[2:5]: 4242");
         let many = result_bundle(
             0,
             1,
             &json!({"text/plain": "a\nb", "text/html": "<b>x</b>", "image/png": "iVB"}),
+            false,
         );
         assert_eq!(many["text/plain"], "Out[0:1]:\na\nb");
         assert_eq!(many["text/html"], "<pre>Out[0:1]:</pre>\n<b>x</b>");
         assert_eq!(many["image/png"], "iVB");
+        // In colour, only the prompt is coloured, as IPython's `Out[n]:`.
+        let red = result_bundle(2, 5, &json!({"text/plain": "4242"}), true);
+        assert_eq!(red["text/plain"], "\x1b[31mOut[2:5]:\x1b[0m 4242");
     }
 
     fn sample() -> Vec<EngineOutput> {
