@@ -79,11 +79,10 @@ impl Server {
             "clear_request" => self.namespace.clear().map(|()| vec![]),
             other => {
                 tracing::warn!("unsupported request {other}");
-                Err(CellError {
-                    ename: "ValueError".into(),
-                    evalue: format!("the engine does not serve {other}"),
-                    traceback: vec![format!("ValueError: the engine does not serve {other}")],
-                })
+                Err(CellError::line(
+                    "ValueError",
+                    format!("the engine does not serve {other}"),
+                ))
             }
         };
         let (content, buffers) = match done {
@@ -137,12 +136,11 @@ fn names(content: &Value) -> Vec<String> {
 /// The request's buffers, with those that came through shared memory read back.
 fn buffers(request: &Parent) -> Result<Vec<bytes::Bytes>, CellError> {
     let mut buffers = request.buffers.clone();
-    shm::import_buffers(&request.metadata, &mut buffers).map_err(|e| CellError {
-        ename: "OSError".into(),
-        evalue: format!("cannot read a buffer sent through shared memory: {e}"),
-        traceback: vec![format!(
-            "OSError: cannot read a buffer sent through shared memory: {e}"
-        )],
+    shm::import_buffers(&request.metadata, &mut buffers).map_err(|e| {
+        CellError::line(
+            "OSError",
+            format!("cannot read a buffer sent through shared memory: {e}"),
+        )
     })?;
     Ok(buffers)
 }
@@ -160,11 +158,7 @@ mod tests {
 
     #[test]
     fn failures_become_error_replies() {
-        let c = error_content(CellError {
-            ename: "E".into(),
-            evalue: "v".into(),
-            traceback: vec!["t".into()],
-        });
+        let c = error_content(CellError::new("E", "v", vec!["t".into()]));
         assert_eq!(c["status"], "error");
         assert_eq!(
             (c["ename"].as_str(), c["traceback"][0].as_str()),

@@ -51,7 +51,7 @@ class ResultDisplayHook(DisplayHook):
     follow it), and kept for the kernel's output history."""
 
     def start_displayhook(self):
-        pass
+        self.shell.rparallel_in_displayhook = True
 
     def write_output_prompt(self):
         pass
@@ -67,6 +67,7 @@ class ResultDisplayHook(DisplayHook):
     def finish_displayhook(self):
         sys.stdout.flush()
         sys.stderr.flush()
+        self.shell.rparallel_in_displayhook = False
 
 
 class FrontendComm(BaseComm):
@@ -102,8 +103,12 @@ class RparallelShell(InteractiveShell):
     exiter = Instance(ZMQExitAutocall)
     kernel = Any()
     core = Any()
+    # The state of the cell running: its value, the last error shown, and
+    # whether displaying its value failed.
     rparallel_result = Any()
     rparallel_error = Any()
+    rparallel_in_displayhook = Any(False)
+    rparallel_display_failed = Any(False)
 
     @default("exiter")
     def _default_exiter(self):
@@ -116,6 +121,12 @@ class RparallelShell(InteractiveShell):
         env.setdefault("CLICOLOR", "1")
         env.setdefault("PAGER", "cat")
         env.setdefault("GIT_PAGER", "cat")
+
+    def init_user_ns(self):
+        super().init_user_ns()
+        # The core's get_ipython, which pickles by reference (see there).
+        get = sys.modules[type(self.core).__module__].get_ipython
+        self.user_ns["get_ipython"] = self.user_ns_hidden["get_ipython"] = get
 
     def init_virtualenv(self):
         """The interpreter already runs in the environment it was given."""
@@ -152,25 +163,40 @@ class RparallelShell(InteractiveShell):
 
     system = system_piped
 
-    # -- errors: kept for the reply and the error output
+    # -- errors, as ipykernel: every traceback shown is an error output at
+    # once; the reply tells the cell's own error, with the last traceback.
     def _showtraceback(self, etype, evalue, stb):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # The first error of a cell is its error; IPython may report one
-        # more while handling it (an exception whose __str__ raises).
-        if self.rparallel_error is None:
-            self.rparallel_error = {"ename": etype.__name__, "evalue": _safe_str(evalue),
-                                    "traceback": list(stb)}
+        self._show_error({"ename": etype.__name__, "evalue": _safe_str(evalue),
+                          "traceback": list(stb)})
 
     def show_usage_error(self, exc):
-        if self.rparallel_error is None:
-            self.rparallel_error = _usage_error(exc)
+        self._show_error(_usage_error(exc))
+
+    def _show_error(self, error):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.core.hooks.error(dumps(error))
+        self.rparallel_error = error
+        if self.rparallel_in_displayhook:
+            # A value that failed to display fails its cell (ipykernel's).
+            self.rparallel_display_failed = True
+
+    def _format_exception_for_storage(self, exception, filename=None,
+                                      running_compiled_code=False):
+        # IPython's calls str() on the error; one whose __str__ raises must
+        # not turn into a second error.
+        try:
+            return super()._format_exception_for_storage(
+                exception, filename=filename, running_compiled_code=running_compiled_code)
+        except Exception:
+            return {"ename": type(exception).__name__, "evalue": _safe_str(exception),
+                    "traceback": []}
 
     # -- what the core asks
     def rparallel_run(self, code, silent, store_history):
         """Runs a cell; its outcome for the execute path."""
         core = self.core
-        self.rparallel_result = self.rparallel_error = None
+        self._rparallel_reset()
         self.payload_manager.clear_payload()
         count = self.execution_count
         core.executing = True
@@ -181,33 +207,46 @@ class RparallelShell(InteractiveShell):
         outcome = {"status": "ok", "execution_count": count,
                    "payload": self.payload_manager.read_payload()}
         self.payload_manager.clear_payload()
-        # A failing cell, or one whose value failed to display (ipykernel
-        # marks that failed too).
-        error = self.rparallel_error
-        if error is None and not result.success:
-            e = result.error_before_exec or result.error_in_exec
-            error = {"ename": type(e).__name__, "evalue": _safe_str(e), "traceback": []}
-        if error is not None:
-            outcome.update(status="error", **error)
+        e = result.error_before_exec or result.error_in_exec
+        if e is not None:
+            shown = self.rparallel_error or {}
+            outcome.update(status="error", error_shown=bool(shown), ename=type(e).__name__,
+                           evalue=_safe_str(e), traceback=shown.get("traceback", []))
+            if isinstance(e, UsageError):
+                outcome["ename"] = "UsageError"
+        elif self.rparallel_display_failed:
+            outcome.update(self._failed_display())
         elif self.rparallel_result is not None:
             outcome["data"], outcome["metadata"] = self.rparallel_result
-        self.rparallel_result = self.rparallel_error = None
+        self._rparallel_reset()
         return outcome
+
+    def _rparallel_reset(self):
+        self.rparallel_result = self.rparallel_error = None
+        self.rparallel_in_displayhook = self.rparallel_display_failed = False
+
+    def _failed_display(self):
+        return dict(self.rparallel_error, status="error", error_shown=True)
 
     def rparallel_show(self, value, count, stored):
         """Shows a lean cell's value (``Out[count]``): what to add to its
         outcome (the value's data, or the error displaying it)."""
-        self.rparallel_result = self.rparallel_error = None
-        self.execution_count = count
+        self._rparallel_reset()
+        # As in run_cell: the count has moved on when the value is shown
+        # (the display hook's prompt is `execution_count - 1`).
+        self.execution_count = count + 1
         try:
             self.displayhook(value)
         finally:
             self.execution_count = count + 1 if stored else count
-        shown, self.rparallel_result = self.rparallel_result, None
-        error, self.rparallel_error = self.rparallel_error, None
-        if error is not None:
-            return dict(error, status="error")
-        return {} if shown is None else {"data": shown[0], "metadata": shown[1]}
+        if self.rparallel_display_failed:
+            added = self._failed_display()
+        elif self.rparallel_result is not None:
+            added = {"data": self.rparallel_result[0], "metadata": self.rparallel_result[1]}
+        else:
+            added = {}
+        self._rparallel_reset()
+        return added
 
     def rparallel_format_error(self, etype, evalue, tb):
         """(ename, evalue, traceback lines) as IPython shows a cell's error."""
@@ -370,7 +409,9 @@ def start(core):
     ip.kernel = FrontendKernel(ip, manager)
     if core.frontend_renders_widgets:
         sys.meta_path.insert(0, _TqdmSeesANotebook())
-    # Cells run before IPython came keep their numbers and names.
+    # Cells run before IPython came keep their numbers, names and In[n].
     ip.execution_count = core.execution_count
-    ip.compile._filename_map.update(core.lean_cells())
+    for filename, count, code in core.lean_cells():
+        ip.compile._filename_map[filename] = count
+        ip.history_manager.store_inputs(count, code)
     return ip

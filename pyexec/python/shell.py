@@ -68,6 +68,16 @@ class _LoadIPythonFirst(importlib.abc.MetaPathFinder):
         return None
 
 
+_the_shell = None
+
+
+def get_ipython():
+    """The process's IPython shell, loaded on first use. A module function
+    (IPython's is a bound method): a function that calls it pickles by
+    reference, and on an engine finds the engine's shell."""
+    return _the_shell.ipython()
+
+
 class Shell:
     """One persistent namespace and the machinery around it."""
 
@@ -80,7 +90,7 @@ class Shell:
         self.frontend_renders_widgets = bool(eager)
         # Lean mode's state, handed to IPython when it loads.
         self._count = 1
-        self._cells = {}  # cell file name -> execution count
+        self._cells = []  # (file name, execution count, code) of stored cells
         self.executing = False
         module = types.ModuleType(user_module_name)
         module.__dict__["__builtins__"] = builtins
@@ -91,7 +101,9 @@ class Shell:
         sys.stdout = OutStream("stdout", hooks)
         sys.stderr = OutStream("stderr", hooks)
         builtins.display = self._display
-        builtins.get_ipython = self.ipython
+        global _the_shell
+        _the_shell = self
+        builtins.get_ipython = get_ipython
         builtins.clear_output = self.clear_output
         builtins.input = self.input
         builtins.raw_input = self.input
@@ -128,8 +140,8 @@ class Shell:
         return self._count if self.ip is None else self.ip.execution_count
 
     def lean_cells(self):
-        """{file name: count} of the cells run before IPython loaded."""
-        return dict(self._cells)
+        """[(file name, count, code)] of the cells run before IPython loaded."""
+        return list(self._cells)
 
     # -- interrupts: SIGINT raises only while user code runs
     def _on_sigint(self, signum, frame):
@@ -183,7 +195,7 @@ class Shell:
         body = compile(tree, filename, "exec")
         if store_history:
             self._count += 1
-            self._cells[filename] = count
+            self._cells.append((filename, count, code))
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         outcome = {"status": "ok", "execution_count": count, "payload": []}
         value = None

@@ -105,9 +105,10 @@ pub fn run(
             json!({ "status": "ok" })
         }
         Err(error) => {
-            let shown = serde_json::to_value(error).unwrap_or_default();
-            publisher.blocking_output("error", shown.clone(), parent());
-            let mut content = shown;
+            let mut content = serde_json::to_value(error).unwrap_or_default();
+            if !error.shown {
+                publisher.blocking_output("error", content.clone(), parent());
+            }
             content["status"] = json!("error");
             content
         }

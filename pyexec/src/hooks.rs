@@ -61,6 +61,16 @@ impl Hooks {
         );
     }
 
+    /// A traceback shown (`{ename, evalue, traceback}` as JSON).
+    fn error(&self, py: Python<'_>, content: &str) {
+        self.emit(
+            py,
+            OutputEvent::Error {
+                content: json(content),
+            },
+        );
+    }
+
     fn clear_output(&self, py: Python<'_>, wait: bool) {
         self.emit(py, OutputEvent::ClearOutput { wait });
     }

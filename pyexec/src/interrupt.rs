@@ -4,6 +4,9 @@
 //! which `time.sleep` never does; a real SIGINT delivered to the Python
 //! thread wakes the sleep (EINTR) and runs Python's handler, which raises
 //! KeyboardInterrupt only while user code runs (see `python/shell.py`).
+//! The processes the running code started get SIGINT too, as a terminal's
+//! Ctrl-C reaches its whole foreground job: `os.system` ignores SIGINT
+//! while it waits, so only its child can end it.
 
 /// A handle that sends SIGINT to the thread running Python.
 #[derive(Clone, Copy, Debug)]
@@ -24,8 +27,13 @@ impl Interrupter {
         }
     }
 
-    /// Raises KeyboardInterrupt in the running cell, if one runs.
+    /// Raises KeyboardInterrupt in the running cell, if one runs, and
+    /// interrupts the processes it started.
     pub fn interrupt(&self) {
+        for pid in started_processes() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
         // SAFETY: the thread lives as long as the process (it is the Python thread).
         unsafe {
             libc::pthread_kill(self.thread, libc::SIGINT);
@@ -58,5 +66,66 @@ fn set_sigint_mask(how: libc::c_int) {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// Every descendant of this process except rparallel's own processes (a
+/// cluster a kernel started, which `%px` interrupts its own way) and
+/// theirs, from `/proc`.
+fn started_processes() -> Vec<libc::pid_t> {
+    let own = std::fs::read_link("/proc/self/exe").ok();
+    let mut children: std::collections::HashMap<libc::pid_t, Vec<libc::pid_t>> = Default::default();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if let Some(parent) = parent_of(pid) {
+            children.entry(parent).or_default().push(pid);
+        }
+    }
+    let mut found = Vec::new();
+    let mut todo = vec![std::process::id() as libc::pid_t];
+    while let Some(pid) = todo.pop() {
+        for &child in children.get(&pid).into_iter().flatten() {
+            let exe = std::fs::read_link(format!("/proc/{child}/exe")).ok();
+            if exe.is_some() && exe == own {
+                continue;
+            }
+            found.push(child);
+            todo.push(child);
+        }
+    }
+    found
+}
+
+/// The parent of `pid` (`/proc/PID/stat`: the field after the command,
+/// which is in parentheses and may hold anything).
+fn parent_of(pid: libc::pid_t) -> Option<libc::pid_t> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_are_found_and_this_binary_is_not() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep starts");
+        let found = started_processes();
+        assert!(found.contains(&(child.id() as libc::pid_t)), "{found:?}");
+        assert_eq!(
+            parent_of(child.id() as libc::pid_t),
+            Some(std::process::id() as i32)
+        );
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

@@ -90,11 +90,7 @@ impl Namespace {
                     return Ok(Ok(Some(frames_from_python(&value)?)));
                 }
                 let (ename, evalue, traceback): (String, String, Vec<String>) = value.extract()?;
-                Ok(Err(CellError {
-                    ename,
-                    evalue,
-                    traceback,
-                }))
+                Ok(Err(CellError::new(ename, evalue, traceback)))
             };
             run().unwrap_or_else(|e| Err(python_error(py, e)))
         });
@@ -111,19 +107,12 @@ fn python_error(py: Python<'_>, err: PyErr) -> CellError {
         .map(|n| n.to_string())
         .unwrap_or_else(|_| "Exception".into());
     let evalue = err.value(py).to_string();
-    CellError {
-        traceback: vec![format!(
-            "{ename}: {evalue} (in rparallel's namespace operations)"
-        )],
-        ename,
-        evalue,
-    }
+    let traceback = vec![format!(
+        "{ename}: {evalue} (in rparallel's namespace operations)"
+    )];
+    CellError::new(ename, evalue, traceback)
 }
 
 fn internal_error(what: &str) -> CellError {
-    CellError {
-        ename: "RuntimeError".into(),
-        evalue: what.into(),
-        traceback: vec![format!("RuntimeError: {what}")],
-    }
+    CellError::line("RuntimeError", what)
 }

@@ -21,6 +21,8 @@ pub enum OutputEvent {
         data: Value,
         metadata: Value,
     },
+    /// A traceback shown (`error`): IPython shows each as it happens.
+    Error { content: Value },
     /// `clear_output(wait)`.
     ClearOutput { wait: bool },
     /// A comm's message to the frontend (`comm_open`, `comm_msg`,
@@ -80,6 +82,12 @@ impl OutputEvent {
                     "data": data,
                     "metadata": metadata,
                 }),
+                metadata: Value::Null,
+                buffers: Vec::new(),
+            },
+            OutputEvent::Error { content } => WireOutput::Message {
+                msg_type: "error",
+                content,
                 metadata: Value::Null,
                 buffers: Vec::new(),
             },

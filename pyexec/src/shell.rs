@@ -43,6 +43,28 @@ pub enum IPythonLoad {
     OnFirstNeed,
 }
 
+impl CellError {
+    /// An error with its traceback lines, not yet published.
+    pub fn new(
+        ename: impl Into<String>,
+        evalue: impl Into<String>,
+        traceback: Vec<String>,
+    ) -> Self {
+        CellError {
+            ename: ename.into(),
+            evalue: evalue.into(),
+            traceback,
+            shown: false,
+        }
+    }
+
+    /// An error whose traceback is the one line `ename: evalue`.
+    pub fn line(ename: &str, evalue: impl Into<String>) -> Self {
+        let evalue = evalue.into();
+        CellError::new(ename, evalue.clone(), vec![format!("{ename}: {evalue}")])
+    }
+}
+
 /// A rich representation: `data` maps MIME types to values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MimeBundle {
@@ -57,6 +79,10 @@ pub struct CellError {
     pub ename: String,
     pub evalue: String,
     pub traceback: Vec<String>,
+    /// Already published as an `error` output (IPython publishes each
+    /// traceback as it is shown); the reply still carries it.
+    #[serde(default, rename = "error_shown", skip_serializing)]
+    pub shown: bool,
 }
 
 /// What running a cell produced.
@@ -260,23 +286,17 @@ impl PyShell {
 }
 
 fn python_error(py: Python<'_>, err: PyErr) -> CellError {
-    CellError {
-        ename: err
-            .get_type(py)
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_else(|_| "Exception".into()),
-        evalue: err.value(py).to_string(),
-        traceback: vec![format!("internal error in the execution core: {err}")],
-    }
+    let ename = err
+        .get_type(py)
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "Exception".into());
+    let traceback = vec![format!("internal error in the execution core: {err}")];
+    CellError::new(ename, err.value(py).to_string(), traceback)
 }
 
 fn internal_error(what: &str) -> CellError {
-    CellError {
-        ename: "RuntimeError".into(),
-        evalue: what.into(),
-        traceback: vec![format!("RuntimeError: {what}")],
-    }
+    CellError::line("RuntimeError", what)
 }
 
 // Access for the engine's namespace operations (`remote`).
