@@ -478,6 +478,29 @@ def test_interrupt_stops_shell_children(kernel, code):
         kill_pids(pids_with_cmdline(f"sleep {seconds}"))
 
 
+def test_interrupt_spares_detached_processes(kernel):
+    """An interrupt does not reach a process the user started in a session
+    of its own (`Popen(..., start_new_session=True)`, e.g. a server kept
+    running beside the notebook), as with ipykernel."""
+    km, kc = kernel
+    seconds = "23.25"
+    try:
+        run(
+            kc,
+            "import subprocess\n"
+            f"detached = subprocess.Popen(['sleep', '{seconds}'], start_new_session=True)\n",
+        )
+        ex = start_cell(kc, "import time\ntime.sleep(20)")
+        time.sleep(0.5)
+        km.interrupt_kernel()
+        reply = get_reply(kc, ex.msg_id, timeout=8)
+        assert reply["content"].get("ename") == "KeyboardInterrupt", reply["content"]
+        collect_iopub(kc, ex, timeout=5)
+        assert value(kc, "detached.poll() is None") is True, "the detached process was killed by the interrupt"
+    finally:
+        kill_pids(pids_with_cmdline(f"sleep {seconds}"))
+
+
 def test_shell_exit_status(skc):
     """`!exit 3` does not fail the cell; its status is `_exit_code`; the
     next cell works."""

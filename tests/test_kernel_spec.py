@@ -118,3 +118,19 @@ def test_kernelspec_installed():
     assert spec.resource_dir.startswith(os.environ["JUPYTER_PATH"].split(os.pathsep)[0]), (
         spec.resource_dir
     )
+
+
+@pytest.mark.skipif(not IS_RPARALLEL, reason="checks the rparallel kernelspec")
+def test_kernelspec_has_logos():
+    """The Launcher and the notebook's kernel indicator show the kernel's
+    logo: PNGs of 32 and 64 pixels and an SVG, as Jupyter looks for them."""
+    # Jupyter server lists every `logo-*` file of the kernelspec's directory.
+    resource_dir = KernelSpecManager().get_kernel_spec("rparallel").resource_dir
+    for size in (32, 64):
+        with open(os.path.join(resource_dir, f"logo-{size}x{size}.png"), "rb") as f:
+            png = f.read()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n"), size
+        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        assert (width, height) == (size, size), (width, height)
+    with open(os.path.join(resource_dir, "logo-svg.svg")) as f:
+        assert f.read().lstrip().startswith("<svg")

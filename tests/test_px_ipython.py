@@ -241,9 +241,10 @@ def test_apply_does_not_import_ipython(px_kernel):
 
 
 def test_first_cells_count_from_one(px_kernel, k):
-    """On fresh engines the first `%px` cells are `Out[N:1]`, `Out[N:2]`
-    (a magic: IPython comes in here), `Out[N:3]`, as IPython numbers
-    cells; the engines' `In[k]`/`Out[k]` agree with those labels."""
+    """On fresh engines the first `%px` cells (a value, a magic, a value:
+    whether or not IPython was loaded yet) are `Out[N:1]`, `Out[N:2]`,
+    `Out[N:3]`, as IPython numbers cells; the engines' `In[k]`/`Out[k]`
+    agree with those labels."""
     labels = []
     for ex in px_kernel.first_cells:
         assert ex.status == "ok", ex.summary()

@@ -152,6 +152,11 @@ def register_magics(ip=None, suffix=""):
     def autopx(line):
         return m.autopx(suffix, line)
 
+    # The code goes to the engines as written: no $name / {name} expansion
+    # here (as ipyparallel's magics).
+    from IPython.core.magic import no_var_expand
+    for magic in (px, pxresult, result, pxconfig, autopx):
+        no_var_expand(magic)
     px.__doc__ = ("%%px%s CODE / %%%%px%s [options]: runs the code on the engines of "
                   "the active view (options: see the rparallel README)." % (suffix, suffix))
     pxresult.__doc__ = result.__doc__ = "Shows the outputs and errors of the last %px."

@@ -69,11 +69,15 @@ fn set_sigint_mask(how: libc::c_int) {
     }
 }
 
-/// Every descendant of this process except rparallel's own processes (a
-/// cluster a kernel started, which `%px` interrupts its own way) and
-/// theirs, from `/proc`.
+/// The descendants of this process in its process group (the job a
+/// terminal's Ctrl-C reaches; what a cell detached with a session of its
+/// own is left alone), except rparallel's own processes (a cluster a
+/// kernel started, which `%px` interrupts its own way) and theirs; from
+/// `/proc`.
 fn started_processes() -> Vec<libc::pid_t> {
     let own = std::fs::read_link("/proc/self/exe").ok();
+    // SAFETY: getpgid has no memory-safety preconditions.
+    let group = unsafe { libc::getpgid(0) };
     let mut children: std::collections::HashMap<libc::pid_t, Vec<libc::pid_t>> = Default::default();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -91,7 +95,8 @@ fn started_processes() -> Vec<libc::pid_t> {
     while let Some(pid) = todo.pop() {
         for &child in children.get(&pid).into_iter().flatten() {
             let exe = std::fs::read_link(format!("/proc/{child}/exe")).ok();
-            if exe.is_some() && exe == own {
+            // SAFETY: as above.
+            if (exe.is_some() && exe == own) || unsafe { libc::getpgid(child) } != group {
                 continue;
             }
             found.push(child);
@@ -114,13 +119,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn children_are_found_and_this_binary_is_not() {
+    fn children_are_found_and_detached_ones_are_not() {
+        use std::os::unix::process::CommandExt;
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .expect("sleep starts");
+        let mut detached = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .expect("sleep starts");
         let found = started_processes();
         assert!(found.contains(&(child.id() as libc::pid_t)), "{found:?}");
+        assert!(!found.contains(&(detached.id() as libc::pid_t)), "{found:?}");
+        let _ = detached.kill();
+        let _ = detached.wait();
         assert_eq!(
             parent_of(child.id() as libc::pid_t),
             Some(std::process::id() as i32)
