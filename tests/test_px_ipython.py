@@ -423,6 +423,22 @@ def test_html_display_per_engine(k):
         assert data.get("text/html") == "<b>x</b>", (n, data)
 
 
+def test_wait_interactive_shows_a_progress_widget(k):
+    """`AsyncResult.wait_interactive()` in a notebook kernel shows tqdm's
+    progress widget (as ipyparallel does), updated through its comms while
+    the tasks run, ending at 4 of 4 tasks."""
+    ex = run(k, "import time\nar = rc[:].apply_async(time.sleep, 1.0)\nar.wait_interactive(interval=0.1)\nar.get()")
+    views = [
+        m for m in ex.of_type("display_data")
+        if "application/vnd.jupyter.widget-view+json" in m["content"]["data"]
+    ]
+    assert len(views) == 1, describe(ex.outputs)
+    assert "wait_interactive" in views[0]["content"]["data"]["text/plain"], views[0]["content"]
+    states = [m["content"]["data"].get("state", {}) for m in ex.iopub if m["msg_type"] == "comm_msg"]
+    assert any(s.get("value") == 4 for s in states), states
+    assert any("4/4" in s["value"] for s in states if isinstance(s.get("value"), str)), states
+
+
 def test_unknown_magic_on_engines(k):
     """`%px %nosuchmagic`: the cell fails with one error whose
     `[N:execute]:` blocks name UsageError (and the magic) for each

@@ -6,6 +6,7 @@ ZeroMQ socket of its own. Loaded by ``_rparallel_exec.Shell.ipython()``;
 ``start(core)`` makes the one shell of the process.
 """
 
+import gc
 import importlib.abc
 import importlib.util
 import logging
@@ -150,6 +151,16 @@ class RparallelShell(InteractiveShell):
         self.payload_manager.write_payload(
             {"source": "set_next_input", "text": text, "replace": replace})
 
+    def should_run_async(self, raw_cell, *, transformed_cell=None,
+                         preprocessing_exc_tuple=None):
+        # IPython compiles every cell once more to look for top-level
+        # `await`; a cell that does not contain the word cannot have one.
+        cell = raw_cell if transformed_cell is None else transformed_cell
+        if "await" not in cell and "async" not in cell:
+            return False
+        return super().should_run_async(raw_cell, transformed_cell=transformed_cell,
+                                        preprocessing_exc_tuple=preprocessing_exc_tuple)
+
     def enable_gui(self, gui=None):
         if gui not in (None, "inline"):
             raise UsageError("GUI event loops are not available in rparallel (%r); "
@@ -207,6 +218,11 @@ class RparallelShell(InteractiveShell):
         outcome = {"status": "ok", "execution_count": count,
                    "payload": self.payload_manager.read_payload()}
         self.payload_manager.clear_payload()
+        # The in-memory history database has no saving thread: its cache
+        # would grow with every cell.
+        history = self.history_manager
+        if len(history.db_input_cache) >= 100:
+            history.writeout_cache()
         e = result.error_before_exec or result.error_in_exec
         if e is not None:
             shown = self.rparallel_error or {}
@@ -407,8 +423,16 @@ def start(core):
     comm.create_comm = FrontendComm
     comm.get_comm_manager = lambda: manager
     ip.kernel = FrontendKernel(ip, manager)
+    # IPython's applications load this one by default (ipykernel too): %store.
+    try:
+        ip.extension_manager.load_extension("storemagic")
+    except Exception:  # a broken install must not stop the shell
+        log.warning("storemagic (%%store) could not be loaded", exc_info=True)
     if core.frontend_renders_widgets:
         sys.meta_path.insert(0, _TqdmSeesANotebook())
+    # IPython's many long-lived objects need not be scanned by every full
+    # garbage collection of the cells' objects.
+    gc.freeze()
     # Cells run before IPython came keep their numbers, names and In[n].
     ip.execution_count = core.execution_count
     for filename, count, code in core.lean_cells():

@@ -132,7 +132,10 @@ mod tests {
             .expect("sleep starts");
         let found = started_processes();
         assert!(found.contains(&(child.id() as libc::pid_t)), "{found:?}");
-        assert!(!found.contains(&(detached.id() as libc::pid_t)), "{found:?}");
+        assert!(
+            !found.contains(&(detached.id() as libc::pid_t)),
+            "{found:?}"
+        );
         let _ = detached.kill();
         let _ = detached.wait();
         assert_eq!(
