@@ -454,3 +454,27 @@ def shutdown_and_check(km, kc, timeout: float = 15) -> None:
             problems.append(f"processes still running with {conn_file}: {left}")
             kill_pids(left)
     assert not problems, "; ".join(problems)
+
+
+def interrupt_cell_with_children(km, kc, ex: Execution, fragment: str, children: int) -> None:
+    """For a started cell `ex` that waits on child processes (their command
+    lines contain `fragment`): waits until `children` of them run, interrupts
+    the kernel, and asserts the cell ended within 3 s and left none of them
+    running (as a terminal's Ctrl-C would)."""
+    deadline = time.monotonic() + 10
+    while len(pids_with_cmdline(fragment)) < children and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(pids_with_cmdline(fragment)) >= children, f"children never started: {ex.code!r}"
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    km.interrupt_kernel()
+    try:
+        reply = get_reply(kc, ex.msg_id, timeout=8)
+    except KernelTimeout:
+        reply = None
+    took = time.monotonic() - t0
+    leftovers = wait_until_none(lambda: pids_with_cmdline(fragment), 2)
+    assert reply is not None, f"no reply within 8 s of the interrupt for {ex.code!r}"
+    assert took < 3, f"the cell ended {took:.1f}s after the interrupt"
+    assert not leftovers, f"children of {ex.code!r} still running after the interrupt: {leftovers}"
+    collect_iopub(kc, ex, timeout=5)

@@ -48,22 +48,21 @@ from queue import Empty
 import pytest
 
 from kernel_helpers import (
-    IS_RPARALLEL,
-    Execution,
-    KernelTimeout,
     collect_iopub,
     describe,
     execute,
     execute_error,
     execute_ok,
+    Execution,
     get_reply,
+    interrupt_cell_with_children,
+    IS_RPARALLEL,
     kill_pids,
     parent_id,
     pids_with_cmdline,
     start_cell,
     strip_ansi,
     traceback_text,
-    wait_until_none,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -453,26 +452,9 @@ def test_interrupt_stops_shell_children(kernel, code):
     km, kc = kernel
     seconds = "17.25"  # a sleep this test can find by its command line
     cell = code.format(t=seconds)
-    leftovers: list[int] = []
     try:
         ex = start_cell(kc, cell)
-        deadline = time.monotonic() + 10
-        while not pids_with_cmdline(f"sleep {seconds}") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert pids_with_cmdline(f"sleep {seconds}"), f"the child never started: {cell!r}"
-        time.sleep(0.3)
-        t0 = time.monotonic()
-        km.interrupt_kernel()
-        try:
-            reply = get_reply(kc, ex.msg_id, timeout=8)
-        except KernelTimeout:
-            reply = None
-        took = time.monotonic() - t0
-        leftovers = wait_until_none(lambda: pids_with_cmdline(f"sleep {seconds}"), 2)
-        assert reply is not None, f"no reply within 8 s of the interrupt for {cell!r}"
-        assert took < 3, f"the cell ended {took:.1f}s after the interrupt"
-        assert not leftovers, f"the child of {cell!r} is still running after the interrupt: {leftovers}"
-        collect_iopub(kc, ex, timeout=5)
+        interrupt_cell_with_children(km, kc, ex, f"sleep {seconds}", 1)
         kernel_answers(kc)
     finally:
         kill_pids(pids_with_cmdline(f"sleep {seconds}"))

@@ -33,25 +33,22 @@ import pytest
 
 from cluster_helpers import GONE_TIMEOUT, wait_cluster_gone, wait_gone
 from kernel_helpers import (
-    IS_RPARALLEL,
-    Execution,
-    KernelTimeout,
-    collect_iopub,
     describe,
     drain,
     engine_blocks,
     execute,
     execute_error,
     execute_ok,
-    get_reply,
+    Execution,
+    interrupt_cell_with_children,
+    IS_RPARALLEL,
     kill_pids,
     pids_with_cmdline,
-    start_cell,
     shutdown_and_check,
+    start_cell,
     start_kernel,
     strip_ansi,
     traceback_text,
-    wait_until_none,
 )
 
 pytestmark = [
@@ -330,23 +327,7 @@ def test_interrupt_stops_engine_children(px_kernel, k, code):
     cell = code.format(t=seconds)
     try:
         ex = start_cell(k, cell)
-        deadline = time.monotonic() + 10
-        while len(pids_with_cmdline(f"sleep {seconds}")) < N_ENGINES and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(pids_with_cmdline(f"sleep {seconds}")) >= N_ENGINES, f"children never started: {cell!r}"
-        time.sleep(0.3)
-        t0 = time.monotonic()
-        px_kernel.km.interrupt_kernel()
-        try:
-            reply = get_reply(k, ex.msg_id, timeout=8)
-        except KernelTimeout:
-            reply = None
-        took = time.monotonic() - t0
-        leftovers = wait_until_none(lambda: pids_with_cmdline(f"sleep {seconds}"), 2)
-        assert reply is not None, f"no reply within 8 s of the interrupt for {cell!r}"
-        assert took < 3, f"the cell ended {took:.1f}s after the interrupt"
-        assert not leftovers, f"children of {cell!r} still running after the interrupt: {leftovers}"
-        collect_iopub(k, ex, timeout=5)
+        interrupt_cell_with_children(px_kernel.km, k, ex, f"sleep {seconds}", N_ENGINES)
         t1 = time.monotonic()
         ex = run(k, "%px rank", timeout=20)
         assert out_results(ex) == [(n, str(n)) for n in ALL], describe(ex.outputs)

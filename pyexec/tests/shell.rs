@@ -91,6 +91,18 @@ fn execution_core() {
     assert_eq!(data["text/html"], "<b>r</b>");
     assert_eq!(data["text/markdown"], "**r**");
     assert!(data["text/plain"].as_str().unwrap().contains("__main__.R"));
+    // The value went out as it was produced (IPython's display hook).
+    let events = sink.take();
+    assert!(
+        matches!(
+            &events[..],
+            [OutputEvent::Result {
+                execution_count: 5,
+                ..
+            }]
+        ),
+        "{events:?}"
+    );
 
     // display() and clear_output().
     shell.execute("display(R()); clear_output(wait=True)", false, true);
