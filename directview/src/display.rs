@@ -18,8 +18,8 @@ pub struct Frontend<'py> {
     display: Option<Bound<'py, PyAny>>,
     clear_output: Option<Bound<'py, PyAny>>,
     /// `Out[N:k]:` prompts in colour (IPython running, `%colors` not
-    /// NoColor).
-    colour: bool,
+    /// NoColor); looked up when a prompt is first shown.
+    colour: std::cell::OnceCell<bool>,
 }
 
 impl<'py> Frontend<'py> {
@@ -37,7 +37,7 @@ impl<'py> Frontend<'py> {
             sys: py.import("sys")?,
             display,
             clear_output: builtins.getattr("clear_output").ok(),
-            colour: ipython_colours(py),
+            colour: std::cell::OnceCell::new(),
         })
     }
 
@@ -100,7 +100,7 @@ impl<'py> Frontend<'py> {
                     data,
                     metadata,
                 } => {
-                    let data = render::result_bundle(*engine, *count, data, self.colour);
+                    let data = render::result_bundle(*engine, *count, data, self.colour());
                     self.display(&data, metadata, None, false)?
                 }
             }
@@ -125,7 +125,7 @@ impl<'py> Frontend<'py> {
 
     /// Whether `Out[N:k]:` prompts are coloured here.
     pub fn colour(&self) -> bool {
-        self.colour
+        *self.colour.get_or_init(|| ipython_colours(self.py))
     }
 
     pub fn flush(&self) -> PyResult<()> {

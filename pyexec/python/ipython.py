@@ -105,11 +105,12 @@ class RparallelShell(InteractiveShell):
     kernel = Any()
     core = Any()
     # The state of the cell running: its value, the last error shown, and
-    # whether displaying its value failed.
-    rparallel_result = Any()
-    rparallel_error = Any()
-    rparallel_in_displayhook = Any(False)
-    rparallel_display_failed = Any(False)
+    # whether displaying its value failed. Plain attributes, not traits:
+    # they change several times per cell.
+    rparallel_result = None
+    rparallel_error = None
+    rparallel_in_displayhook = False
+    rparallel_display_failed = False
 
     @default("exiter")
     def _default_exiter(self):
