@@ -148,6 +148,26 @@ impl AsyncResult {
         self.values(py)
     }
 
+    /// Raises the remote error(s) if any request failed; builds no values
+    /// otherwise (`%px` shows its results, it does not return them).
+    pub fn raise_errors(&self, py: Python<'_>) -> PyResult<()> {
+        let state = self.client.tracker().lock();
+        let all_ok = self.msg_ids.iter().all(|id| {
+            state.tasks.get(id).is_some_and(|t| {
+                t.status == Status::Done
+                    && t.reply
+                        .as_ref()
+                        .is_some_and(|r| r.content["status"].as_str().unwrap_or("ok") == "ok")
+            })
+        });
+        drop(state);
+        if all_ok {
+            Ok(())
+        } else {
+            self.values(py).map(|_| ())
+        }
+    }
+
     /// All values, raising the remote error(s) if any request failed.
     pub fn values(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let mut values = Vec::new();

@@ -16,17 +16,23 @@ use crate::sink::Sink;
 pub struct Defaults {
     /// Abort the execute requests queued behind a cell that fails.
     pub stop_on_error: bool,
+    /// Publish the code as `execute_input` before running it.
+    pub publish_input: bool,
 }
 
 impl Defaults {
-    /// The Jupyter protocol's: a kernel stops after an error.
+    /// The Jupyter protocol's: a kernel stops after an error, and every
+    /// frontend on IOPub sees the code that runs.
     pub const KERNEL: Defaults = Defaults {
         stop_on_error: true,
+        publish_input: true,
     };
     /// An engine runs what it is sent: a client sending many requests sees
-    /// later ones aborted only when it said so.
+    /// later ones aborted only when it said so. Its outputs go only to the
+    /// client that sent the code, which has it: no `execute_input`.
     pub const ENGINE: Defaults = Defaults {
         stop_on_error: false,
+        publish_input: false,
     };
 }
 
@@ -41,6 +47,7 @@ pub struct ExecuteRequest {
     pub silent: bool,
     pub store_history: bool,
     pub stop_on_error: bool,
+    pub publish_input: bool,
     /// Expressions to evaluate after a successful cell (name → code).
     pub user_expressions: Value,
 }
@@ -56,6 +63,7 @@ impl ExecuteRequest {
             silent,
             store_history: flag("store_history", !silent) && !silent,
             stop_on_error: flag("stop_on_error", defaults.stop_on_error),
+            publish_input: defaults.publish_input && !silent,
             user_expressions: content
                 .get("user_expressions")
                 .cloned()
@@ -89,7 +97,7 @@ pub fn run(
     let publisher = sink.publisher();
     let parent = || Some(request.clone());
     sink.set_parent(request);
-    if !execute.silent {
+    if execute.publish_input {
         let input = json!({ "code": execute.code, "execution_count": shell.execution_count() });
         publisher.blocking_output("execute_input", input, parent());
     }
@@ -145,7 +153,8 @@ mod tests {
         assert!(!kernel.silent && kernel.store_history && kernel.stop_on_error);
         assert_eq!(kernel.user_expressions, json!({}));
         let engine = ExecuteRequest::parse(&json!({"code": "1"}), Defaults::ENGINE);
-        assert!(!engine.stop_on_error);
+        assert!(!engine.stop_on_error && !engine.publish_input);
+        assert!(kernel.publish_input);
     }
 
     #[test]

@@ -137,5 +137,5 @@ fn wait_and_show(py: Python<'_>, result: &AsyncResult, showing: &Showing) -> PyR
     } else {
         result.show_outputs(py, showing.group)?;
     }
-    result.values(py).map(|_| ())
+    result.raise_errors(py)
 }
