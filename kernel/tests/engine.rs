@@ -338,24 +338,21 @@ async fn execute_publishes_input_output_and_result_before_its_reply() {
     let got = controller
         .round_trip("execute_request", execute("print('hello')\n6 * 7"), vec![])
         .await;
-    assert_eq!(
-        types(&got),
-        ["execute_input", "stream", "execute_result", "execute_reply"]
-    );
-    assert_eq!(got[0].content["execution_count"], 1);
+    // No execute_input: the client that sent the code is the only reader.
+    assert_eq!(types(&got), ["stream", "execute_result", "execute_reply"]);
     assert_eq!(stdout(&got), "hello\n");
-    assert_eq!(got[2].content["data"]["text/plain"], "42");
+    assert_eq!(got[1].content["data"]["text/plain"], "42");
+    assert_eq!(got[1].content["execution_count"], 1);
+    assert_eq!(got[2].content["status"], "ok");
     assert_eq!(got[2].content["execution_count"], 1);
-    assert_eq!(got[3].content["status"], "ok");
-    assert_eq!(got[3].content["execution_count"], 1);
-    assert!(got[3].metadata["started"].is_string() && got[3].metadata["completed"].is_string());
+    assert!(got[2].metadata["started"].is_string() && got[2].metadata["completed"].is_string());
 
     // An error: the error output, then the error reply.
     let got = controller
         .round_trip("execute_request", execute("a = 41\n1 / 0"), vec![])
         .await;
-    assert_eq!(types(&got), ["execute_input", "error", "execute_reply"]);
-    let reply = &got[2].content;
+    assert_eq!(types(&got), ["error", "execute_reply"]);
+    let reply = &got[1].content;
     assert_eq!(reply["status"], "error");
     assert_eq!(reply["ename"], "ZeroDivisionError");
     assert_eq!(reply["execution_count"], 2);
@@ -423,12 +420,12 @@ async fn interrupt_stops_running_code_while_heartbeats_go_on() {
     let sleeping = controller
         .request(
             "execute_request",
-            execute("import time\ntime.sleep(100)"),
+            execute("import time\nprint('started', flush=True)\ntime.sleep(100)"),
             vec![],
         )
         .await;
-    let input = controller.recv().await;
-    assert_eq!(input.msg_type(), "execute_input");
+    let started = controller.recv().await;
+    assert_eq!(started.msg_type(), "stream");
     let beats = controller.heartbeats();
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let interrupt = controller
@@ -456,7 +453,7 @@ async fn interrupt_stops_running_code_while_heartbeats_go_on() {
         .round_trip("execute_request", execute("a + 1"), vec![])
         .await;
     assert_eq!(got.last().unwrap().content["status"], "ok");
-    assert_eq!(got[1].content["data"]["text/plain"], "42");
+    assert_eq!(got[0].content["data"]["text/plain"], "42");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,7 +502,7 @@ async fn abort_drops_queued_requests_by_id_or_all() {
             vec![],
         )
         .await;
-    assert_eq!(got[1].content["data"]["text/plain"], "(True, False)");
+    assert_eq!(got[0].content["data"]["text/plain"], "(True, False)");
 
     // Everything queued.
     let busy = controller
@@ -597,11 +594,11 @@ async fn controller_shutdown_is_at_once() {
     controller
         .request(
             "execute_request",
-            execute("import time\ntime.sleep(100)"),
+            execute("import time\nprint('started', flush=True)\ntime.sleep(100)"),
             vec![],
         )
         .await;
-    assert_eq!(controller.recv().await.msg_type(), "execute_input");
+    assert_eq!(controller.recv().await.msg_type(), "stream");
     // The controller's own shutdown: no client identity.
     let mut stop = controller
         .session
