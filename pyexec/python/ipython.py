@@ -10,6 +10,7 @@ import gc
 import importlib.abc
 import importlib.util
 import logging
+import os
 import sys
 
 import comm
@@ -118,7 +119,7 @@ class RparallelShell(InteractiveShell):
 
     def init_environment(self):
         """Subprocesses cannot page or ask for a terminal here (ipykernel's)."""
-        env = __import__("os").environ
+        env = os.environ
         env.setdefault("TERM", "xterm-color")
         env.setdefault("CLICOLOR", "1")
         env.setdefault("PAGER", "cat")
