@@ -43,7 +43,7 @@ impl Namespace {
         self.call("apply", |py| {
             Ok(Some(exclusive_frames(py, frames)?.into_any()))
         })
-        .and_then(|f| f.ok_or_else(|| internal_error("apply returned no frames")))
+        .and_then(|f| f.ok_or_else(|| CellError::line("RuntimeError", "apply returned no frames")))
     }
 
     /// Updates the namespace with the dict serialised in `frames`.
@@ -58,7 +58,9 @@ impl Namespace {
     /// namespace: a missing name is a NameError).
     pub fn pull(&self, names: &[String]) -> Result<Vec<Bytes>, CellError> {
         self.call("pull", |py| Ok(Some(PyList::new(py, names)?.into_any())))
-            .and_then(|f| f.ok_or_else(|| internal_error("pull returned no frames")))
+            .and_then(|f| {
+                f.ok_or_else(|| CellError::line("RuntimeError", "pull returned no frames"))
+            })
     }
 
     /// Empties the namespace.
@@ -92,27 +94,16 @@ impl Namespace {
                 let (ename, evalue, traceback): (String, String, Vec<String>) = value.extract()?;
                 Ok(Err(CellError::new(ename, evalue, traceback)))
             };
-            run().unwrap_or_else(|e| Err(python_error(py, e)))
+            run().unwrap_or_else(|e| {
+                Err(CellError::internal(
+                    py,
+                    e,
+                    "rparallel's namespace operations",
+                ))
+            })
         });
         // What the call wrote to fds 1/2 belongs to it, before its reply.
         crate::fdcapture::drain();
         outcome
     }
-}
-
-fn python_error(py: Python<'_>, err: PyErr) -> CellError {
-    let ename = err
-        .get_type(py)
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "Exception".into());
-    let evalue = err.value(py).to_string();
-    let traceback = vec![format!(
-        "{ename}: {evalue} (in rparallel's namespace operations)"
-    )];
-    CellError::new(ename, evalue, traceback)
-}
-
-fn internal_error(what: &str) -> CellError {
-    CellError::line("RuntimeError", what)
 }

@@ -58,6 +58,19 @@ impl CellError {
         }
     }
 
+    /// A failure of rparallel's own Python (not the user's code): `place`
+    /// names the part that failed, after the error's own line.
+    pub fn internal(py: Python<'_>, err: PyErr, place: &str) -> Self {
+        let ename = err
+            .get_type(py)
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "Exception".into());
+        let evalue = err.value(py).to_string();
+        let traceback = vec![format!("{ename}: {evalue} (in {place})")];
+        CellError::new(ename, evalue, traceback)
+    }
+
     /// An error whose traceback is the one line `ename: evalue`.
     pub fn line(ename: &str, evalue: impl Into<String>) -> Self {
         let evalue = evalue.into();
@@ -191,7 +204,7 @@ impl PyShell {
                 } else {
                     Err(raw
                         .error
-                        .unwrap_or_else(|| internal_error("no error details")))
+                        .unwrap_or_else(|| CellError::line("RuntimeError", "no error details")))
                 },
                 payload: raw.payload,
             },
@@ -279,24 +292,10 @@ impl PyShell {
                 .bind(py)
                 .call_method1(method, args)
                 .and_then(|r| r.extract())
-                .map_err(|e| python_error(py, e))?;
-            serde_json::from_str(&text).map_err(|e| internal_error(&e.to_string()))
+                .map_err(|e| CellError::internal(py, e, "the execution core"))?;
+            serde_json::from_str(&text).map_err(|e| CellError::line("RuntimeError", e.to_string()))
         })
     }
-}
-
-fn python_error(py: Python<'_>, err: PyErr) -> CellError {
-    let ename = err
-        .get_type(py)
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "Exception".into());
-    let traceback = vec![format!("internal error in the execution core: {err}")];
-    CellError::new(ename, err.value(py).to_string(), traceback)
-}
-
-fn internal_error(what: &str) -> CellError {
-    CellError::line("RuntimeError", what)
 }
 
 // Access for the engine's namespace operations (`remote`).
