@@ -199,10 +199,17 @@ impl Tracker {
     /// Waits until `ready(state)` holds or `timeout` passes.
     pub fn wait_until(&self, timeout: Option<Duration>, ready: impl Fn(&State) -> bool) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
-        // A reply to a small call usually comes within a few hundred µs:
-        // polling that long keeps this CPU awake instead of paying a
-        // sleep-and-wake (costly on virtual machines) per call.
-        let spin_until = Instant::now() + SPIN;
+        // A reply to a lone small call usually comes within a few hundred
+        // µs: polling that long keeps this CPU awake instead of paying a
+        // sleep-and-wake (costly on virtual machines) per call. While
+        // several requests run, the engines need the CPUs more than a
+        // poller does (they may share this host's), so it sleeps at once.
+        let spin = if self.in_flight() <= 1 {
+            SPIN
+        } else {
+            Duration::ZERO
+        };
+        let spin_until = Instant::now() + spin;
         while Instant::now() < spin_until && deadline.is_none_or(|d| Instant::now() < d) {
             if ready(&self.lock()) {
                 return true;
