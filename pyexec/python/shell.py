@@ -68,6 +68,69 @@ class _LoadIPythonFirst(importlib.abc.MetaPathFinder):
         return None
 
 
+class Recent:
+    """The last few results of a pure function of a cell's text, for cells
+    run again and again (``%px`` in a loop, ``execute`` in a loop), where
+    the work before running a small cell costs more than running it."""
+
+    KEEP = 128
+    LONGEST = 4096  # characters of a key's text; longer cells are not kept
+
+    def __init__(self):
+        self._kept = {}
+
+    def get(self, key, text, compute):
+        """compute(), or what it gave last time for `key` (whose text is
+        `text`). Exceptions pass through and are not kept."""
+        kept = self._kept.get(key)
+        if kept is None:
+            kept = compute()
+            if len(text) <= self.LONGEST:
+                if len(self._kept) >= self.KEEP:
+                    del self._kept[next(iter(self._kept))]  # the oldest
+                self._kept[key] = kept
+        return kept
+
+
+class _LeanCompiler:
+    """Compiles lean cells, keeping the last few (parsing to an AST and
+    compiling that costs more than running a small cell). A cell's code is a
+    pure function of its text and file name, so a cell run again only needs
+    its new file name (for tracebacks)."""
+
+    def __init__(self):
+        self._recent = Recent()
+
+    def get(self, code, silent, filename):
+        """(body, last): the cell to exec, and its last expression to eval
+        and show (None when it ends with a statement, a `;`, or is silent).
+        Raises SyntaxError (and ValueError, OverflowError) as compile does."""
+        body, last, compiled_as = self._recent.get(
+            (code, silent), code, lambda: self._compile(code, silent, filename))
+        if compiled_as != filename:
+            body = _refile(body, filename)
+            last = last and _refile(last, filename)
+        return body, last
+
+    @staticmethod
+    def _compile(code, silent, filename):
+        import ast
+        tree = ast.parse(code, filename, "exec")
+        last = None
+        if not silent and tree.body and isinstance(tree.body[-1], ast.Expr) \
+                and not code.rstrip().endswith(";"):
+            last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
+        return compile(tree, filename, "exec"), last, filename
+
+
+def _refile(code, filename):
+    """`code` (and the functions and classes it defines) as if compiled
+    from `filename`."""
+    consts = tuple(_refile(c, filename) if isinstance(c, types.CodeType) else c
+                   for c in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
 _the_shell = None
 
 
@@ -92,6 +155,7 @@ class Shell:
         self._count = 1
         self._cells = []  # (file name, execution count, code) of stored cells
         self.executing = False
+        self._compiled = _LeanCompiler()
         module = types.ModuleType(user_module_name)
         module.__dict__["__builtins__"] = builtins
         sys.modules[user_module_name] = module
@@ -179,20 +243,14 @@ class Shell:
         (IPython loads to show a value or format an error); None when the
         cell is not plain Python (a magic, `!`, `?`, or a real syntax
         error): IPython is loaded then and runs it."""
-        import ast
         store_history = store_history and not silent
         count = self._count
         filename = "<rparallel-cell-%d>" % count
         try:
-            tree = ast.parse(code, filename, "exec")
+            body, last = self._compiled.get(code, silent, filename)
         except (SyntaxError, ValueError, OverflowError):
             self.ipython()
             return None
-        last = None
-        if not silent and tree.body and isinstance(tree.body[-1], ast.Expr) \
-                and not code.rstrip().endswith(";"):
-            last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
-        body = compile(tree, filename, "exec")
         if store_history:
             self._count += 1
             self._cells.append((filename, count, code))
