@@ -597,6 +597,40 @@ def test_post_run_cell_event(skc):
     assert ex.stdout == "", describe(ex.outputs)
 
 
+def test_cells_run_again_follow_transformer_changes(skc):
+    """A cell run again is transformed again: a cleanup transformer added
+    in between applies to it, and `x = %magic` gives the magic's new
+    value each time."""
+    run(skc, "rerun_x = 1")
+    run(skc, "rerun_x = 1")
+    try:
+        run(
+            skc,
+            "def rerun_two(lines):\n"
+            "    return [l.replace('rerun_x = 1', 'rerun_x = 2') for l in lines]\n"
+            "get_ipython().input_transformers_cleanup.append(rerun_two)\n",
+        )
+        run(skc, "rerun_x = 1")
+        assert value(skc, "rerun_x") == 2
+    finally:
+        run(
+            skc,
+            "_ts = get_ipython().input_transformers_cleanup\n"
+            "_ts[:] = [t for t in _ts if getattr(t, '__name__', None) != 'rerun_two']\n",
+        )
+    run(skc, "rerun_x = 1")
+    assert value(skc, "rerun_x") == 1
+    start = value(skc, "__import__('os').getcwd()")
+    try:
+        run(skc, "rerun_here = %pwd")
+        assert value(skc, "rerun_here") == start
+        run(skc, "%cd /")
+        run(skc, "rerun_here = %pwd")
+        assert value(skc, "rerun_here") == "/"
+    finally:
+        run(skc, f"%cd {start}")
+
+
 # --------------------------------------------------------------------------
 # history, outputs, tracebacks
 

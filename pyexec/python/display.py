@@ -18,11 +18,18 @@ def _jsonable(value):
     return str(value)
 
 
+# One encoder for every message (json.dumps with options makes a new one
+# per call).
+_encoder = json.JSONEncoder(ensure_ascii=False, default=_jsonable)
+
+
 def dumps(obj):
     """JSON for the Rust side, which takes only valid UTF-8: a lone
     surrogate (from bytes decoded with surrogateescape, or written by hand)
     becomes U+FFFD instead of failing the whole message."""
-    text = json.dumps(obj, ensure_ascii=False, default=_jsonable)
+    text = _encoder.encode(obj)
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -20,12 +20,14 @@ from IPython.core.autocall import ZMQExitAutocall
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.error import UsageError
+from IPython.core.inputtransformer2 import TransformerManager
 from IPython.core.interactiveshell import InteractiveShell, InteractiveShellABC
 from IPython.utils.process import system
 from IPython.utils.tokenutil import token_at_cursor
 from traitlets import Any, Instance, Type, default
 
 from _rparallel_display import dumps
+from _rparallel_exec import Recent
 
 log = logging.getLogger("rparallel")
 
@@ -94,6 +96,28 @@ class FrontendKernel:
         return self._shell.core.parent()
 
 
+class RecentTransforms(TransformerManager):
+    """IPython's input transformation, keeping the last few results of its
+    token stage (``%magic``, ``!cmd``, ``x = %magic``, ``obj?``): it
+    tokenizes the cell once per transform and once more, which costs more
+    than the rest of a small cell. That stage is a pure function of the
+    lines while its transformers are IPython's own; the cleanup and line
+    stages, where users and ``%autopx`` add theirs, run every time."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._recent = Recent()
+        self._own = tuple(self.token_transformers)
+
+    def do_token_transforms(self, lines):
+        if tuple(self.token_transformers) != self._own:
+            return super().do_token_transforms(lines)
+        key = tuple(lines)
+        done = self._recent.get(key, "".join(key),
+                                lambda: tuple(super(RecentTransforms, self).do_token_transforms(lines)))
+        return list(done)
+
+
 class RparallelShell(InteractiveShell):
     """IPython's shell in an rparallel kernel or engine."""
 
@@ -116,6 +140,10 @@ class RparallelShell(InteractiveShell):
     @default("exiter")
     def _default_exiter(self):
         return ZMQExitAutocall(self)
+
+    @default("input_transformer_manager")
+    def _default_input_transformer_manager(self):
+        return RecentTransforms()
 
     def init_environment(self):
         """Subprocesses cannot page or ask for a terminal here (ipykernel's)."""
@@ -210,7 +238,6 @@ class RparallelShell(InteractiveShell):
         """Runs a cell; its outcome for the execute path."""
         core = self.core
         self._rparallel_reset()
-        self.payload_manager.clear_payload()
         count = self.execution_count
         core.executing = True
         try:
