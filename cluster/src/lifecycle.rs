@@ -6,12 +6,12 @@ use std::io::{IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::process::{describe_exit, die_with_parent, own_binary, process_alive};
+use crate::process::{describe_exit, die_with_parent, process_alive, Program};
 use crate::profile::Profile;
 
 /// Options of `rparallel cluster start` and `rparallel.Cluster`.
@@ -52,9 +52,8 @@ pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster>
     let profile = Profile::new(options.profile.as_deref())?;
     profile.create()?;
     profile.refuse_if_running(None)?;
-    let mut command = Command::new(own_binary()?);
+    let mut command = Program::current()?.command("controller");
     command
-        .arg("controller")
         .arg("--profile")
         .arg(&profile.name)
         .arg("--ip")
@@ -90,6 +89,10 @@ pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster>
         if let Some(out) = &options.output {
             command.stdout(out.try_clone()?).stderr(out.try_clone()?);
         }
+        // A terminal's Ctrl-C goes to its whole foreground process group:
+        // in a group of its own, the cluster is interrupted by the client
+        // (which interrupts the engines' work), not stopped under it.
+        command.process_group(0);
         die_with_parent(&mut command);
     }
     let mut child = command.spawn().context("cannot start the controller")?;

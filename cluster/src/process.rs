@@ -2,8 +2,8 @@
 //! (the client starting a controller, the controller starting engines).
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
-use std::process::ExitStatus;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
 
 /// Whether a process with this pid exists.
 pub fn process_alive(pid: u32) -> bool {
@@ -34,14 +34,82 @@ pub fn die_with_parent(command: &mut std::process::Command) {
     }
 }
 
-/// The `rparallel` binary that runs controllers and engines: this one.
-pub fn own_binary() -> std::io::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    // Rebuilt or reinstalled while running: Linux names the old file
-    // `… (deleted)`; the new one at the same path is the binary to run.
-    match exe.to_str().and_then(|p| p.strip_suffix(" (deleted)")) {
-        Some(path) => Ok(PathBuf::from(path)),
-        None => Ok(exe),
+/// How this installation runs its own subcommands (`controller`,
+/// `engine`, `kernel`): the `rparallel` binary, which embeds Python, or the
+/// Python package's `python -m rparallel` (a pip install), which runs them
+/// inside that interpreter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// The native binary; `--python` picks the environment it embeds.
+    Binary(PathBuf),
+    /// `python -m rparallel` with this interpreter.
+    Module(PathBuf),
+}
+
+/// Set by the Python package when it hosts the command line.
+static HOSTED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+impl Program {
+    /// This process's way: `python -m rparallel` once the Python package
+    /// said it hosts the command line ([`Program::host`]), else this binary.
+    pub fn current() -> std::io::Result<Program> {
+        if let Some(python) = HOSTED.get() {
+            return Ok(Program::Module(python.clone()));
+        }
+        let exe = std::env::current_exe()?;
+        // Rebuilt or reinstalled while running: Linux names the old file
+        // `… (deleted)`; the new one at the same path is the binary to run.
+        Ok(Program::Binary(
+            match exe.to_str().and_then(|p| p.strip_suffix(" (deleted)")) {
+                Some(path) => PathBuf::from(path),
+                None => exe,
+            },
+        ))
+    }
+
+    /// Marks this process as the Python package's, running `python`: the
+    /// processes it starts are `python -m rparallel …`. Once; later calls
+    /// do nothing.
+    pub fn host(python: PathBuf) {
+        let _ = HOSTED.set(python);
+    }
+
+    /// Whether this process runs inside the Python package.
+    pub fn is_hosted() -> bool {
+        HOSTED.get().is_some()
+    }
+
+    /// The same program for a process that runs the Python environment of
+    /// `python` (an engine, a kernel): the binary embeds it (its caller
+    /// passes `--python`), the package runs that interpreter.
+    pub fn running(&self, python: &Path) -> Program {
+        match self {
+            Program::Binary(_) => self.clone(),
+            Program::Module(_) => Program::Module(python.to_path_buf()),
+        }
+    }
+
+    /// The start of a command line running `subcommand`.
+    pub fn argv(&self, subcommand: &str) -> Vec<std::ffi::OsString> {
+        match self {
+            Program::Binary(binary) => vec![binary.into(), subcommand.into()],
+            Program::Module(python) => {
+                vec![
+                    python.into(),
+                    "-m".into(),
+                    "rparallel".into(),
+                    subcommand.into(),
+                ]
+            }
+        }
+    }
+
+    /// A command running `subcommand` (its options still to add).
+    pub fn command(&self, subcommand: &str) -> Command {
+        let argv = self.argv(subcommand);
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
+        command
     }
 }
 

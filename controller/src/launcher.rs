@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use rparallel_cluster::process::{describe_exit, die_with_parent};
+use rparallel_cluster::process::{describe_exit, die_with_parent, Program};
 
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -16,16 +16,16 @@ use crate::events::HubEvent;
 /// How to start one engine.
 #[derive(Debug, Clone)]
 pub struct EngineCommand {
-    pub binary: PathBuf,
+    /// How this controller runs (the engines run the same way).
+    pub program: Program,
     pub engine_file: PathBuf,
     pub python: PathBuf,
 }
 
 impl EngineCommand {
     fn command(&self) -> Command {
-        let mut command = Command::new(&self.binary);
+        let mut command = Command::from(self.program.running(&self.python).command("engine"));
         command
-            .arg("engine")
             .arg("--file")
             .arg(&self.engine_file)
             .arg("--python")

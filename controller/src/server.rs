@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use rparallel_cluster::process::{hostname, own_binary};
+use rparallel_cluster::process::{hostname, Program};
 use rparallel_cluster::{ClusterRecord, ConnectionFile, Profile};
 use rparallel_protocol::{connection::new_key, Session, Transport};
 use tokio::sync::mpsc;
@@ -83,7 +83,7 @@ async fn controller(options: ControllerOptions) -> anyhow::Result<()> {
     }
     let local = LocalEngines::new(
         EngineCommand {
-            binary: own_binary()?,
+            program: Program::current()?,
             engine_file: profile.engine_file(),
             python: options.python.clone(),
         },

@@ -1,9 +1,11 @@
-//! The `rparallel` kernelspec. Its argv pins both this binary and the Python
-//! environment, so the kernel is the same whichever environment launches it.
+//! The `rparallel` kernelspec. Its argv pins both the program (this binary,
+//! or the environment's `python -m rparallel`) and the Python environment,
+//! so the kernel is the same whichever environment launches it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
+use rparallel_cluster::process::Program;
 use rparallel_pyexec::PythonEnv;
 use serde_json::json;
 
@@ -39,17 +41,21 @@ impl Location {
     }
 }
 
-/// The kernel.json for `binary` running `env`.
-pub fn spec(binary: &Path, env: &PythonEnv) -> serde_json::Value {
+/// The kernel.json for a kernel run by `program` in `env`: the binary with
+/// `--python`, or that environment's `python -m rparallel`.
+pub fn spec(program: &Program, env: &PythonEnv) -> serde_json::Value {
+    let mut argv: Vec<String> = program
+        .running(&env.python)
+        .argv("kernel")
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if let Program::Binary(_) = program {
+        argv.extend(["--python".into(), env.python.to_string_lossy().into_owned()]);
+    }
+    argv.extend(["-f".into(), "{connection_file}".into()]);
     json!({
-        "argv": [
-            binary.to_string_lossy(),
-            "kernel",
-            "--python",
-            env.python.to_string_lossy(),
-            "-f",
-            "{connection_file}"
-        ],
+        "argv": argv,
         "display_name": DISPLAY_NAME,
         "language": "python",
         "interrupt_mode": "message",
@@ -66,10 +72,10 @@ pub fn install(location: &Location, env: &PythonEnv) -> anyhow::Result<PathBuf> 
             env.python.display()
         );
     }
-    let binary = std::env::current_exe().context("cannot find the rparallel binary")?;
+    let program = Program::current().context("cannot find the rparallel binary")?;
     let dir = location.kernels_dir()?.join(KERNEL_NAME);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let text = serde_json::to_string_pretty(&spec(&binary, env))?;
+    let text = serde_json::to_string_pretty(&spec(&program, env))?;
     let file = dir.join("kernel.json");
     std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
     for (name, bytes) in LOGOS {
@@ -88,11 +94,30 @@ mod tests {
         let env = PythonEnv {
             python: "/p/.venv/bin/python".into(),
         };
-        let spec = spec(Path::new("/x/rparallel"), &env);
+        let spec = spec(&Program::Binary("/x/rparallel".into()), &env);
         assert_eq!(spec["argv"][0], "/x/rparallel");
         assert_eq!(spec["argv"][3], "/p/.venv/bin/python");
         assert_eq!(spec["argv"][5], "{connection_file}");
         assert_eq!(spec["interrupt_mode"], "message");
         assert_eq!(spec["language"], "python");
+    }
+
+    #[test]
+    fn a_pip_installed_spec_runs_the_environments_python() {
+        let env = PythonEnv {
+            python: "/p/.venv/bin/python".into(),
+        };
+        let spec = spec(&Program::Module("/usr/bin/python3".into()), &env);
+        assert_eq!(
+            spec["argv"],
+            json!([
+                "/p/.venv/bin/python",
+                "-m",
+                "rparallel",
+                "kernel",
+                "-f",
+                "{connection_file}"
+            ])
+        );
     }
 }

@@ -72,8 +72,8 @@ fn set_sigint_mask(how: libc::c_int) {
 /// The descendants of this process in its process group (the job a
 /// terminal's Ctrl-C reaches; what a cell detached with a session of its
 /// own is left alone), except rparallel's own processes (a cluster a
-/// kernel started, which `%px` interrupts its own way) and theirs; from
-/// `/proc`.
+/// kernel started, which `%px` interrupts its own way: this binary, or
+/// `python -m rparallel`) and theirs; from `/proc`.
 fn started_processes() -> Vec<libc::pid_t> {
     let own = std::fs::read_link("/proc/self/exe").ok();
     // SAFETY: getpgid has no memory-safety preconditions.
@@ -95,8 +95,9 @@ fn started_processes() -> Vec<libc::pid_t> {
     while let Some(pid) = todo.pop() {
         for &child in children.get(&pid).into_iter().flatten() {
             let exe = std::fs::read_link(format!("/proc/{child}/exe")).ok();
+            let ours = (exe.is_some() && exe == own) || runs_the_package(child);
             // SAFETY: as above.
-            if (exe.is_some() && exe == own) || unsafe { libc::getpgid(child) } != group {
+            if ours || unsafe { libc::getpgid(child) } != group {
                 continue;
             }
             found.push(child);
@@ -104,6 +105,16 @@ fn started_processes() -> Vec<libc::pid_t> {
         }
     }
     found
+}
+
+/// Whether `pid` is `python -m rparallel …` (a pip install's controller
+/// or engine).
+fn runs_the_package(pid: libc::pid_t) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.len() > 2 && args[1] == b"-m" && args[2] == b"rparallel"
 }
 
 /// The parent of `pid` (`/proc/PID/stat`: the field after the command,
