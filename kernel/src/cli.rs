@@ -140,19 +140,24 @@ struct EngineArgs {
     python: Option<PathBuf>,
 }
 
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// Runs the command line `args` (the program name first).
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
     let result = match cli.command {
         Command::Install(args) => install(args),
         Command::Kernel(args) => {
             init_logging();
-            let env = PythonEnv::resolve(args.python.as_deref());
+            let env = PythonEnv::for_this_process(args.python.as_deref());
             crate::server::run(&args.connection_file, &env)
         }
         Command::Cluster(command) => cluster(command),
         Command::Engine(args) => {
             init_logging();
-            let env = PythonEnv::resolve(args.python.as_deref());
+            let env = PythonEnv::for_this_process(args.python.as_deref());
             rparallel_engine::run(&args.engine_file, &env)
         }
         Command::Controller(args) => {
