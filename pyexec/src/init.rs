@@ -6,11 +6,14 @@
 //! start-up reads `pyvenv.cfg` next to it. The venv's site-packages are then
 //! on `sys.path` and the base interpreter's are not.
 
+#[cfg(not(Py_LIMITED_API))]
 use std::ffi::CString;
+#[cfg(not(Py_LIMITED_API))]
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use pyo3::ffi;
+use pyo3::prelude::PyAnyMethods;
 
 /// The Python environment a process runs: the path of its `python`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,11 +22,14 @@ pub struct PythonEnv {
 }
 
 impl PythonEnv {
-    /// `--python PATH` if given, else the active virtualenv, else the
+    /// `--python PATH` if given, else the interpreter hosting this process
+    /// (`python -m rparallel`), else the active virtualenv, else the
     /// interpreter this binary was built against.
     pub fn resolve(explicit: Option<&Path>) -> PythonEnv {
         let python = if let Some(p) = explicit {
             p.to_path_buf()
+        } else if let Some(env) = PythonEnv::hosting() {
+            return env;
         } else if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
             PathBuf::from(venv).join("bin").join("python")
         } else {
@@ -33,6 +39,31 @@ impl PythonEnv {
         // would point at the base interpreter and lose the venv.
         let python = std::path::absolute(&python).unwrap_or(python);
         PythonEnv { python }
+    }
+
+    /// The environment a process runs Python in: the interpreter hosting
+    /// it, if any (then `--python` cannot change it), else as [`resolve`].
+    ///
+    /// [`resolve`]: PythonEnv::resolve
+    pub fn for_this_process(explicit: Option<&Path>) -> PythonEnv {
+        PythonEnv::hosting().unwrap_or_else(|| PythonEnv::resolve(explicit))
+    }
+
+    /// The interpreter hosting this process (`sys.executable`), if any.
+    fn hosting() -> Option<PythonEnv> {
+        if !is_hosted() {
+            return None;
+        }
+        pyo3::Python::attach(|py| {
+            let python: PathBuf = py
+                .import("sys")
+                .ok()?
+                .getattr("executable")
+                .ok()?
+                .extract()
+                .ok()?;
+            Some(PythonEnv { python })
+        })
     }
 
     /// Makes subprocesses started from cells see this environment
@@ -75,9 +106,25 @@ pub enum InitError {
     Failed(String),
 }
 
+/// Whether Python already runs in this process: the command line is
+/// hosted by the Python package (`python -m rparallel`), not embedding.
+pub fn is_hosted() -> bool {
+    // SAFETY: Py_IsInitialized may be called at any time.
+    unsafe { ffi::Py_IsInitialized() != 0 }
+}
+
 /// Starts CPython in this thread and releases the GIL. Call once, from the
 /// thread that will run Python code (Python's signal handlers run there).
+/// Hosted by Python already (the caller released the GIL), nothing to do.
 pub fn initialize(env: &PythonEnv) -> Result<(), InitError> {
+    if is_hosted() {
+        return Ok(());
+    }
+    embed(env)
+}
+
+#[cfg(not(Py_LIMITED_API))]
+fn embed(env: &PythonEnv) -> Result<(), InitError> {
     if !env.python.exists() {
         return Err(InitError::NoInterpreter(env.python.clone()));
     }
@@ -107,6 +154,16 @@ pub fn initialize(env: &PythonEnv) -> Result<(), InitError> {
     Ok(())
 }
 
+/// The stable ABI cannot start an interpreter: a build for it (the Python
+/// package) only runs inside one.
+#[cfg(Py_LIMITED_API)]
+fn embed(_env: &PythonEnv) -> Result<(), InitError> {
+    Err(InitError::Failed(
+        "this build of rparallel runs inside Python: use `python -m rparallel`".into(),
+    ))
+}
+
+#[cfg(not(Py_LIMITED_API))]
 fn status_message(status: &ffi::PyStatus) -> String {
     if status.err_msg.is_null() {
         "unknown error".into()

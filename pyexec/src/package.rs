@@ -52,20 +52,29 @@ const EXCEPTIONS: [&str; 6] = [
 /// The package's name.
 pub const NAME: &str = "rparallel";
 
+/// Set on the package once its parts are in.
+const INSTALLED: &str = "_rparallel_installed";
+
 /// Makes `import rparallel` (and `rparallel.error`, `rparallel._remote`)
-/// work in this interpreter. Idempotent.
+/// work in this interpreter: fills the package being imported when it is
+/// the installed Python package, else makes one in memory (the kernel
+/// binary and its engines). Idempotent.
 pub fn install(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     let modules = py.import("sys")?.getattr("modules")?;
-    if let Ok(Some(existing)) = modules
+    let package = match modules
         .get_item(NAME)
         .map(|m| m.cast_into::<PyModule>().ok())
     {
-        return Ok(existing);
-    }
-    let package = PyModule::new(py, NAME)?;
-    package.setattr("__path__", PyList::empty(py))?;
+        Ok(Some(existing)) if existing.hasattr(INSTALLED)? => return Ok(existing),
+        Ok(Some(importing)) => importing,
+        _ => {
+            let package = PyModule::new(py, NAME)?;
+            package.setattr("__path__", PyList::empty(py))?;
+            modules.set_item(NAME, &package)?;
+            package
+        }
+    };
     package.setattr("__version__", env!("CARGO_PKG_VERSION"))?;
-    modules.set_item(NAME, &package)?;
 
     let error = load_module(py, &ERROR)?;
     let remote = load_module(py, &REMOTE)?;
@@ -77,5 +86,6 @@ pub fn install(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     for name in ["require", "interactive"] {
         package.setattr(name, remote.getattr(name)?)?;
     }
+    package.setattr(INSTALLED, true)?;
     Ok(package)
 }
