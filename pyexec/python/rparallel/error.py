@@ -133,9 +133,31 @@ class CompositeError(RemoteError):
         raise RemoteError(e.ename, e.evalue, e.traceback, e.engine_info) from None
 
 
+class _InterruptedRemote(RemoteError, KeyboardInterrupt):
+    """An engine's KeyboardInterrupt, after Ctrl-C (or the stop button)
+    interrupted the wait for it: also a KeyboardInterrupt here, so
+    ``except KeyboardInterrupt`` and a script's exit on Ctrl-C work as for
+    local code. Shown under its base's name."""
+
+
+class _InterruptedComposite(CompositeError, KeyboardInterrupt):
+    """The engines' KeyboardInterrupts after an interrupt (see
+    ``_InterruptedRemote``)."""
+
+
+_InterruptedRemote.__name__ = "RemoteError"
+_InterruptedComposite.__name__ = "CompositeError"
+
+
 def collect_exceptions(errors, method, single=False):
     """A single-engine result raises its error itself; anything sent to
-    several engines raises a CompositeError, even if only one failed."""
+    several engines raises a CompositeError, even if only one failed.
+    When every engine was interrupted, the error is a KeyboardInterrupt too."""
+    interrupted = bool(errors) and all(e.ename == "KeyboardInterrupt" for e in errors)
     if single and len(errors) == 1:
-        return errors[0]
-    return CompositeError("one or more exceptions raised in: %s" % method, errors)
+        e = errors[0]
+        if interrupted and type(e) is RemoteError:
+            e = _InterruptedRemote(e.ename, e.evalue, e.traceback, e.engine_info)
+        return e
+    composite = _InterruptedComposite if interrupted else CompositeError
+    return composite("one or more exceptions raised in: %s" % method, errors)
