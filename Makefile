@@ -11,7 +11,7 @@ export PYO3_PYTHON := $(shell $(PYTHON3) -c 'import sys; print(sys.executable)')
 # Kernelspecs and runtime files of the tests stay inside the project.
 export JUPYTER_PATH := $(VENV)/share/jupyter
 
-.PHONY: demo test build venv kernelspec browser lint clean bench bench-quick soak
+.PHONY: demo test build wheel venv kernelspec browser lint clean bench bench-quick soak
 
 ## demo: build, set up .venv, install the kernelspec, execute the demo notebooks (figures and widgets counted)
 demo: kernelspec
@@ -28,8 +28,8 @@ demo: kernelspec
 	@$(PY) tools/show_notebook.py target/demo/science.ipynb
 	@$(PY) tools/count_outputs.py target/demo/science.ipynb
 
-## test: every test (format and clippy, cargo, then end-to-end through real Jupyter clients and a browser)
-test: kernelspec browser
+## test: every test (format and clippy, cargo, then end-to-end through real Jupyter clients, a browser, and the wheel in a fresh venv)
+test: kernelspec browser wheel
 	@set -o pipefail; status=0; \
 	$(MAKE) --no-print-directory lint || status=1; \
 	cargo test --release --workspace 2>&1 | tee target/cargo-test.log || status=1; \
@@ -44,6 +44,11 @@ test: kernelspec browser
 
 build:
 	cargo build --release --workspace
+
+## wheel: the Python package for `pip install` (target/wheels/rparallel-*-abi3-*.whl), built by maturin
+wheel: venv
+	$(PY) -m pip install --quiet maturin==1.16.0
+	$(PY) -m maturin build --release --out target/wheels
 
 $(VENV)/.installed: requirements.txt requirements.lock
 	$(PYTHON3) -m venv $(VENV)

@@ -30,9 +30,9 @@ GONE_TIMEOUT = 15
 
 
 def cluster_processes(rp_dir: str) -> list[int]:
-    """Live ``rparallel engine`` / ``rparallel controller`` processes that
-    belong to clusters of ``rp_dir`` (by their RPARALLEL_DIR or their
-    command line)."""
+    """Live ``rparallel engine`` / ``rparallel controller`` processes (or
+    ``python -m rparallel …`` ones) that belong to clusters of ``rp_dir``
+    (by their RPARALLEL_DIR or their command line)."""
     found = []
     marker = f"RPARALLEL_DIR={rp_dir}".encode()
     for entry in Path("/proc").iterdir():
@@ -42,9 +42,14 @@ def cluster_processes(rp_dir: str) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if len(argv) < 2 or not argv[0].endswith(b"rparallel"):
+        # `rparallel engine …`, or a pip install's `python -m rparallel engine …`
+        if argv[0].endswith(b"rparallel"):
+            subcommand = argv[1] if len(argv) > 1 else b""
+        elif argv[1:3] == [b"-m", b"rparallel"]:
+            subcommand = argv[3] if len(argv) > 3 else b""
+        else:
             continue
-        if argv[1] not in (b"engine", b"controller"):
+        if subcommand not in (b"engine", b"controller"):
             continue
         mine = any(rp_dir.encode() in a for a in argv)
         if not mine:
