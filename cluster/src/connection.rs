@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize};
 /// The only signature scheme rparallel speaks.
 const SCHEME: &str = "hmac-sha256";
 
+/// The version of the cluster protocol (`docs/cluster-protocol.md`) this
+/// build speaks; a cluster speaking another one is refused at once, not
+/// left to time out.
+pub const CLUSTER_PROTOCOL: u32 = 1;
+
 /// A controller's port (for clients or for engines) and the key that signs
 /// every message to it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -29,10 +34,22 @@ pub struct ConnectionFile {
     pub controller_pid: Option<u32>,
     #[serde(default)]
     pub cluster_id: Option<String>,
+    /// The cluster protocol of the controller that wrote the file (files
+    /// without it predate the field and speak version 1).
+    #[serde(default = "first_protocol")]
+    pub protocol: u32,
+    /// The rparallel version that wrote it, for the message when the
+    /// protocols differ.
+    #[serde(default)]
+    pub rparallel: Option<String>,
 }
 
 fn default_scheme() -> String {
     SCHEME.into()
+}
+
+fn first_protocol() -> u32 {
+    1
 }
 
 impl ConnectionFile {
@@ -52,6 +69,16 @@ impl ConnectionFile {
     fn parse(text: &[u8], path: &Path) -> anyhow::Result<Self> {
         let file: ConnectionFile = serde_json::from_slice(text)
             .with_context(|| format!("connection file {} is not valid", path.display()))?;
+        if file.protocol != CLUSTER_PROTOCOL {
+            anyhow::bail!(
+                "connection file {} is from rparallel {} (cluster protocol {}); this is rparallel {} \
+                 (protocol {CLUSTER_PROTOCOL}): start the cluster again with this version",
+                path.display(),
+                file.rparallel.as_deref().unwrap_or("(unknown version)"),
+                file.protocol,
+                env!("CARGO_PKG_VERSION"),
+            );
+        }
         if !file.key.is_empty() && file.signature_scheme != SCHEME {
             anyhow::bail!(
                 "connection file {} uses signature scheme {:?}; only {SCHEME} is supported",
@@ -100,6 +127,15 @@ mod tests {
             "signature_scheme": "hmac-md5"}"#;
         let err = ConnectionFile::parse(text, Path::new("e.json")).unwrap_err();
         assert!(err.to_string().contains("hmac-md5"), "{err}");
+        let text = br#"{"transport": "tcp", "ip": "127.0.0.1", "port": 5555, "key": "k",
+            "protocol": 99, "rparallel": "9.0.0"}"#;
+        let err = ConnectionFile::parse(text, Path::new("c.json")).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("rparallel 9.0.0 (cluster protocol 99)"),
+            "{message}"
+        );
+        assert!(message.contains("start the cluster again"), "{message}");
         let err = ConnectionFile::read(Path::new("/nonexistent/engine.json")).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
@@ -117,6 +153,8 @@ mod tests {
             signature_scheme: SCHEME.into(),
             controller_pid: Some(1),
             cluster_id: Some("c".into()),
+            protocol: CLUSTER_PROTOCOL,
+            rparallel: Some("0.1.0".into()),
         };
         file.write(&path).unwrap();
         assert_eq!(ConnectionFile::read(&path).unwrap(), file);

@@ -65,6 +65,8 @@ async fn controller(options: ControllerOptions) -> anyhow::Result<()> {
         signature_scheme: "hmac-sha256".into(),
         controller_pid: Some(me),
         cluster_id: Some(cluster_id.clone()),
+        protocol: rparallel_cluster::connection::CLUSTER_PROTOCOL,
+        rparallel: Some(env!("CARGO_PKG_VERSION").into()),
     };
     profile.write_connection_files(&file(client_port), &file(engine_port))?;
     let mut record = ClusterRecord {
