@@ -8,8 +8,14 @@ used there:
 - Ctrl-C (SIGINT to the script's process group, as a terminal sends it)
   during ``apply_sync(time.sleep, 100)`` ends it within 2 s, with the
   engines interrupted and usable after;
-- a killed script leaves no controller or engine;
+- a script that exits without stopping its cluster stops it, and a
+  killed script leaves no controller or engine;
 - ``Client()`` with no cluster says how to start one, in one line;
+  ``Client()`` connects to a cluster the package's ``rparallel cluster
+  start`` started, and refuses at once a connection file of another
+  cluster protocol;
+- in the standard ipykernel, interrupting the kernel (a notebook's stop
+  button) during a blocking call or a ``%px`` cell interrupts the engines;
 - the tutorial notebook runs through nbconvert in the standard ``python3``
   ipykernel with ``import rparallel``, and in the kernel the package's own
   ``rparallel install --sys-prefix`` wrote: both give the same engine
@@ -163,6 +169,17 @@ def test_ctrl_c_interrupts_the_engines(venv, rp_dir, tmp_path):
         proc.wait()
 
 
+def test_script_exit_stops_its_cluster(venv, rp_dir):
+    """A script that never stops its cluster: at exit the cluster stops,
+    its processes and its profile directory gone."""
+    done = script(venv, rp_dir, "import rparallel as ipp\n"
+                  "rc = ipp.Cluster(n=2).start_and_connect_sync()\n"
+                  "print(rc[:].apply_sync(lambda: 1))\n")
+    assert done.returncode == 0 and done.stdout == "[1, 1]\n", done.stdout + done.stderr
+    assert not cluster_processes(rp_dir)
+    assert not list(Path(rp_dir).glob("profile_*")), list(Path(rp_dir).iterdir())
+
+
 def test_killed_script_leaves_nothing(venv, rp_dir):
     """SIGKILL to a script that started a cluster: its controller and
     engines go too (the rp_dir fixture checks)."""
@@ -187,6 +204,88 @@ def test_client_without_cluster_says_how_to_start_one(venv, rp_dir):
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert "rparallel cluster start" in last, done.stderr
+
+
+def test_client_of_a_cli_cluster_and_another_protocol(venv, rp_dir):
+    """`rparallel cluster start` (the package's command), then `Client()`
+    in a script; a connection file of another cluster protocol is refused
+    at once, naming both versions."""
+    env = env_for(venv, rp_dir)
+    rp = str(venv / "bin" / "rparallel")
+    started = run([rp, "cluster", "start", "-n", "2", "--daemonize", "--profile", "pkg"],
+                  env=env, timeout=120)
+    assert started.returncode == 0, started.stdout + started.stderr
+    client_file = Path(rp_dir) / "profile_pkg" / "security" / "rparallel-client.json"
+    original = client_file.read_text()
+    try:
+        done = script(venv, rp_dir, "import rparallel as ipp\nrc = ipp.Client(profile='pkg')\n"
+                      "rc.wait_for_engines(2, timeout=30)\n"
+                      "print(sorted(rc.ids), rc[:].apply_sync(lambda: 6 * 7))")
+        assert done.stdout.strip() == "[0, 1] [42, 42]", done.stdout + done.stderr
+        info = json.loads(original)
+        assert info["protocol"] == 1 and info["rparallel"], info
+        client_file.write_text(json.dumps(dict(info, protocol=99, rparallel="9.0.0")))
+        asked = time.monotonic()
+        done = script(venv, rp_dir, "import rparallel as ipp\nipp.Client(profile='pkg')")
+        assert done.returncode != 0 and time.monotonic() - asked < 20, done.stdout
+        last = done.stderr.strip().splitlines()[-1]
+        assert "rparallel 9.0.0 (cluster protocol 99)" in last, done.stderr
+    finally:
+        client_file.write_text(original)
+        stopped = run([rp, "cluster", "stop", "--profile", "pkg"], env=env, timeout=60)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+
+@pytest.mark.parametrize("cell, method", [
+    ("rc[:].apply_sync(time.sleep, 100)", "apply"),
+    ("%px import time; time.sleep(100)", "execute"),
+])
+def test_stop_button_in_ipykernel_reaches_the_engines(venv, rp_dir, tmp_path, cell, method):
+    """In the standard ipykernel (its interrupt is a SIGINT to the kernel),
+    interrupting a blocking call or a `%px` cell ends it within 2.5 s with
+    each engine's KeyboardInterrupt; the engines answer at once after."""
+    from jupyter_client import KernelManager
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from kernel_helpers import drain, engine_blocks, execute, shutdown_and_check, traceback_text
+
+    spec_dir = tmp_path / "kernels" / "venv-python"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [str(venv / "bin" / "python"), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "venv", "language": "python",
+    }))
+    km = KernelManager(kernel_name="venv-python",
+                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]))
+    km.start_kernel(env=env_for(venv, rp_dir))
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    try:
+        ready = execute(kc, "import time, rparallel as ipp\n"
+                        "cluster = ipp.Cluster(n=2)\nrc = cluster.start_and_connect_sync()\n"
+                        "rc[:]['marker'] = 3", timeout=120)
+        assert ready.status == "ok", ready.summary()
+        msg_id = kc.execute(cell)
+        time.sleep(1.0)
+        sent = time.monotonic()
+        km.interrupt_kernel()
+        reply = None
+        while reply is None:
+            msg = kc.get_shell_msg(timeout=10)
+            if msg["parent_header"].get("msg_id") == msg_id:
+                reply = msg
+        assert time.monotonic() - sent < 2.5
+        assert reply["content"]["ename"] == "CompositeError", reply["content"]
+        blocks = engine_blocks(traceback_text(reply["content"]))
+        assert [(b[0], b[1]) for b in blocks] == [(0, method), (1, method)], blocks
+        assert all("KeyboardInterrupt" in b[2] for b in blocks), blocks
+        drain(kc)
+        after = execute(kc, "rc[:].pull('marker', block=True)", timeout=20)
+        assert after.result()["text/plain"] == "[3, 3]", after.summary()
+        execute(kc, "cluster.stop_cluster_sync()", timeout=60)
+    finally:
+        shutdown_and_check(km, kc)
 
 
 # --------------------------------------------------------------------------

@@ -31,6 +31,13 @@ fn main(py: Python<'_>, argv: Vec<String>) -> PyResult<u8> {
     })
 }
 
+/// Stops the clusters this process started and did not stop (at the
+/// interpreter's exit: a script that forgot leaves nothing running).
+#[pyfunction]
+fn stop_owned_clusters(py: Python<'_>) {
+    py.detach(rparallel_directview::stop_owned_clusters);
+}
+
 /// Processes started from here run `sys.executable -m rparallel`.
 fn host(py: Python<'_>) -> PyResult<()> {
     let python: std::path::PathBuf = py.import("sys")?.getattr("executable")?.extract()?;
@@ -42,5 +49,6 @@ fn host(py: Python<'_>) -> PyResult<()> {
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(install, module)?)?;
     module.add_function(wrap_pyfunction!(main, module)?)?;
+    module.add_function(wrap_pyfunction!(stop_owned_clusters, module)?)?;
     Ok(())
 }

@@ -16,7 +16,12 @@ if _sys.version_info < (3, 11):
         "rparallel needs CPython 3.11 or later; this is %d.%d"
         % _sys.version_info[:2])
 
-from rparallel._native import install as _install
+import atexit as _atexit
+
+from rparallel._native import install as _install, stop_owned_clusters as _stop_owned
 
 _install()
-del _install
+# A script that exits without stopping its clusters stops them here (a
+# killed one takes them along: they die with their parent).
+_atexit.register(_stop_owned)
+del _install, _atexit
