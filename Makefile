@@ -80,16 +80,18 @@ clean:
 	rm -rf $(VENV)
 
 ## bench: rparallel next to ipykernel / ipyparallel, measured in the same run
-bench: kernelspec
+bench: kernelspec wheel
 	$(PY) -m pip install --quiet -r bench/requirements.txt
+	$(PY) -m pip install --quiet --no-deps --force-reinstall target/wheels/rparallel-*-abi3-*.whl
 	@mkdir -p bench/results
 	$(PY) bench/kernel.py --json bench/results/kernel-$$(date +%Y%m%d-%H%M).json
 	$(PY) bench/cluster.py --json bench/results/cluster-$$(date +%Y%m%d-%H%M).json
 	$(PY) bench/scale.py --json bench/results/scale-$$(date +%Y%m%d-%H%M).json
 
 ## bench-quick: a short version for development (numbers not to be quoted)
-bench-quick: kernelspec
+bench-quick: kernelspec wheel
 	$(PY) -m pip install --quiet -r bench/requirements.txt
+	$(PY) -m pip install --quiet --no-deps --force-reinstall target/wheels/rparallel-*-abi3-*.whl
 	$(PY) bench/kernel.py --rounds 1 --cells 30
 	$(PY) bench/cluster.py --rounds 1 --quick
 	$(PY) bench/scale.py --engines 4,16 --ipp-max 4 --tasks 1000

@@ -1,4 +1,6 @@
-"""rparallel next to ipyparallel, in the same run, driven as a user drives them.
+"""rparallel next to ipyparallel, in the same run, driven as a user drives them:
+rparallel in its own kernel, the rparallel package in the standard ipykernel,
+and ipyparallel in ipykernel.
 
     .venv/bin/python bench/cluster.py [--rounds 2] [--quick] [--json FILE]
 
@@ -139,26 +141,38 @@ def main():
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     args.n, args.tasks, args.mb = (20, 500, 20) if args.quick else (100, 5000, 100)
-    systems = {"rparallel": ("rparallel", "rparallel"), "ipyparallel": ("python3", "ipyparallel")}
+    # rparallel in its own kernel; the rparallel package (`pip install`,
+    # `make bench` puts the wheel in .venv) imported in the standard
+    # ipykernel; ipyparallel in ipykernel.
+    systems = {
+        "rparallel": ("rparallel", "rparallel"),
+        "rparallel_ipykernel": ("python3", "rparallel"),
+        "ipyparallel": ("python3", "ipyparallel"),
+    }
     samples = {s: {} for s in systems}
     for _ in range(args.rounds):
         for label, (kernel, module) in systems.items():
             for key, values in run_workload(kernel, module, args).items():
                 samples[label].setdefault(key, []).extend(values)
     rows = []
-    print("%-34s %14s %10s %14s %10s %8s" % ("workload", "rparallel", "p90", "ipyparallel", "p90", "ratio"))
+    print("%-34s %14s %10s %14s %10s %14s %10s %8s %8s" % (
+        "workload", "rparallel", "p90", "rp/ipykernel", "p90", "ipyparallel", "p90", "ratio", "ratio2"))
     for key, (unit, scale, higher_better) in UNITS.items():
         row = {"workload": key, "unit": unit}
         for label in systems:
             xs = sorted(v * scale for v in samples[label].get(key, []))
             row[label + "_median"] = statistics.median(xs)
             row[label + "_p90"] = xs[max(0, -(-9 * len(xs) // 10) - 1)]
-        a, b = row["rparallel_median"], row["ipyparallel_median"]
+        a, c, b = (row["rparallel_median"], row["rparallel_ipykernel_median"],
+                   row["ipyparallel_median"])
         row["ratio"] = (a / b) if higher_better else (b / a)
+        row["ratio_ipykernel"] = (c / b) if higher_better else (b / c)
         rows.append(row)
-        print("%-34s %10.2f %-3s %10.2f %10.2f %-3s %10.2f %7.1fx" % (
-            key, a, unit[:3], row["rparallel_p90"], b, unit[:3], row["ipyparallel_p90"], row["ratio"]))
-    print("(ratio: how many times better rparallel is; medians over %d rounds%s)"
+        print("%-34s %10.2f %-3s %10.2f %10.2f %-3s %10.2f %10.2f %-3s %10.2f %7.1fx %7.1fx" % (
+            key, a, unit[:3], row["rparallel_p90"], c, unit[:3], row["rparallel_ipykernel_p90"],
+            b, unit[:3], row["ipyparallel_p90"], row["ratio"], row["ratio_ipykernel"]))
+    print("(ratio: how many times better rparallel in its kernel is than ipyparallel; ratio2: the "
+          "same for the rparallel package in ipykernel; medians over %d rounds%s)"
           % (args.rounds, ", QUICK: not to be quoted" if args.quick else ""))
     if args.json:
         with open(args.json, "w") as fh:
