@@ -339,8 +339,13 @@ async fn execute_publishes_input_output_and_result_before_its_reply() {
         .round_trip("execute_request", execute("print('hello')\n6 * 7"), vec![])
         .await;
     // No execute_input: the client that sent the code is the only reader.
-    assert_eq!(types(&got), ["stream", "execute_result", "execute_reply"]);
+    // print's two writes usually leave as one stream message; on a busy
+    // machine they may leave as two.
+    let streams = got.iter().take_while(|m| m.msg_type() == "stream").count();
+    assert!((1..=2).contains(&streams), "{:?}", types(&got));
     assert_eq!(stdout(&got), "hello\n");
+    let got = &got[streams - 1..];
+    assert_eq!(types(got), ["stream", "execute_result", "execute_reply"]);
     assert_eq!(got[1].content["data"]["text/plain"], "42");
     assert_eq!(got[1].content["execution_count"], 1);
     assert_eq!(got[2].content["status"], "ok");
