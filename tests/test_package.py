@@ -14,6 +14,8 @@ used there:
   ``Client()`` connects to a cluster the package's ``rparallel cluster
   start`` started, and refuses at once a connection file of another
   cluster protocol;
+- terminal IPython: ``%load_ext rparallel``, ``%px`` output, Ctrl-C of a
+  ``%px`` cell, nothing left after ``exit``;
 - in the standard ipykernel, interrupting the kernel (a notebook's stop
   button) during a blocking call or a ``%px`` cell interrupts the engines;
 - the tutorial notebook runs through nbconvert in the standard ``python3``
@@ -36,10 +38,23 @@ import time
 from pathlib import Path
 
 import nbformat
+import pexpect
 import pytest
+from jupyter_client import KernelManager
+from jupyter_client.kernelspec import KernelSpecManager
 
 from cluster_helpers import cluster_processes, wait_cluster_gone
-from kernel_helpers import REPO, kill_pids, strip_ansi, wait_no_process_with
+from kernel_helpers import (
+    REPO,
+    drain,
+    engine_blocks,
+    execute,
+    kill_pids,
+    shutdown_and_check,
+    strip_ansi,
+    traceback_text,
+    wait_no_process_with,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -244,11 +259,6 @@ def test_stop_button_in_ipykernel_reaches_the_engines(venv, rp_dir, tmp_path, ce
     """In the standard ipykernel (its interrupt is a SIGINT to the kernel),
     interrupting a blocking call or a `%px` cell ends it within 2.5 s with
     each engine's KeyboardInterrupt; the engines answer at once after."""
-    from jupyter_client import KernelManager
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    from kernel_helpers import drain, engine_blocks, execute, shutdown_and_check, traceback_text
-
     spec_dir = tmp_path / "kernels" / "venv-python"
     spec_dir.mkdir(parents=True)
     (spec_dir / "kernel.json").write_text(json.dumps({
@@ -286,6 +296,39 @@ def test_stop_button_in_ipykernel_reaches_the_engines(venv, rp_dir, tmp_path, ce
         execute(kc, "cluster.stop_cluster_sync()", timeout=60)
     finally:
         shutdown_and_check(km, kc)
+
+
+def test_terminal_ipython(venv, rp_dir, tmp_path):
+    """Terminal IPython (`ipython --simple-prompt` in a pty): `%load_ext
+    rparallel` registers the `%px` family, whose first use starts the
+    default cluster; `[stdout:N]` and `Out[N:k]` output; Ctrl-C of a `%px`
+    cell reaches the engines; after `exit` nothing is left."""
+    env = env_for(venv, rp_dir, TERM="dumb", IPYTHONDIR=str(tmp_path / "ipython"))
+    child = pexpect.spawn(str(venv / "bin" / "ipython"), ["--simple-prompt", "--no-banner"],
+                          env=env, encoding="utf-8", timeout=60, dimensions=(50, 200))
+    prompt = r"In \[\d+\]: "
+    try:
+        child.expect(prompt)
+        child.sendline("%load_ext rparallel")
+        child.expect(prompt)
+        child.sendline("%px import os, time; print('engine', os.getpid())")
+        child.expect(prompt, timeout=120)
+        assert re.search(r"\[stdout:0\] engine \d+", child.before), child.before
+        child.sendline("%px 6 * 7")
+        child.expect(prompt)
+        assert re.search(r"Out\[0:\d+\]: 42", strip_ansi(child.before)), child.before
+        child.sendline("%px time.sleep(100)")
+        time.sleep(1.5)
+        sent = time.monotonic()
+        child.sendintr()
+        child.expect(prompt, timeout=10)
+        assert time.monotonic() - sent < 2.5
+        assert "KeyboardInterrupt" in child.before, child.before
+        assert re.search(r"\[0:execute\]", child.before), child.before
+        child.sendline("exit")
+        child.expect(pexpect.EOF, timeout=30)
+    finally:
+        child.close(force=True)
 
 
 # --------------------------------------------------------------------------
