@@ -794,11 +794,7 @@ def test_interrupt_reaches_engines(cluster_kernel, k, call, method):
     time.sleep(1.0)
     t0 = time.monotonic()
     km.interrupt_kernel()
-    reply = None
-    while reply is None:
-        msg = k.get_shell_msg(timeout=10)
-        if msg["parent_header"].get("msg_id") == msg_id:
-            reply = msg
+    reply = get_reply(k, msg_id, timeout=10)
     assert time.monotonic() - t0 < 2.5
     assert reply["content"]["status"] == "error"
     # The engines stopped in time, so each reports its KeyboardInterrupt.

@@ -49,6 +49,7 @@ from kernel_helpers import (
     drain,
     engine_blocks,
     execute,
+    get_reply,
     kill_pids,
     shutdown_and_check,
     strip_ansi,
@@ -280,11 +281,7 @@ def test_stop_button_in_ipykernel_reaches_the_engines(venv, rp_dir, tmp_path, ce
         time.sleep(1.0)
         sent = time.monotonic()
         km.interrupt_kernel()
-        reply = None
-        while reply is None:
-            msg = kc.get_shell_msg(timeout=10)
-            if msg["parent_header"].get("msg_id") == msg_id:
-                reply = msg
+        reply = get_reply(kc, msg_id, timeout=10)
         assert time.monotonic() - sent < 2.5
         assert reply["content"]["ename"] == "CompositeError", reply["content"]
         blocks = engine_blocks(traceback_text(reply["content"]))
