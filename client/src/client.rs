@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::connection::Connection;
 use crate::request::Request;
 use crate::tracker::{State, Status, Tracker};
-use crate::wait::{wait_until, Deadline, Waited, Waiter, INTERRUPT_GRACE, SLICE};
+use crate::wait::{wait_until, Deadline, Until, Waited, Waiter, INTERRUPT_GRACE, SLICE};
 
 /// One connection to a controller, shared by a client's Python objects.
 pub struct Client {
@@ -91,7 +91,7 @@ impl Client {
     ) -> Result<Option<Value>, W::Error> {
         let msg_id = self.send_controller(msg_type, content);
         let ids = std::slice::from_ref(&msg_id);
-        let waited = self.wait(ids, Deadline::Return(timeout), waiter);
+        let waited = self.wait(ids, Deadline::Return(timeout), Until::AllDone, waiter);
         let reply = self
             .tracker()
             .lock()
@@ -121,19 +121,25 @@ impl Client {
         }
     }
 
-    /// Waits for `msg_ids` until `deadline`. An interrupt of the wait
-    /// (Ctrl-C, the notebook's stop button) and [`Deadline::Interrupt`]
-    /// pass an interrupt on to the engines still running them.
+    /// Waits for `msg_ids` until `deadline`, or as `until` says. An
+    /// interrupt of the wait (Ctrl-C, the notebook's stop button) and
+    /// [`Deadline::Interrupt`] pass an interrupt on to the engines still
+    /// running them.
     pub fn wait<W: Waiter>(
         &self,
         msg_ids: &[String],
         deadline: Deadline,
+        until: Until,
         waiter: &mut W,
     ) -> Result<Waited, W::Error> {
         let tracker = self.tracker();
         let all_done = |state: &State| Tracker::all_done(state, msg_ids);
-        match wait_until(tracker, waiter, deadline.timeout(), all_done) {
-            Ok(true) => Ok(Waited::Done),
+        let over = |state: &State| {
+            all_done(state) || (until == Until::AllDoneOrLost && Tracker::any_lost(state, msg_ids))
+        };
+        match wait_until(tracker, waiter, deadline.timeout(), over) {
+            Ok(true) if all_done(&tracker.lock()) => Ok(Waited::Done),
+            Ok(true) => Ok(Waited::Lost),
             Ok(false) => match deadline {
                 Deadline::Interrupt(after) => {
                     let running = self.running_engines(msg_ids);
@@ -186,7 +192,7 @@ impl Client {
         waiter: &mut W,
     ) -> Result<Waited, W::Error> {
         let pending = self.pending();
-        self.wait(&pending, deadline, waiter)
+        self.wait(&pending, deadline, Until::AllDone, waiter)
     }
 
     /// The msg_ids of every request not finished.
@@ -240,7 +246,12 @@ impl Client {
             .into_iter()
             .map(|(engine, ids)| self.send(engine, Request::Abort(ids)))
             .collect();
-        let waited = self.wait(&sent, Deadline::Return(INTERRUPT_GRACE), waiter);
+        let waited = self.wait(
+            &sent,
+            Deadline::Return(INTERRUPT_GRACE),
+            Until::AllDone,
+            waiter,
+        );
         self.tracker().forget(&sent);
         waited.map(|_| ())
     }

@@ -33,4 +33,4 @@ pub use request::Request;
 pub use shape::{Call, Shape};
 pub use targets::{TargetError, Targets};
 pub use tracker::{State, Status, Task, Tracker};
-pub use wait::{Deadline, Waited, Waiter, INTERRUPT_GRACE};
+pub use wait::{Deadline, Until, Waited, Waiter, INTERRUPT_GRACE};

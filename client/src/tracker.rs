@@ -180,6 +180,16 @@ impl Tracker {
         self.changed.notify_all();
     }
 
+    /// Whether the engine of one of `msg_ids` was lost before it finished.
+    pub fn any_lost(state: &State, msg_ids: &[String]) -> bool {
+        msg_ids.iter().any(|id| {
+            state
+                .tasks
+                .get(id)
+                .is_some_and(|t| matches!(t.status, Status::Failed(_)))
+        })
+    }
+
     /// Whether every one of `msg_ids` has finished.
     pub fn all_done(state: &State, msg_ids: &[String]) -> bool {
         msg_ids.iter().all(|id| {

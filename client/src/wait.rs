@@ -103,11 +103,25 @@ impl Deadline {
     }
 }
 
+/// When a wait for requests is over, besides its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Every request finished (`ar.wait()`, `%pxresult`).
+    AllDone,
+    /// Every request finished, or an engine running one of them was lost
+    /// (died, unreachable): a blocking call fails at once instead of
+    /// waiting for the others, which go on running.
+    AllDoneOrLost,
+}
+
 /// How a wait for requests ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Waited {
     /// All finished (interrupted ones with their KeyboardInterrupt).
     Done,
+    /// An engine running one of them was lost first ([`Until::AllDoneOrLost`]);
+    /// the others may still run.
+    Lost,
     /// [`Deadline::Return`] passed first.
     TimedOut,
     /// [`Deadline::Interrupt`] passed, and these engines did not stop

@@ -15,7 +15,7 @@ use rparallel_cluster::{start_cluster, ClusterOptions, StartedCluster};
 use serde_json::json;
 
 use rparallel_client::wait::wait_until;
-use rparallel_client::{Client, Deadline, Request, State};
+use rparallel_client::{Client, Deadline, Request, State, Until};
 
 use crate::client::{connect, PyClient};
 use crate::errors::{os_error, timeout_error};
@@ -177,6 +177,7 @@ impl Cluster {
             let waited = client.wait(
                 ids,
                 Deadline::Return(RESTART_TIMEOUT),
+                Until::AllDone,
                 &mut PyWaiter::new(py),
             );
             client.tracker().forget(ids);

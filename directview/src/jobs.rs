@@ -4,7 +4,7 @@
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
-use rparallel_client::{Client, Deadline, Waited};
+use rparallel_client::{Client, Deadline, Until, Waited};
 
 use crate::result::AsyncResult;
 use crate::waiting::PyWaiter;
@@ -49,7 +49,7 @@ pub fn wait_jobs(
     let waited = if ids.is_empty() {
         client.wait_all(deadline, &mut waiter)?
     } else {
-        client.wait(&ids, deadline, &mut waiter)?
+        client.wait(&ids, deadline, Until::AllDone, &mut waiter)?
     };
     Ok(waited == Waited::Done)
 }

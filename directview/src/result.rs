@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use pyo3::BoundObject;
 use rparallel_client::{
-    Call, Client, Deadline, Shape, Status, Task, Waited, Waiter, INTERRUPT_GRACE,
+    Call, Client, Deadline, Shape, Status, Task, Until, Waited, Waiter, INTERRUPT_GRACE,
 };
 use rparallel_magics::render;
 use rparallel_magics::GroupBy;
@@ -119,10 +119,12 @@ impl AsyncResult {
         &self,
         py: Python<'_>,
         deadline: Deadline,
+        until: Until,
         waiter: &mut PyWaiter<'_, '_>,
     ) -> PyResult<()> {
-        match self.client.wait(&self.msg_ids, deadline, waiter) {
+        match self.client.wait(&self.msg_ids, deadline, until, waiter) {
             Ok(Waited::Done) => Ok(()),
+            Ok(Waited::Lost) => Err(self.lost_error(py)),
             Ok(Waited::TimedOut) => Err(timeout_error(py, "Result not ready.".into())),
             Ok(Waited::StillRunning(running)) => {
                 let after = match deadline {
@@ -142,10 +144,49 @@ impl AsyncResult {
         }
     }
 
-    /// The value, waiting as `deadline` says.
+    /// The value, waiting as `deadline` says; failing as soon as an
+    /// engine working on it is lost.
     pub fn get_within(&self, py: Python<'_>, deadline: Deadline) -> PyResult<Py<PyAny>> {
-        self.wait_with(py, deadline, &mut PyWaiter::new(py))?;
+        self.wait_with(py, deadline, Until::AllDoneOrLost, &mut PyWaiter::new(py))?;
         self.values(py)
+    }
+
+    /// Whether an engine of this result was lost while others still run.
+    pub fn is_lost(&self) -> bool {
+        let state = self.client.tracker().lock();
+        rparallel_client::Tracker::any_lost(&state, &self.msg_ids)
+            && !rparallel_client::Tracker::all_done(&state, &self.msg_ids)
+    }
+
+    /// The errors of the requests whose engine was lost, as one error
+    /// ([`Waited::Lost`]); the other requests may still run.
+    fn lost_error(&self, py: Python<'_>) -> PyErr {
+        let mut failures = Vec::new();
+        for (engine, task) in self.engines.iter().zip(self.tasks()) {
+            let lost = task
+                .as_ref()
+                .is_some_and(|t| matches!(t.status, Status::Failed(_)));
+            if lost {
+                match self.outcome(py, *engine, task) {
+                    Ok(Err(e)) => failures.push(e),
+                    Ok(Ok(_)) => {}
+                    Err(e) => return e,
+                }
+            }
+        }
+        self.collected(py, failures)
+    }
+
+    /// The remote `failures` as the one error a call raises: the error
+    /// itself for a single engine, else a CompositeError.
+    fn collected(&self, py: Python<'_>, failures: Vec<Py<PyAny>>) -> PyErr {
+        let made = PyList::new(py, failures).and_then(|list| {
+            errors(py)?.call_method1("collect_exceptions", (list, self.call.method, self.single))
+        });
+        match made {
+            Ok(e) => PyErr::from_value(e),
+            Err(e) => e,
+        }
     }
 
     /// Raises the remote error(s) if any request failed; builds no values
@@ -179,10 +220,7 @@ impl AsyncResult {
             }
         }
         if !failures.is_empty() {
-            let list = PyList::new(py, failures)?;
-            let e = errors(py)?
-                .call_method1("collect_exceptions", (list, self.call.method, self.single))?;
-            return Err(PyErr::from_value(e));
+            return Err(self.collected(py, failures));
         }
         if self.call.shape.joins() {
             return Ok(helpers(py)?.call_method1("concat", (values,))?.unbind());
@@ -347,6 +385,7 @@ impl AsyncResult {
         let waited = self.client.wait(
             &self.msg_ids,
             Deadline::returning(timeout),
+            Until::AllDone,
             &mut PyWaiter::new(py),
         )?;
         Ok(waited == Waited::Done)

@@ -6,7 +6,7 @@ use std::time::Instant;
 use pyo3::exceptions::{PyIndexError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-use rparallel_client::Deadline;
+use rparallel_client::{Deadline, Until};
 use rparallel_magics::GroupBy;
 use serde_json::json;
 
@@ -232,6 +232,7 @@ impl AsyncResult {
         self.client.wait(
             std::slice::from_ref(msg_id),
             Deadline::Never,
+            Until::AllDone,
             &mut PyWaiter::new(py),
         )?;
         let task = self.client.tracker().lock().tasks.get(msg_id).cloned();

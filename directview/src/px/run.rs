@@ -1,11 +1,12 @@
 //! `%px CODE`, `%%px [options]` and `%pxresult`: submit through the view,
 //! then (when blocking) wait while showing each engine's output, show the
-//! results, and raise the engines' errors as one CompositeError.
+//! results, and raise the engines' errors as one CompositeError; `%px`
+//! fails at once when an engine is lost, `%pxresult` waits for all.
 
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use rparallel_client::Deadline;
+use rparallel_client::{Deadline, Until};
 use rparallel_magics::options::parse_result;
 use rparallel_magics::render::verbose_line;
 use rparallel_magics::{GroupBy, PxOptions, UsageError};
@@ -22,6 +23,8 @@ struct Showing {
     group: GroupBy,
     progress_after: Option<f64>,
     timeout: Option<f64>,
+    /// `%px` fails as soon as an engine is lost; `%pxresult` waits for all.
+    until: Until,
 }
 
 impl Magics {
@@ -72,6 +75,7 @@ impl Magics {
             group: options.group.unwrap_or(settings.group),
             progress_after: exec.progress_after.or(settings.progress_after),
             timeout: exec.timeout.or(settings.timeout),
+            until: Until::AllDoneOrLost,
         };
         wait_and_show(py, &result.borrow(py), &showing)?;
         Ok(py.None())
@@ -105,6 +109,7 @@ impl Magics {
             group: group.unwrap_or(self.settings(suffix).group),
             progress_after: None,
             timeout: None,
+            until: Until::AllDone,
         };
         let shown = wait_and_show(py, &result.borrow(py), &showing);
         shown
@@ -128,14 +133,23 @@ fn wait_and_show(py: Python<'_>, result: &AsyncResult, showing: &Showing) -> PyR
             .showing(relay.as_mut())
             .ticking(&mut tick)
             .announcing("%px");
-        result.wait_with(py, deadline, &mut waiter)
+        result.wait_with(py, deadline, showing.until, &mut waiter)
     };
     progress.finish(py, result)?;
-    waited?;
+    // An engine lost while the others still run: what arrived is shown,
+    // then the lost engines' error is raised (`%pxresult` waits for all).
+    let lost = match waited {
+        Ok(()) => None,
+        Err(e) if result.is_lost() => Some(e),
+        Err(e) => return Err(e),
+    };
     if showing.stream {
         result.show_results(py)?;
     } else {
         result.show_outputs(py, showing.group)?;
     }
-    result.raise_errors(py)
+    match lost {
+        Some(e) => Err(e),
+        None => result.raise_errors(py),
+    }
 }
