@@ -399,15 +399,16 @@ def test_engine_killed_during_blocking_px(cluster):
     run(kc, "assert rc.ids == [0, 2], rc.ids\nassert rc[:].apply_sync(lambda: 1) == [1, 1]\n")
 
 
-@pytest.mark.parametrize("kind", ["px", "map_sync"])
-def test_engine_killed_then_interrupt(cluster, kind):
-    """All 3 engines sleep 30 s in a blocking call — ``%%px --no-stream``
-    (each printing ``before`` first) or ``dview.map_sync(nap, [30] * 3)`` —
-    one is killed, then the kernel is interrupted: the cell ends within
-    2.5 s of the interrupt with an EngineError block for the dead engine
-    and a KeyboardInterrupt block for each survivor; with ``%%px``, the
-    dead engine's ``before`` (printed before it died, never streamed) is
-    shown; the survivors' namespaces are intact."""
+@pytest.mark.parametrize("kind", ["px", "px-stream", "map_sync"])
+def test_engine_killed_fails_the_call_at_once(cluster, kind):
+    """Fail fast: all 3 engines work in a blocking call — ``%%px
+    --no-stream`` or ``%px`` (each printing ``before`` first), or
+    ``dview.map_sync(nap, [4] * 3)`` — and one is killed: the call ends within 2 s of the kill,
+    not when the others finish, with one EngineError block for the dead
+    engine (signal 9); with ``%%px``, what every engine printed so far is
+    shown. The others go on: ``%pxresult`` then waits for them and shows
+    their outputs with the dead engine's error; their namespaces are
+    intact."""
     c = cluster(3)
     fk = cluster.kernel
     kc = fk.kc
@@ -420,37 +421,47 @@ def test_engine_killed_then_interrupt(cluster, kind):
             "import time, os\n"
             "print('before', flush=True)\n"
             f"{started}\n"
-            "time.sleep(30)\n"
+            "time.sleep(4)\n"
+            "print('after', flush=True)\n"
         )
+    elif kind == "px-stream":
+        code = f"%px import time, os; print('before', flush=True); {started}; time.sleep(4)"
     else:
         code = (
             "def nap(t):\n"
             "    import os, time\n"
             f"    {started}\n"
             "    time.sleep(t)\n"
-            "dview.map_sync(nap, [30] * 3)\n"
+            "dview.map_sync(nap, [4] * 3)\n"
         )
     ex = start_cell(kc, code)
     for pid in c.pids.values():
         wait_for_file(marks / f"started-{pid}", timeout=15)
     time.sleep(0.5)  # the flushed line leaves the engine
-    kill9(c.pids[2])
-    time.sleep(1.0)
-    t0 = time.monotonic()
-    fk.km.interrupt_kernel()
+    killed_at = kill9(c.pids[2])
     finish_cell(kc, ex, timeout=30)
-    took = ex.idle_at - t0
-    report(f"interrupt of {kind} with one engine dead -> cell end", took)
+    took = ex.idle_at - killed_at
+    report(f"engine death during a blocking {kind} with the others busy -> call fails", took)
     assert ex.status == "error", ex.summary()
     tb = traceback_text(ex.error())
     blocks = engine_blocks(tb)
-    assert [b[0] for b in blocks] == [0, 1, 2], tb
-    assert "KeyboardInterrupt" in blocks[0][2] and "KeyboardInterrupt" in blocks[1][2], tb
-    assert "EngineError" in blocks[2][2] and "signal 9" in blocks[2][2], tb
+    assert [b[0] for b in blocks] == [2], tb
+    assert "EngineError" in blocks[0][2] and "signal 9" in blocks[0][2], tb
+    assert took < DEATH_DEADLINE, f"the call failed {took:.2f}s after the kill"
+    if kind == "px-stream":
+        # streamed live while it waited
+        assert sorted(ex.stdout.splitlines()) == [f"[stdout:{n}] before" for n in c.ids], ex.stdout
     if kind == "px":
-        # grouped after the end (--no-stream): the dead engine's line is kept
+        # what each engine printed before the failure, grouped (--no-stream)
         assert ex.stdout.splitlines() == [f"[stdout:{n}] before" for n in c.ids], ex.stdout
-    assert took < 2.5, f"the cell ended {took:.2f}s after the interrupt"
+        ex = execute(kc, "%pxresult", timeout=30)
+        assert ex.status == "error", ex.summary()
+        blocks = engine_blocks(traceback_text(ex.error()))
+        assert [b[0] for b in blocks] == [2], blocks
+        # the survivors finished: their whole output, the dead engine's line
+        assert ex.stdout == (
+            "[stdout:0]\nbefore\nafter\n[stdout:1]\nbefore\nafter\n[stdout:2] before\n"
+        ), ex.stdout
     run(
         kc,
         f"assert rc[:].pull('marker', block=True) == [{c.pids[0]}, {c.pids[1]}]\n"
