@@ -375,6 +375,23 @@ def test_no_such_engine(k, healthy, call, needle):
     healthy()
 
 
+@pytest.mark.parametrize(
+    "call, kind, needle",
+    [
+        ("ipp.Cluster(n=1, engines='ssh')", "ValueError", "engines='ssh'"),
+        ("ipp.Cluster(n=1, hosts=['node1'])", "ValueError", "hosts="),
+        ("ipp.Cluster(n=1, bogus=1)", "TypeError", "'bogus'"),
+    ],
+)
+def test_cluster_refuses_what_it_cannot_do(k, healthy, call, kind, needle):
+    """A launcher this version lacks, hosts without one, or an unknown
+    option: a clear error when the Cluster is made, never local engines
+    instead of the ones asked for."""
+    out = report(k, f"_report(lambda: {call})")
+    assert_fails(out, types=(kind,), contains=(needle,))
+    healthy()
+
+
 def test_setting_view_targets_to_a_missing_engine(k, healthy):
     """Either refused when set or a clear error when used; never a hang."""
     out = report(k, "v = rc[:]\n_report(lambda: setattr(v, 'targets', [0, 99]))")

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{IntoPyDict, PyDict};
 use rparallel_cluster::Profile;
@@ -44,24 +44,45 @@ pub struct Cluster {
     control: Mutex<Option<Arc<Client>>>,
 }
 
+/// The `**options` `Cluster()` takes (ipyparallel's names).
+const OPTIONS: [&str; 3] = ["engine_timeout", "heartbeat_timeout", "restart_engines"];
+
 /// How long restarted engines get to stop and to register.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[pymethods]
 impl Cluster {
     #[new]
-    #[pyo3(signature = (n=None, profile=None, launcher="local", **options))]
+    #[pyo3(signature = (n=None, profile=None, engines="local", hosts=None, **options))]
     fn new(
         py: Python<'_>,
         n: Option<usize>,
         profile: Option<String>,
-        launcher: &str,
+        engines: &str,
+        hosts: Option<&Bound<'_, PyAny>>,
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
-        if launcher != "local" {
-            return Err(PyRuntimeError::new_err(format!(
-                "launcher {launcher:?} is not available yet; use 'local'"
+        if engines != "local" {
+            return Err(PyValueError::new_err(format!(
+                "engines='{engines}': this version of rparallel starts only local \
+                 engines (engines='local'); ssh, mpi and slurm are not built yet"
             )));
+        }
+        if hosts.is_some_and(|h| !h.is_none()) {
+            return Err(PyValueError::new_err(
+                "hosts= is for engines on other hosts, which this version cannot start yet",
+            ));
+        }
+        if let Some(options) = options {
+            for key in options.keys() {
+                let key: String = key.extract()?;
+                if !OPTIONS.contains(&key.as_str()) {
+                    return Err(PyTypeError::new_err(format!(
+                        "Cluster() got an unknown option '{key}' (options: {})",
+                        OPTIONS.join(", ")
+                    )));
+                }
+            }
         }
         let n = n.unwrap_or_else(rparallel_cluster::process::default_engines);
         let ephemeral = profile.is_none();
