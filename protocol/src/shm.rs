@@ -4,8 +4,9 @@
 //! few bytes of metadata instead of the array. Which buffers moved, and
 //! where, is listed in the message's metadata, which is signed.
 //!
-//! Peers compare [`host_id`]s (host name and boot id) to know they share
-//! `/dev/shm`; `RPARALLEL_SHM=0` turns the path off.
+//! Peers compare [`host_id`]s (host name, boot id and the `/dev/shm`
+//! filesystem) to know they share `/dev/shm`; `RPARALLEL_SHM=0` turns the
+//! path off.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -31,17 +32,30 @@ const KEY: &str = "rparallel_shm";
 /// host answers through shared memory too.
 pub const HOST_KEY: &str = "rparallel_host";
 
-/// This host as peers compare it: host name and boot id.
+/// This host as peers compare it: host name, boot id, and the `/dev/shm`
+/// filesystem itself (its device and inode), so processes that share a
+/// kernel but not `/dev/shm` (containers, a lab's network namespaces with
+/// private mounts) never count as one host.
 pub fn host_id() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
     ID.get_or_init(|| {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
         format!(
-            "{}/{}",
+            "{}/{}/{}",
             read("/proc/sys/kernel/hostname").trim(),
-            read("/proc/sys/kernel/random/boot_id").trim()
+            read("/proc/sys/kernel/random/boot_id").trim(),
+            shm_identity()
         )
     })
+}
+
+/// `device:inode` of `/dev/shm` as this process sees it.
+fn shm_identity() -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(DIR) {
+        Ok(m) => format!("{}:{}", m.dev(), m.ino()),
+        Err(_) => "-".into(),
+    }
 }
 
 /// Whether this process may use shared memory at all.
@@ -310,8 +324,15 @@ mod tests {
     }
 
     #[test]
-    fn host_ids_name_host_and_boot() {
-        assert!(host_id().contains('/'));
+    fn host_ids_name_host_boot_and_shm() {
+        use std::os::unix::fs::MetadataExt;
+        let shm = std::fs::metadata(DIR).unwrap();
+        let parts: Vec<&str> = host_id().split('/').collect();
+        assert_eq!(parts.len(), 3, "{}", host_id());
+        assert_eq!(parts[2], format!("{}:{}", shm.dev(), shm.ino()));
+        // The same host name and boot, another /dev/shm: not this host.
+        let other = format!("{}/{}/0:0", parts[0], parts[1]);
+        assert!(!is_local(Some(&other)));
         assert!(!is_local(Some("elsewhere/0")));
         assert!(!is_local(None));
     }
