@@ -415,6 +415,18 @@ def traceback_text(error_content: dict[str, Any]) -> str:
     return strip_ansi("\n".join(error_content.get("traceback", [])))
 
 
+def interrupt_running(km, kc, code: str, after: float = 1.0, timeout: float = 10):
+    """Sends ``code``, interrupts the kernel ``after`` seconds later (as a
+    frontend's stop button does); returns the cell's reply and the seconds
+    from the interrupt to it."""
+    msg_id = kc.execute(code)
+    time.sleep(after)
+    sent = time.monotonic()
+    km.interrupt_kernel()
+    reply = get_reply(kc, msg_id, timeout=timeout)
+    return reply, time.monotonic() - sent
+
+
 def kernel_pid(km) -> int:
     """The pid of the process jupyter_client launched for the kernel."""
     prov = km.provisioner

@@ -43,6 +43,7 @@ from kernel_helpers import (
     execute_error,
     execute_ok,
     get_reply,
+    interrupt_running,
     kill_pids,
     pid_alive,
     shutdown_and_check,
@@ -790,12 +791,8 @@ def test_interrupt_reaches_engines(cluster_kernel, k, call, method):
     KeyboardInterrupt, and the engines answer at once after, state intact."""
     km = cluster_kernel[0]
     run(k, "dview['marker'] = 11")
-    msg_id = k.execute(call)
-    time.sleep(1.0)
-    t0 = time.monotonic()
-    km.interrupt_kernel()
-    reply = get_reply(k, msg_id, timeout=10)
-    assert time.monotonic() - t0 < 2.5
+    reply, took = interrupt_running(km, k, call)
+    assert took < 2.5, took
     assert reply["content"]["status"] == "error"
     # The engines stopped in time, so each reports its KeyboardInterrupt.
     assert reply["content"]["ename"] == "CompositeError", reply["content"]
