@@ -378,15 +378,20 @@ def test_no_such_engine(k, healthy, call, needle):
 @pytest.mark.parametrize(
     "call, kind, needle",
     [
-        ("ipp.Cluster(n=1, engines='ssh')", "ValueError", "engines='ssh'"),
-        ("ipp.Cluster(n=1, hosts=['node1'])", "ValueError", "hosts="),
+        ("ipp.Cluster(n=1, engines='pbs')", "ValueError", 'unknown engine launcher "pbs"'),
+        ("ipp.Cluster(n=1, hosts=['node1'])", "ValueError", "hosts are for engines on other hosts"),
+        ("ipp.Cluster(engines='ssh')", "ValueError", "the ssh launcher needs hosts"),
+        ("ipp.Cluster(n=3, engines='ssh', hosts={'a': 2, 'b': 2})", "ValueError", "give -n 4"),
+        ("ipp.Cluster(n=1, engines='ssh', hosts='a:0')", "ValueError", "bad engine count"),
+        ("ipp.Cluster(n=1, engines='mpi', slurm_args=['-p', 'x'])", "ValueError", "slurm_args are for"),
         ("ipp.Cluster(n=1, bogus=1)", "TypeError", "'bogus'"),
     ],
 )
 def test_cluster_refuses_what_it_cannot_do(k, healthy, call, kind, needle):
-    """A launcher this version lacks, hosts without one, or an unknown
-    option: a clear error when the Cluster is made, never local engines
-    instead of the ones asked for."""
+    """A launcher rparallel lacks, hosts without a launcher that uses them,
+    counts that disagree, options of another launcher, an unknown option:
+    a clear error when the Cluster is made, never local engines instead of
+    the ones asked for."""
     out = report(k, f"_report(lambda: {call})")
     assert_fails(out, types=(kind,), contains=(needle,))
     healthy()

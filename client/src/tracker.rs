@@ -123,9 +123,19 @@ impl Tracker {
                 if message.msg_type() == "engine_registered" {
                     state.engines.insert(id, message.content.clone());
                 } else {
-                    state.engines.remove(&id);
-                    let reason = message.content["reason"].as_str().unwrap_or("unknown");
-                    fail_engine_tasks(&mut state, id, reason, &self.in_flight);
+                    let info = state.engines.remove(&id);
+                    let mut reason = message.content["reason"]
+                        .as_str()
+                        .unwrap_or("unknown")
+                        .to_string();
+                    // An engine on another host is named with its host:
+                    // that is where to look.
+                    if let Some(host) = info.as_ref().and_then(|i| i["hostname"].as_str()) {
+                        if host != rparallel_cluster::process::hostname() {
+                            reason.push_str(&format!(" on host {host}"));
+                        }
+                    }
+                    fail_engine_tasks(&mut state, id, &reason, &self.in_flight);
                     state.tasks.retain(|_, t| !t.orphan);
                 }
             }

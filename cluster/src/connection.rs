@@ -66,7 +66,21 @@ impl ConnectionFile {
         Self::parse(&text, path)
     }
 
-    fn parse(text: &[u8], path: &Path) -> anyhow::Result<Self> {
+    /// Reads the file from this process's stdin (`--file -`): how a
+    /// launcher hands it to engines on another host without writing the
+    /// key to their disk or putting it on a command line.
+    pub fn read_stdin() -> anyhow::Result<Self> {
+        use std::io::Read;
+        let mut text = Vec::new();
+        std::io::stdin()
+            .lock()
+            .read_to_end(&mut text)
+            .context("cannot read the connection file from stdin")?;
+        Self::parse(&text, Path::new("<stdin>"))
+    }
+
+    /// Parses a connection file's text (`path` names it in errors).
+    pub fn parse(text: &[u8], path: &Path) -> anyhow::Result<Self> {
         let file: ConnectionFile = serde_json::from_slice(text)
             .with_context(|| format!("connection file {} is not valid", path.display()))?;
         if file.protocol != CLUSTER_PROTOCOL {

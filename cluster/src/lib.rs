@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //!
+//! - [`launch`]: how engines are started ([`LaunchSpec`]: local, ssh, mpi,
+//!   slurm; hosts) and how each launch is going ([`LaunchProgress`]).
 //! - [`connection`]: [`ConnectionFile`], how to reach a controller (its
 //!   address and key), written for clients and for engines, mode 0600.
 //! - [`profile`]: profile directories (`$RPARALLEL_DIR/profile_<name>`),
@@ -15,10 +17,12 @@
 //!   exit reasons, dying with the parent, the host's name).
 
 pub mod connection;
+pub mod launch;
 pub mod lifecycle;
 pub mod process;
 pub mod profile;
 
 pub use connection::ConnectionFile;
+pub use launch::{HostSlots, LaunchProgress, LaunchSpec, LauncherKind};
 pub use lifecycle::{start_cluster, ClusterOptions, StartedCluster};
 pub use profile::{ClusterRecord, Profile};

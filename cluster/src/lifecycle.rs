@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::launch::{controller_addresses, LaunchProgress, LaunchSpec};
 use crate::process::{describe_exit, die_with_parent, process_alive, Program};
-use crate::profile::Profile;
+use crate::profile::{ClusterRecord, Profile};
 
 /// Options of `rparallel cluster start` and `rparallel.Cluster`.
 #[derive(Debug, Clone)]
@@ -20,7 +21,13 @@ pub struct ClusterOptions {
     pub profile: Option<String>,
     pub engines: usize,
     pub python: PathBuf,
-    pub ip: String,
+    /// The address to bind (None: loopback, or for engines on other hosts
+    /// this host's address; see `controller_addresses`).
+    pub ip: Option<String>,
+    /// The address engines and clients dial, when not `ip`.
+    pub location: Option<String>,
+    /// How engines are started: local processes, ssh, mpiexec, Slurm.
+    pub launch: LaunchSpec,
     /// Leave the cluster running after this process exits.
     pub daemonize: bool,
     /// How long to wait for the engines to register.
@@ -43,12 +50,24 @@ pub struct StartedCluster {
     pub controller_pid: u32,
     /// The controller, when it is our child (not daemonized).
     pub child: Option<Child>,
+    /// The record as it stood when all engines had registered.
+    pub record: Option<ClusterRecord>,
     ephemeral: bool,
 }
 
 /// Starts a controller with local engines and waits until they are all
 /// registered. Not daemonized, the controller dies with this process.
 pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster> {
+    // What can be checked here fails here, in one clear message, rather
+    // than in the controller's log.
+    let launch = &options.launch;
+    launch.validate()?;
+    launch.kind.check_tool()?;
+    if !launch.hosts.is_empty() {
+        launch.plan(options.engines)?;
+    }
+    let (ip, location) =
+        controller_addresses(launch, options.ip.as_deref(), options.location.as_deref())?;
     let profile = Profile::new(options.profile.as_deref())?;
     profile.create()?;
     profile.refuse_if_running(None)?;
@@ -57,7 +76,12 @@ pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster>
         .arg("--profile")
         .arg(&profile.name)
         .arg("--ip")
-        .arg(&options.ip)
+        .arg(&ip);
+    if let Some(location) = &location {
+        command.arg("--location").arg(location);
+    }
+    command.args(launch.args());
+    command
         .arg("-n")
         .arg(options.engines.to_string())
         .arg("--python")
@@ -98,10 +122,10 @@ pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster>
     let mut child = command.spawn().context("cannot start the controller")?;
     let pid = child.id();
     let started = Instant::now();
-    let show_progress = std::io::stderr().is_terminal();
-    let mut shown = usize::MAX;
-    loop {
+    let mut progress = Progress::new(options.engines);
+    let record = loop {
         if let Some(status) = child.try_wait()? {
+            progress.finish();
             let mut message = format!(
                 "the controller exited during start-up ({})",
                 describe_exit(status)
@@ -113,49 +137,148 @@ pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster>
             }
             bail!(message);
         }
-        let alive = profile
-            .read_record()
-            .filter(|r| r.controller_pid == pid)
-            .map(|r| r.engines_alive)
-            .unwrap_or(0);
-        if show_progress && alive != shown {
-            eprint!(
-                "\rwaiting for engines: {alive}/{} registered",
-                options.engines
-            );
-            let _ = std::io::stderr().flush();
-            shown = alive;
-        }
+        let record = profile.read_record().filter(|r| r.controller_pid == pid);
+        let alive = record.as_ref().map(|r| r.engines_alive).unwrap_or(0);
+        let launches = record
+            .as_ref()
+            .map(|r| r.launches.as_slice())
+            .unwrap_or(&[]);
+        progress.show(alive, launches);
         if alive >= options.engines {
-            if show_progress {
-                eprintln!();
-            }
-            break;
+            progress.finish();
+            break record;
         }
-        if started.elapsed() > options.timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            profile.remove_files();
-            if show_progress {
-                eprintln!();
+        let failed: Vec<&LaunchProgress> = launches
+            .iter()
+            .filter(|l| l.ended.is_some() && l.registered < l.expected_total())
+            .collect();
+        let timed_out = started.elapsed() > options.timeout;
+        if !failed.is_empty() || timed_out {
+            progress.finish();
+            let _ = stop_controller(&profile, pid, Some(&mut child));
+            let mut message = if timed_out {
+                format!(
+                    "timed out after {:.0?} waiting for {} engines to register ({alive} did)",
+                    options.timeout, options.engines
+                )
+            } else {
+                format!(
+                    "engines could not start ({alive} of {} registered)",
+                    options.engines
+                )
+            };
+            let waiting = launches
+                .iter()
+                .filter(|l| l.registered < l.expected_total());
+            for launch in if failed.is_empty() {
+                waiting.collect()
+            } else {
+                failed
+            } {
+                message.push_str("\n  ");
+                message.push_str(&launch.failure());
             }
-            bail!(
-                "timed out after {:.0?} waiting for {} engines to register ({alive} did)",
-                options.timeout,
-                options.engines
-            );
+            bail!(message);
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
     Ok(StartedCluster {
         profile,
         controller_pid: pid,
         child: if options.daemonize { None } else { Some(child) },
+        record,
         ephemeral: options.ephemeral,
     })
 }
 
+/// The progress bar on a terminal while engines register:
+/// `engines [########        ] 2/4  node1 2/2  node2 0/2`.
+struct Progress {
+    total: usize,
+    shown: Option<String>,
+    terminal: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Progress {
+            total,
+            shown: None,
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&mut self, alive: usize, launches: &[LaunchProgress]) {
+        if !self.terminal {
+            return;
+        }
+        const WIDTH: usize = 24;
+        let done = (alive.min(self.total) * WIDTH) / self.total.max(1);
+        let mut line = format!(
+            "engines [{}{}] {alive}/{}",
+            "#".repeat(done),
+            " ".repeat(WIDTH - done),
+            self.total
+        );
+        for launch in launches.iter().filter(|l| l.ended.is_none()) {
+            line.push_str(&format!(
+                "  {} {}/{}",
+                launch.label,
+                launch.registered,
+                launch.expected_total()
+            ));
+            if let Some(state) = launch
+                .state
+                .as_deref()
+                .filter(|s| !s.starts_with("RUNNING"))
+            {
+                line.push_str(&format!(" ({state})"));
+            }
+        }
+        if self.shown.as_deref() != Some(line.as_str()) {
+            eprint!("\r{line}\x1b[K");
+            let _ = std::io::stderr().flush();
+            self.shown = Some(line);
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.shown.take().is_some() {
+            eprintln!();
+        }
+    }
+}
+
 impl StartedCluster {
+    /// What `cluster start` prints once the engines are in: the cluster,
+    /// where its controller listens, and where its engines run.
+    pub fn describe(&self, engines: usize) -> String {
+        let mut text = format!(
+            "Cluster {} ready: {engines} engines (controller pid {})",
+            self.profile.name, self.controller_pid
+        );
+        let Some(record) = &self.record else {
+            return text;
+        };
+        if let Some(listening) = &record.listening {
+            text.push_str(&format!("\nController listening on {listening}"));
+        }
+        let mut hosts: std::collections::BTreeMap<&str, usize> = Default::default();
+        for launch in &record.launches {
+            for (host, n) in &launch.registered_hosts {
+                *hosts.entry(host).or_default() += n;
+            }
+        }
+        if !hosts.is_empty() {
+            let list: Vec<String> = hosts.iter().map(|(h, n)| format!("{h}: {n}")).collect();
+            text.push_str(&format!("\nEngines on {}", list.join(", ")));
+        }
+        for job in record.launches.iter().filter_map(|l| l.job_id.as_deref()) {
+            text.push_str(&format!("\nSlurm job {job}"));
+        }
+        text
+    }
+
     /// Whether the controller is still running.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {

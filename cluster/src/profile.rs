@@ -26,6 +26,12 @@ pub struct ClusterRecord {
     /// Engines registered and alive now.
     pub engines_alive: usize,
     pub started: String,
+    /// Where the controller listens: `ip` (clients' port, engines' port).
+    #[serde(default)]
+    pub listening: Option<String>,
+    /// How each launch of engines is going (empty for local engines).
+    #[serde(default)]
+    pub launches: Vec<crate::launch::LaunchProgress>,
 }
 
 /// How private profile names start: `cluster-<owner pid>-<random>`.

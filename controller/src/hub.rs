@@ -5,7 +5,7 @@
 //! shutdown) are answered here. Routed messages are verified and forwarded
 //! frame for frame: no JSON parsing, no copies of buffers.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,9 +14,18 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use zeromq::{RouterRecvHalf, RouterSendHalf, SocketRecv, SocketSend, ZmqMessage};
 
-use crate::events::HubEvent;
-use crate::launcher::LocalEngines;
+use rparallel_cluster::LaunchProgress;
+
+use crate::events::{HubEvent, LaunchNews};
+use crate::launch::{Batch, Launcher};
 use crate::registry::{Registration, Registry};
+
+/// Called with the number of live engines and the launches' progress.
+pub type OnChange = Box<dyn FnMut(usize, &[LaunchProgress]) + Send>;
+
+/// Lines of a launch's stderr kept for the message when engines never
+/// arrive.
+const STDERR_LINES: usize = 12;
 
 /// The prefix of the routing frame a client puts before a request for an engine.
 pub const ENGINE_ROUTE_PREFIX: &[u8] = b"engine:";
@@ -32,7 +41,6 @@ const ENGINE_STOPPED: &str = "engine stopped";
 pub struct HubConfig {
     pub heartbeat_period: Duration,
     pub heartbeat_timeout: Duration,
-    pub hostname: String,
     /// Replace a local engine whose process dies abnormally.
     pub restart_engines: bool,
 }
@@ -53,10 +61,13 @@ pub struct Hub {
     clients: HashSet<Bytes>,
     client_tx: RouterSendHalf,
     engine_tx: RouterSendHalf,
-    /// Called with the number of live engines whenever it changes.
-    on_change: Box<dyn FnMut(usize) + Send>,
-    /// Starts engines on this host (None: engines come from elsewhere).
-    local: Option<LocalEngines>,
+    /// Called with the number of live engines and the launches' progress
+    /// whenever either changes.
+    on_change: OnChange,
+    /// Starts engines (None: engines come from elsewhere).
+    launcher: Option<Launcher>,
+    /// Every launch so far, by id (`--launch` of its engines).
+    launches: BTreeMap<String, LaunchProgress>,
     /// Set once the whole cluster is stopping: nothing is restarted then.
     stopping: bool,
 }
@@ -67,7 +78,7 @@ impl Hub {
         config: HubConfig,
         client_tx: RouterSendHalf,
         engine_tx: RouterSendHalf,
-        on_change: Box<dyn FnMut(usize) + Send>,
+        on_change: OnChange,
     ) -> Self {
         Hub {
             session,
@@ -77,16 +88,38 @@ impl Hub {
             client_tx,
             engine_tx,
             on_change,
-            local: None,
+            launcher: None,
+            launches: BTreeMap::new(),
             stopping: false,
         }
     }
 
-    /// Lets clients start engines on this host, and replaces dead ones
-    /// when [`HubConfig::restart_engines`] is set.
-    pub fn with_local_engines(mut self, local: LocalEngines) -> Self {
-        self.local = Some(local);
-        self
+    /// Starts engines through `launcher`: `count` now, more when clients
+    /// ask, and replacements for dead ones when
+    /// [`HubConfig::restart_engines`] is set.
+    pub async fn with_launcher(mut self, launcher: Launcher, count: usize) -> anyhow::Result<Self> {
+        self.launcher = Some(launcher);
+        if let Err(e) = self.launch(count, Batch::First) {
+            if let Some(launcher) = self.launcher.as_mut() {
+                launcher.stop().await;
+            }
+            return Err(e);
+        }
+        Ok(self)
+    }
+
+    /// Tells whoever watches the record how things stand.
+    fn changed(&mut self) {
+        let launches: Vec<LaunchProgress> = self.launches.values().cloned().collect();
+        (self.on_change)(self.registry.len(), &launches);
+    }
+
+    async fn stop_everything(&mut self) {
+        self.stopping = true;
+        self.shutdown_engines().await;
+        if let Some(launcher) = self.launcher.as_mut() {
+            launcher.stop().await;
+        }
     }
 
     pub async fn run(
@@ -102,8 +135,7 @@ impl Hub {
                 received = client_rx.recv() => match received {
                     Ok(message) => {
                         if self.on_client_message(message).await {
-                            self.stopping = true;
-                            self.shutdown_engines().await;
+                            self.stop_everything().await;
                             return HubExit::ShutdownRequested;
                         }
                     }
@@ -114,12 +146,12 @@ impl Hub {
                     Err(e) => tracing::debug!("engine socket: {e}"),
                 },
                 event = events.recv() => match event {
-                    Some(HubEvent::ProcessExited { pid, reason, clean }) => {
-                        self.process_exited(pid, &reason, clean).await;
+                    Some(HubEvent::ProcessExited { hostname, pid, reason, clean }) => {
+                        self.process_exited(&hostname, pid, &reason, clean).await;
                     }
+                    Some(HubEvent::Launch { launch, news }) => self.launch_news(&launch, news).await,
                     Some(HubEvent::Stop) | None => {
-                        self.stopping = true;
-                        self.shutdown_engines().await;
+                        self.stop_everything().await;
                         return HubExit::Stopped;
                     }
                 },
@@ -263,8 +295,15 @@ impl Hub {
                     .map(|e| e.describe())
                     .unwrap_or_default();
                 tracing::info!("engine {id} registered: {info}");
+                if let Some(progress) = registration.launch.and_then(|l| self.launches.get_mut(l)) {
+                    progress.registered += 1;
+                    *progress
+                        .registered_hosts
+                        .entry(registration.hostname.to_string())
+                        .or_default() += 1;
+                }
                 self.notify_clients("engine_registered", info).await;
-                (self.on_change)(self.registry.len());
+                self.changed();
             }
             "heartbeat" if known => {
                 self.reply_engine(&request, "heartbeat_reply", json!({}))
@@ -284,40 +323,105 @@ impl Hub {
         }
     }
 
-    /// A local engine process ended. A registered engine that ended
+    /// An engine process ended. A registered engine that ended
     /// abnormally is replaced when restarts are on; one that died before
     /// registering is not (its replacement would most likely die the same
     /// way: a broken environment, not a one-off kill).
-    async fn process_exited(&mut self, pid: u32, reason: &str, clean: bool) {
-        let hostname = self.config.hostname.clone();
-        let Some(id) = self.registry.find_local_pid(pid, &hostname) else {
+    async fn process_exited(&mut self, hostname: &str, pid: u32, reason: &str, clean: bool) {
+        let Some(id) = self.registry.find_pid(pid, hostname) else {
             if !clean {
-                tracing::warn!("engine process {pid} exited before registering ({reason})");
+                tracing::warn!(
+                    "engine process {pid} on {hostname} exited before registering ({reason})"
+                );
             }
             return;
         };
         self.engine_died(id, reason).await;
-        if self.config.restart_engines && !clean && !self.stopping {
-            let started = self.start_engines(1);
-            tracing::info!("engine {id} replaced: {started}");
+        if !clean {
+            self.replace(1);
         }
     }
 
-    /// Starts `count` local engines: the reply content for the client.
+    /// Starts `count` engines in place of dead ones, when restarts are on.
+    fn replace(&mut self, count: usize) {
+        if self.config.restart_engines && !self.stopping && count > 0 {
+            let started = self.start_engines(count);
+            tracing::info!("replacing {count} engines: {started}");
+        }
+    }
+
+    /// News of a launch: its output is kept (the tail), its end fails its
+    /// engines at once.
+    async fn launch_news(&mut self, launch: &str, news: LaunchNews) {
+        let Some(progress) = self.launches.get_mut(launch) else {
+            return;
+        };
+        let waiting = progress.registered < progress.expected_total();
+        match news {
+            LaunchNews::Output(line) => {
+                progress.stderr.push(line);
+                let extra = progress.stderr.len().saturating_sub(STDERR_LINES);
+                progress.stderr.drain(..extra);
+                if !waiting {
+                    return;
+                }
+            }
+            LaunchNews::Job(job) => {
+                progress.label = format!("slurm job {job}");
+                progress.job_id = Some(job);
+            }
+            LaunchNews::State(state) => progress.state = Some(state),
+            LaunchNews::Ended(reason) => {
+                let mut why = reason.clone();
+                if let Some(last) = progress.stderr.last() {
+                    why.push_str(&format!(": {last}"));
+                }
+                progress.ended = Some(reason);
+                let engines = self.registry.of_launch(launch);
+                let lost = engines.len();
+                for id in engines {
+                    self.engine_died(id, &why).await;
+                }
+                if lost > 0 {
+                    self.replace(lost);
+                }
+            }
+        }
+        self.changed();
+    }
+
+    /// Starts `count` engines: the reply content for the client.
     fn start_engines(&mut self, count: usize) -> Value {
-        let Some(local) = &self.local else {
+        if self.launcher.is_none() {
             return json!({
                 "status": "error",
                 "reason": "this controller starts no engines of its own",
             });
-        };
+        }
         if self.stopping {
             return json!({ "status": "error", "reason": "the cluster is stopping" });
         }
-        match local.start(count) {
+        match self.launch(count, Batch::More) {
             Ok(pids) => json!({ "status": "ok", "pids": pids }),
-            Err(e) => json!({ "status": "error", "reason": format!("cannot start engines: {e}") }),
+            Err(e) => {
+                json!({ "status": "error", "reason": format!("cannot start engines: {e:#}") })
+            }
         }
+    }
+
+    /// Starts `count` engines through the launcher; the local ones' pids.
+    fn launch(&mut self, count: usize, batch: Batch) -> anyhow::Result<Vec<u32>> {
+        let Some(launcher) = self.launcher.as_mut() else {
+            return Ok(vec![]);
+        };
+        let (pids, started) = launcher.start(count, batch)?;
+        for launch in started {
+            self.launches.insert(launch.id, launch.progress);
+        }
+        if !self.launches.is_empty() {
+            self.changed();
+        }
+        Ok(pids)
     }
 
     async fn engine_died(&mut self, id: u32, reason: &str) {
@@ -329,7 +433,7 @@ impl Hub {
             }
             self.notify_clients("engine_died", json!({ "id": id, "reason": reason }))
                 .await;
-            (self.on_change)(self.registry.len());
+            self.changed();
         }
     }
 

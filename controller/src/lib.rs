@@ -9,14 +9,16 @@
 //! - [`hub`]: the routing loop: verifies every message, routes client
 //!   requests to engines and engine output back to the client that asked,
 //!   answers registration and heartbeats, announces engines coming and going.
-//! - [`launcher`]: starts local engine processes and reports their exits.
-//! - [`events`]: what the launcher and signals tell the hub.
+//! - [`launch`]: starts engines (local processes, ssh, mpiexec, Slurm)
+//!   and reports their exits and progress; [`launch::agent`] is the
+//!   remote half of the ssh launcher (`rparallel host-engines`).
+//! - [`events`]: what the launchers and signals tell the hub.
 //!
 //! The wire protocol is described in `docs/cluster-protocol.md`.
 
 pub mod events;
 pub mod hub;
-pub mod launcher;
+pub mod launch;
 pub mod registry;
 pub mod server;
 

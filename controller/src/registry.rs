@@ -1,7 +1,7 @@
 //! The engine table: which engines are registered, under which socket
 //! identity, and when each was last heard from.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,6 +16,8 @@ pub struct EngineInfo {
     pub hostname: String,
     /// Host name and boot id: clients on the same host use shared memory.
     pub host: String,
+    /// The launch that started it (`--launch`), if a launcher did.
+    pub launch: Option<String>,
     pub last_seen: Instant,
 }
 
@@ -38,6 +40,9 @@ pub struct Registration<'a> {
     pub pid: u32,
     pub hostname: &'a str,
     pub host: &'a str,
+    pub launch: Option<&'a str>,
+    /// The id it asks for (its MPI rank), granted when never used.
+    pub rank: Option<u32>,
 }
 
 impl<'a> Registration<'a> {
@@ -48,15 +53,19 @@ impl<'a> Registration<'a> {
             pid: content["pid"].as_u64().unwrap_or(0) as u32,
             hostname: content["hostname"].as_str().unwrap_or(""),
             host: content["host"].as_str().unwrap_or(""),
+            launch: content["launch"].as_str(),
+            rank: content["rank"].as_u64().and_then(|r| u32::try_from(r).ok()),
         }
     }
 }
 
-/// Ids are handed out 0, 1, 2… and never reused in a controller's life.
+/// Ids are handed out 0, 1, 2… (or an engine's rank, when it asks and
+/// that id is free) and never reused in a controller's life.
 #[derive(Default)]
 pub struct Registry {
     engines: BTreeMap<u32, EngineInfo>,
     by_identity: HashMap<Bytes, u32>,
+    used: HashSet<u32>,
     next_id: u32,
 }
 
@@ -67,8 +76,16 @@ impl Registry {
         if let Some(&id) = self.by_identity.get(&identity) {
             return id;
         }
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = match registration.rank {
+            Some(rank) if !self.used.contains(&rank) => rank,
+            _ => {
+                while self.used.contains(&self.next_id) {
+                    self.next_id += 1;
+                }
+                self.next_id
+            }
+        };
+        self.used.insert(id);
         self.by_identity.insert(identity.clone(), id);
         self.engines.insert(
             id,
@@ -79,6 +96,7 @@ impl Registry {
                 pid: registration.pid,
                 hostname: registration.hostname.to_string(),
                 host: registration.host.to_string(),
+                launch: registration.launch.map(str::to_string),
                 last_seen: Instant::now(),
             },
         );
@@ -108,12 +126,21 @@ impl Registry {
         Some(engine)
     }
 
-    /// The engine running in local process `pid` on this host.
-    pub fn find_local_pid(&self, pid: u32, hostname: &str) -> Option<u32> {
+    /// The engine running as process `pid` on host `hostname`.
+    pub fn find_pid(&self, pid: u32, hostname: &str) -> Option<u32> {
         self.engines
             .values()
             .find(|e| e.pid == pid && e.hostname == hostname)
             .map(|e| e.id)
+    }
+
+    /// The engines a launch started.
+    pub fn of_launch(&self, launch: &str) -> Vec<u32> {
+        self.engines
+            .values()
+            .filter(|e| e.launch.as_deref() == Some(launch))
+            .map(|e| e.id)
+            .collect()
     }
 
     /// Engines not heard from within `timeout`.
@@ -158,6 +185,8 @@ mod tests {
             pid,
             hostname: "h",
             host: "h/boot",
+            launch: Some("L0"),
+            rank: None,
         }
     }
 
@@ -170,9 +199,24 @@ mod tests {
         assert_eq!(r.register(Bytes::from_static(b"a"), &reg("ua", 10)), 0);
         r.remove(0);
         assert_eq!(r.register(Bytes::from_static(b"c"), &reg("uc", 12)), 2);
-        assert_eq!(r.find_local_pid(11, "h"), Some(1));
-        assert_eq!(r.find_local_pid(11, "other"), None);
+        assert_eq!(r.find_pid(11, "h"), Some(1));
+        assert_eq!(r.find_pid(11, "other"), None);
         assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn ranks_become_ids_when_free() {
+        let mut r = Registry::default();
+        let ranked = |uuid, rank| Registration {
+            rank: Some(rank),
+            ..reg(uuid, 1)
+        };
+        assert_eq!(r.register(Bytes::from_static(b"a"), &ranked("a", 2)), 2);
+        assert_eq!(r.register(Bytes::from_static(b"b"), &reg("b", 2)), 0);
+        assert_eq!(r.register(Bytes::from_static(b"c"), &ranked("c", 0)), 1);
+        assert_eq!(r.register(Bytes::from_static(b"d"), &reg("d", 3)), 3);
+        assert_eq!(r.of_launch("L0").len(), 4);
+        assert!(r.of_launch("L1").is_empty());
     }
 
     #[test]

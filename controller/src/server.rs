@@ -6,23 +6,29 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use rparallel_cluster::process::{hostname, Program};
-use rparallel_cluster::{ClusterRecord, ConnectionFile, Profile};
+use rparallel_cluster::process::Program;
+use rparallel_cluster::{ClusterRecord, ConnectionFile, LaunchSpec, Profile};
 use rparallel_protocol::{connection::new_key, Session, Transport};
 use tokio::sync::mpsc;
 use zeromq::{Endpoint, RouterSocket, Socket};
 
 use crate::events::HubEvent;
 use crate::hub::{Hub, HubConfig};
-use crate::launcher::{self, EngineCommand, LocalEngines};
+use crate::launch::{check_python, EngineCommand, Launcher};
 
 /// Options of `rparallel controller`.
 #[derive(Debug, Clone)]
 pub struct ControllerOptions {
     pub profile: Option<String>,
+    /// The address to bind.
     pub ip: String,
-    /// Local engines to start (0: engines are started elsewhere).
+    /// The address engines and clients dial, when not `ip` (a controller
+    /// bound to 0.0.0.0, or behind a name).
+    pub location: Option<String>,
+    /// Engines to start (0: engines are started elsewhere).
     pub engines: usize,
+    /// How to start them.
+    pub launch: LaunchSpec,
     pub python: PathBuf,
     pub heartbeat_period: Duration,
     pub heartbeat_timeout: Duration,
@@ -57,9 +63,13 @@ async fn controller(options: ControllerOptions) -> anyhow::Result<()> {
     let client_port = port_of(&clients.bind(&format!("tcp://{}:0", options.ip)).await?)?;
     let engine_port = port_of(&engines.bind(&format!("tcp://{}:0", options.ip)).await?)?;
     let cluster_id = uuid::Uuid::new_v4().to_string();
+    let location = options
+        .location
+        .clone()
+        .unwrap_or_else(|| options.ip.clone());
     let file = |port| ConnectionFile {
         transport: Transport::TCP,
-        ip: options.ip.clone(),
+        ip: location.clone(),
         port,
         key: key.clone(),
         signature_scheme: "hmac-sha256".into(),
@@ -76,24 +86,29 @@ async fn controller(options: ControllerOptions) -> anyhow::Result<()> {
         engines_requested: options.engines,
         engines_alive: 0,
         started: rparallel_protocol::message::now_iso8601(),
+        listening: Some(format!(
+            "{} (clients: port {client_port}, engines: port {engine_port})",
+            options.ip
+        )),
+        launches: vec![],
     };
     profile.write_record(&record)?;
 
     let (events_tx, events_rx) = mpsc::channel(256);
     if options.engines > 0 {
-        launcher::check_python(&options.python)?;
+        check_python(&options.python)?;
+        options.launch.kind.check_tool()?;
     }
-    let local = LocalEngines::new(
+    let launcher = Launcher::new(
+        options.launch.clone(),
         EngineCommand {
             program: Program::current()?,
             engine_file: profile.engine_file(),
             python: options.python.clone(),
+            work_dir: profile.dir.clone(),
         },
         events_tx.clone(),
-    );
-    local
-        .start(options.engines)
-        .context("cannot start engines")?;
+    )?;
     let stop = events_tx.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -111,21 +126,26 @@ async fn controller(options: ControllerOptions) -> anyhow::Result<()> {
     });
 
     let record_profile = profile.clone();
-    let on_change = Box::new(move |alive: usize| {
-        record.engines_alive = alive;
-        if let Err(e) = record_profile.write_record(&record) {
-            tracing::warn!("cannot update the cluster record: {e}");
-        }
-    });
+    let on_change = Box::new(
+        move |alive: usize, launches: &[rparallel_cluster::LaunchProgress]| {
+            record.engines_alive = alive;
+            record.launches = launches.to_vec();
+            if let Err(e) = record_profile.write_record(&record) {
+                tracing::warn!("cannot update the cluster record: {e}");
+            }
+        },
+    );
     let (client_tx, client_rx) = clients.split();
     let (engine_tx, engine_rx) = engines.split();
     let config = HubConfig {
         heartbeat_period: options.heartbeat_period,
         heartbeat_timeout: options.heartbeat_timeout,
-        hostname: hostname(),
         restart_engines: options.restart_engines,
     };
-    let hub = Hub::new(session, config, client_tx, engine_tx, on_change).with_local_engines(local);
+    let hub = Hub::new(session, config, client_tx, engine_tx, on_change)
+        .with_launcher(launcher, options.engines)
+        .await
+        .context("cannot start engines")?;
     let exit = hub.run(client_rx, engine_rx, events_rx).await;
     tracing::info!("controller stopping: {exit:?}");
     // Engines were told to shut down; give them a moment before the

@@ -9,8 +9,9 @@ use std::time::Duration;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{IntoPyDict, PyDict};
-use rparallel_cluster::Profile;
+use rparallel_cluster::launch::split_words;
 use rparallel_cluster::{start_cluster, ClusterOptions, StartedCluster};
+use rparallel_cluster::{HostSlots, LaunchSpec, Profile};
 
 use serde_json::json;
 
@@ -45,7 +46,16 @@ pub struct Cluster {
 }
 
 /// The `**options` `Cluster()` takes (ipyparallel's names).
-const OPTIONS: [&str; 3] = ["engine_timeout", "heartbeat_timeout", "restart_engines"];
+const OPTIONS: [&str; 8] = [
+    "engine_timeout",
+    "heartbeat_timeout",
+    "restart_engines",
+    "controller_ip",
+    "controller_location",
+    "mpi_args",
+    "slurm_args",
+    "remote_rparallel",
+];
 
 /// How long restarted engines get to stop and to register.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,17 +72,6 @@ impl Cluster {
         hosts: Option<&Bound<'_, PyAny>>,
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
-        if engines != "local" {
-            return Err(PyValueError::new_err(format!(
-                "engines='{engines}': this version of rparallel starts only local \
-                 engines (engines='local'); ssh, mpi and slurm are not built yet"
-            )));
-        }
-        if hosts.is_some_and(|h| !h.is_none()) {
-            return Err(PyValueError::new_err(
-                "hosts= is for engines on other hosts, which this version cannot start yet",
-            ));
-        }
         if let Some(options) = options {
             for key in options.keys() {
                 let key: String = key.extract()?;
@@ -84,7 +83,28 @@ impl Cluster {
                 }
             }
         }
-        let n = n.unwrap_or_else(rparallel_cluster::process::default_engines);
+        let option = |key: &str| {
+            options
+                .and_then(|o| o.get_item(key).ok().flatten())
+                .filter(|v| !v.is_none())
+        };
+        let text = |key: &str| -> PyResult<Option<String>> {
+            option(key).map(|v| v.extract()).transpose()
+        };
+        let launch = LaunchSpec {
+            kind: engines.parse().map_err(value_error)?,
+            hosts: hosts_of(hosts)?,
+            remote_rparallel: text("remote_rparallel")?,
+            mpi_args: words_of(option("mpi_args"))?,
+            slurm_args: words_of(option("slurm_args"))?,
+        };
+        launch.validate().map_err(value_error)?;
+        let n = n
+            .or_else(|| launch.engines_from_hosts())
+            .unwrap_or_else(rparallel_cluster::process::default_engines);
+        if !launch.hosts.is_empty() {
+            launch.plan(n).map_err(value_error)?;
+        }
         let ephemeral = profile.is_none();
         let profile = profile.unwrap_or_else(|| {
             Profile::remove_stale_private();
@@ -101,7 +121,9 @@ impl Cluster {
             profile: Some(profile.clone()),
             engines: n,
             python,
-            ip: "127.0.0.1".into(),
+            ip: text("controller_ip")?,
+            location: text("controller_location")?,
+            launch,
             daemonize: false,
             timeout: Duration::from_secs_f64(get("engine_timeout", 60.0)?),
             heartbeat_timeout: Duration::from_secs_f64(get("heartbeat_timeout", 10.0)?),
@@ -244,6 +266,13 @@ impl Cluster {
         self.stop_cluster_sync(py)
     }
 
+    /// The Slurm job running the engines (engines="slurm"), else None.
+    #[getter]
+    fn job_id(&self) -> Option<String> {
+        let record = Profile::new(Some(&self.profile)).ok()?.read_record()?;
+        record.launches.iter().rev().find_map(|l| l.job_id.clone())
+    }
+
     fn __repr__(&self) -> String {
         let state = if self.is_running() {
             "running"
@@ -254,6 +283,58 @@ impl Cluster {
             "<Cluster(profile={:?}, n={}): {state}>",
             self.profile, self.n
         )
+    }
+}
+
+fn value_error(e: anyhow::Error) -> PyErr {
+    PyValueError::new_err(format!("{e:#}"))
+}
+
+/// `hosts=`: `{"node1": 2, "node2": 2}`, `["node1", "node2:2"]`, or
+/// `"node1:2,node2:2"`.
+fn hosts_of(hosts: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<HostSlots>> {
+    let Some(hosts) = hosts.filter(|h| !h.is_none()) else {
+        return Ok(vec![]);
+    };
+    if let Ok(text) = hosts.extract::<String>() {
+        return HostSlots::parse_list(&text).map_err(value_error);
+    }
+    if let Ok(map) = hosts.cast::<PyDict>() {
+        let mut slots = Vec::new();
+        for (host, count) in map.iter() {
+            let host: String = host.extract()?;
+            let engines: usize = count.extract()?;
+            if engines == 0 {
+                return Err(PyValueError::new_err(format!(
+                    "hosts: {host} asks for 0 engines"
+                )));
+            }
+            slots.push(
+                HostSlots::parse(&host)
+                    .map_err(value_error)
+                    .map(|h| HostSlots {
+                        engines: Some(engines),
+                        ..h
+                    })?,
+            );
+        }
+        return Ok(slots);
+    }
+    let mut slots = Vec::new();
+    for host in hosts.try_iter()? {
+        slots.push(HostSlots::parse(&host?.extract::<String>()?).map_err(value_error)?);
+    }
+    Ok(slots)
+}
+
+/// `mpi_args=` / `slurm_args=`: a list of arguments or one string.
+fn words_of(value: Option<Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+    match value {
+        None => Ok(vec![]),
+        Some(value) => match value.extract::<String>() {
+            Ok(text) => split_words(&text).map_err(value_error),
+            Err(_) => value.extract(),
+        },
     }
 }
 

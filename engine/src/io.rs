@@ -32,6 +32,10 @@ pub struct Io {
     pub info: ConnectionFile,
     pub session: Session,
     pub uuid: String,
+    /// The launch tag and the rank to ask for as engine id (see
+    /// `EngineOptions`).
+    pub launch: Option<String>,
+    pub rank: Option<u32>,
     pub publisher: Publisher,
     pub queue: publish::Queue,
     pub python: PythonHandle,
@@ -40,17 +44,15 @@ pub struct Io {
 /// Registers and serves until shutdown; exits the process when done.
 pub async fn serve(io: Io, ready: Ready<Arc<Stamp>>) {
     let endpoint = io.info.endpoint();
-    let registered = tokio::time::timeout(
-        REGISTRATION_TIMEOUT,
-        register(&endpoint, &io.session, &io.uuid),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(anyhow::anyhow!(
-            "the controller at {endpoint} did not answer registration within {}s",
-            REGISTRATION_TIMEOUT.as_secs()
-        ))
-    });
+    let registered =
+        tokio::time::timeout(REGISTRATION_TIMEOUT, register(&endpoint, &io.session, &io))
+            .await
+            .unwrap_or_else(|_| {
+                Err(anyhow::anyhow!(
+                    "the controller at {endpoint} did not answer registration within {}s",
+                    REGISTRATION_TIMEOUT.as_secs()
+                ))
+            });
     let (socket, engine_id, period) = match registered {
         Ok(r) => r,
         Err(e) => {
@@ -106,7 +108,7 @@ pub async fn serve(io: Io, ready: Ready<Arc<Stamp>>) {
 async fn register(
     endpoint: &str,
     session: &Session,
-    uuid: &str,
+    io: &Io,
 ) -> anyhow::Result<(DealerSocket, u64, Duration)> {
     let mut socket = DealerSocket::new();
     socket
@@ -116,10 +118,12 @@ async fn register(
     let request = session.message(
         "registration_request",
         json!({
-            "uuid": uuid,
+            "uuid": io.uuid,
             "pid": std::process::id(),
             "hostname": hostname(),
             "host": rparallel_protocol::shm::host_id(),
+            "launch": io.launch,
+            "rank": io.rank,
         }),
         None,
     );

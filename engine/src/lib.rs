@@ -26,7 +26,7 @@ pub mod queue;
 pub mod scheduler;
 pub mod stamp;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rparallel_cluster::ConnectionFile;
@@ -39,9 +39,30 @@ use crate::python::Server;
 /// the controller reads blocks (backpressure).
 const OUTGOING: usize = 256;
 
+/// Where an engine comes from and how it introduces itself.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// The engine connection file; `-` reads it from stdin.
+    pub file: PathBuf,
+    /// The launch that started this engine (`--launch`), so the controller
+    /// can fail its engines at once when that launch ends.
+    pub launch: Option<String>,
+    /// Ask for the engine id equal to this process's MPI (or Slurm) rank.
+    pub rank_id: bool,
+}
+
 /// Runs an engine until it is shut down or its controller is gone.
-pub fn run(engine_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
-    let info = ConnectionFile::read(engine_file)?;
+pub fn run(options: &EngineOptions, env: &PythonEnv) -> anyhow::Result<()> {
+    let info = if options.file.as_os_str() == "-" {
+        ConnectionFile::read_stdin()?
+    } else {
+        ConnectionFile::read(&options.file)?
+    };
+    let rank = if options.rank_id {
+        Some(rank_from_env()?)
+    } else {
+        None
+    };
     die_with_controller(info.controller_pid);
     // SAFETY: no other thread exists yet.
     unsafe { env.activate() };
@@ -63,6 +84,8 @@ pub fn run(engine_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
         info,
         session,
         uuid,
+        launch: options.launch.clone(),
+        rank,
         publisher,
         queue,
         python,
@@ -76,6 +99,27 @@ pub fn run(engine_file: &Path, env: &PythonEnv) -> anyhow::Result<()> {
     });
     rparallel_protocol::shm::remove_leftovers();
     Ok(())
+}
+
+/// The rank a process manager gave this process: Open MPI, PMIx, MPICH
+/// (PMI) or Slurm's srun, which set these in each rank's own environment
+/// on its own host.
+fn rank_from_env() -> anyhow::Result<u32> {
+    const NAMES: [&str; 4] = [
+        "OMPI_COMM_WORLD_RANK",
+        "PMIX_RANK",
+        "PMI_RANK",
+        "SLURM_PROCID",
+    ];
+    NAMES
+        .iter()
+        .find_map(|name| std::env::var(name).ok()?.parse().ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--rank-id: no rank in the environment ({}); start the engine through mpiexec or srun",
+                NAMES.join(", ")
+            )
+        })
 }
 
 /// A local engine is the controller's child: it dies with it (SIGKILL from

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use rparallel_cluster::launch::split_words;
 use rparallel_cluster::lifecycle::{self as cluster, ClusterOptions};
 use rparallel_cluster::process::default_engines;
+use rparallel_cluster::{HostSlots, LaunchSpec};
 use rparallel_controller::ControllerOptions;
 use rparallel_pyexec::PythonEnv;
 
@@ -36,12 +38,72 @@ enum Command {
     Controller(ControllerArgs),
     /// Run an engine of a cluster (the controller or a launcher starts this).
     Engine(EngineArgs),
+    /// Run N engines on this host for a controller elsewhere, reading the
+    /// engine connection file from stdin (the ssh launcher runs this).
+    #[command(hide = true)]
+    HostEngines {
+        #[arg(short = 'n', long = "n", default_value_t = 1)]
+        count: usize,
+        #[arg(long, value_name = "PATH")]
+        python: Option<PathBuf>,
+        #[arg(long)]
+        launch: Option<String>,
+    },
+}
+
+/// How engines are started (`cluster start` and `controller`).
+#[derive(Args)]
+struct LaunchArgs {
+    /// How engines are started: local, ssh, mpi or slurm.
+    #[arg(long = "engines", default_value = "local", value_name = "LAUNCHER")]
+    launcher: String,
+    /// Hosts for the engines, with optional counts: node1:2,node2:2.
+    #[arg(long, value_name = "HOST[:N],...")]
+    hosts: Option<String>,
+    /// A file of hosts, one per line (`node1`, `node1:2`, `node1 slots=2`).
+    #[arg(long, value_name = "PATH", conflicts_with = "hosts")]
+    hostfile: Option<PathBuf>,
+    /// How the hosts run rparallel (ssh), e.g. "/opt/venv/bin/python -m
+    /// rparallel"; default: as this host does (a shared filesystem).
+    #[arg(long, value_name = "COMMAND")]
+    remote_rparallel: Option<String>,
+    /// Extra arguments for mpiexec, as one string.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    mpi_args: Option<String>,
+    /// Extra arguments for sbatch, as one string ("--partition=p --time=10").
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    slurm_args: Option<String>,
+}
+
+impl LaunchArgs {
+    /// Resolves the flags into the launch they describe.
+    fn spec(&self) -> anyhow::Result<LaunchSpec> {
+        let hosts = match (&self.hosts, &self.hostfile) {
+            (Some(hosts), _) => HostSlots::parse_list(hosts)?,
+            (None, Some(file)) => HostSlots::read_hostfile(file)?,
+            (None, None) => vec![],
+        };
+        let words = |text: &Option<String>| match text {
+            Some(text) => split_words(text),
+            None => Ok(vec![]),
+        };
+        let spec = LaunchSpec {
+            kind: self.launcher.parse()?,
+            hosts,
+            remote_rparallel: self.remote_rparallel.clone(),
+            mpi_args: words(&self.mpi_args)?,
+            slurm_args: words(&self.slurm_args)?,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
 }
 
 #[derive(Subcommand)]
 enum ClusterCommand {
-    /// Start a controller and N local engines; returns once all registered.
-    Start(ClusterStartArgs),
+    /// Start a controller and N engines (local, or on other hosts through
+    /// ssh, mpiexec or Slurm); returns once all registered.
+    Start(Box<ClusterStartArgs>),
     /// Stop a cluster: its controller and all its engines.
     Stop {
         /// The cluster's profile.
@@ -54,18 +116,25 @@ enum ClusterCommand {
 
 #[derive(Args)]
 struct ClusterStartArgs {
-    /// Number of engines.
-    #[arg(short = 'n', long = "n", default_value_t = default_engines())]
-    engines: usize,
+    /// Number of engines (default: the hosts' counts, else one per CPU).
+    #[arg(short = 'n', long = "n")]
+    n: Option<usize>,
     /// Profile (its files live in $RPARALLEL_DIR/profile_<name>, default ~/.rparallel).
     #[arg(long)]
     profile: Option<String>,
     /// Return once the engines are registered and leave the cluster running.
     #[arg(long)]
     daemonize: bool,
-    /// Address to bind (engines on other hosts need a reachable one).
-    #[arg(long, default_value = "127.0.0.1")]
-    ip: String,
+    /// Address to bind (default 127.0.0.1; with engines on other hosts,
+    /// the address this host's name resolves to).
+    #[arg(long)]
+    ip: Option<String>,
+    /// The address engines and clients dial, when not --ip (e.g. with
+    /// --ip 0.0.0.0).
+    #[arg(long)]
+    location: Option<String>,
+    #[command(flatten)]
+    launch: LaunchArgs,
     /// The Python environment the engines run (its `bin/python`).
     #[arg(long, value_name = "PATH")]
     python: Option<PathBuf>,
@@ -86,9 +155,13 @@ struct ControllerArgs {
     profile: Option<String>,
     #[arg(long, default_value = "127.0.0.1")]
     ip: String,
-    /// Local engines to start with the controller.
+    #[arg(long)]
+    location: Option<String>,
+    /// Engines to start with the controller.
     #[arg(short = 'n', long = "n", default_value_t = 0)]
     engines: usize,
+    #[command(flatten)]
+    launch: LaunchArgs,
     #[arg(long, value_name = "PATH")]
     python: Option<PathBuf>,
     /// Seconds between heartbeats.
@@ -133,11 +206,18 @@ struct KernelArgs {
 struct EngineArgs {
     /// The engine connection file the controller wrote
     /// (`security/rparallel-engine.json`).
+    /// `-` reads it from stdin.
     #[arg(short = 'f', long = "file", value_name = "ENGINE_FILE")]
     engine_file: PathBuf,
     /// The Python environment to run (its `bin/python`).
     #[arg(long, value_name = "PATH")]
     python: Option<PathBuf>,
+    /// The launch that started this engine (set by launchers).
+    #[arg(long)]
+    launch: Option<String>,
+    /// Ask for the engine id equal to the MPI or Slurm rank.
+    #[arg(long)]
+    rank_id: bool,
 }
 
 /// Runs the command line `args` (the program name first).
@@ -158,18 +238,32 @@ where
         Command::Engine(args) => {
             init_logging();
             let env = PythonEnv::for_this_process(args.python.as_deref());
-            rparallel_engine::run(&args.engine_file, &env)
+            let options = rparallel_engine::EngineOptions {
+                file: args.engine_file,
+                launch: args.launch,
+                rank_id: args.rank_id,
+            };
+            rparallel_engine::run(&options, &env)
         }
+        Command::HostEngines {
+            count,
+            python,
+            launch,
+        } => rparallel_controller::launch::agent::run(count, python, launch),
         Command::Controller(args) => {
             init_logging();
-            rparallel_controller::run_controller(ControllerOptions {
-                profile: args.profile,
-                ip: args.ip,
-                engines: args.engines,
-                python: PythonEnv::resolve(args.python.as_deref()).python,
-                heartbeat_period: seconds(args.heartbeat_period),
-                heartbeat_timeout: seconds(args.heartbeat_timeout),
-                restart_engines: args.restart_engines,
+            args.launch.spec().and_then(|launch| {
+                rparallel_controller::run_controller(ControllerOptions {
+                    profile: args.profile,
+                    ip: args.ip,
+                    location: args.location,
+                    launch,
+                    engines: args.engines,
+                    python: PythonEnv::resolve(args.python.as_deref()).python,
+                    heartbeat_period: seconds(args.heartbeat_period),
+                    heartbeat_timeout: seconds(args.heartbeat_timeout),
+                    restart_engines: args.restart_engines,
+                })
             })
         }
     };
@@ -189,11 +283,19 @@ fn seconds(s: f64) -> Duration {
 fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
         ClusterCommand::Start(args) => {
+            let args = *args;
+            let launch = args.launch.spec()?;
+            let engines = args
+                .n
+                .or_else(|| launch.engines_from_hosts())
+                .unwrap_or_else(default_engines);
             let options = ClusterOptions {
                 profile: args.profile,
-                engines: args.engines,
+                engines,
                 python: PythonEnv::resolve(args.python.as_deref()).python,
                 ip: args.ip,
+                location: args.location,
+                launch,
                 daemonize: args.daemonize,
                 timeout: seconds(args.timeout),
                 heartbeat_timeout: seconds(args.heartbeat_timeout),
@@ -202,10 +304,7 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
                 output: None,
             };
             let mut cluster = cluster::start_cluster(&options)?;
-            println!(
-                "Cluster {} ready: {} engines (controller pid {})",
-                cluster.profile.name, options.engines, cluster.controller_pid
-            );
+            println!("{}", cluster.describe(options.engines));
             if options.daemonize {
                 return Ok(());
             }
