@@ -11,7 +11,7 @@ export PYO3_PYTHON := $(shell $(PYTHON3) -c 'import sys; print(sys.executable)')
 # Kernelspecs and runtime files of the tests stay inside the project.
 export JUPYTER_PATH := $(VENV)/share/jupyter
 
-.PHONY: demo test build wheel venv kernelspec browser lint clean bench bench-quick soak
+.PHONY: demo test build wheel venv kernelspec browser lint clean bench bench-quick soak lab-packages lab-test
 
 ## demo: build, set up .venv, install the kernelspec, execute the demo notebooks (figures and widgets counted)
 demo: kernelspec
@@ -28,19 +28,38 @@ demo: kernelspec
 	@$(PY) tools/show_notebook.py target/demo/science.ipynb
 	@$(PY) tools/count_outputs.py target/demo/science.ipynb
 
-## test: every test (format and clippy, cargo, then end-to-end through real Jupyter clients, a browser, and the wheel in a fresh venv)
-test: kernelspec browser wheel
+## test: every test (format and clippy, cargo, then end-to-end through real Jupyter clients, a browser, the wheel in a fresh venv, and the multi-host lab)
+test: kernelspec browser wheel lab-packages
 	@set -o pipefail; status=0; \
 	$(MAKE) --no-print-directory lint || status=1; \
 	cargo test --release --workspace 2>&1 | tee target/cargo-test.log || status=1; \
-	$(PY) -m pytest tests -p no:cacheprovider -v --timeout=300 2>&1 | tee target/pytest.log || status=1; \
+	$(PY) -m pytest tests --ignore=tests/hosts -p no:cacheprovider -v --timeout=300 2>&1 | tee target/pytest.log || status=1; \
+	$(MAKE) --no-print-directory lab-test 2>&1 | tee target/pytest-lab.log || status=1; \
 	echo; \
 	cargo_pass=$$(grep -oE '^test result: [a-zA-Z]+\. [0-9]+ passed' target/cargo-test.log | awk '{s+=$$4} END {print s+0}'); \
 	cargo_fail=$$(grep -oE '[0-9]+ failed' target/cargo-test.log | awk '{s+=$$1} END {print s+0}'); \
-	py_pass=$$(tail -1 target/pytest.log | grep -oE '[0-9]+ passed' | awk '{print $$1+0}'); \
-	py_fail=$$(tail -1 target/pytest.log | grep -oE '[0-9]+ (failed|error)' | awk '{s+=$$1} END {print s+0}'); \
+	py_pass=$$(grep -hE '^=+ .*(passed|failed|error)' target/pytest.log target/pytest-lab.log | grep -oE '[0-9]+ passed' | awk '{s+=$$1} END {print s+0}'); \
+	py_fail=$$(grep -hE '^=+ .*(passed|failed|error)' target/pytest.log target/pytest-lab.log | grep -oE '[0-9]+ (failed|error)' | awk '{s+=$$1} END {print s+0}'); \
 	echo "$$(( cargo_pass + $${py_pass:-0} )) passed, $$(( cargo_fail + $${py_fail:-0} )) failed"; \
 	exit $$status
+
+## lab-test: the multi-host tests (tests/hosts): a lab of network namespaces (head + 3 nodes with sshd, munge, Slurm, Open MPI) brought up, tested from its head host, torn down
+lab-test: kernelspec lab-packages
+	@tests/hosts/lab.sh down
+	tests/hosts/lab.sh up 3
+	@status=0; \
+	tests/hosts/lab.sh run head $(PY) -m pytest tests/hosts -p no:cacheprovider -v -s --timeout=300 || status=1; \
+	tests/hosts/lab.sh down || status=1; \
+	exit $$status
+
+## lab-packages: the cluster tools the lab runs (OpenSSH, munge, Slurm, Open MPI), from Debian
+LAB_TOOLS := /usr/sbin/sshd /usr/bin/ssh /usr/sbin/munged /usr/sbin/slurmctld /usr/sbin/slurmd /usr/bin/sbatch /usr/bin/mpiexec
+lab-packages:
+	@for tool in $(LAB_TOOLS); do test -x $$tool || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	        openssh-server openssh-client munge slurmd slurmctld slurm-client openmpi-bin libopenmpi-dev; \
+	fi
 
 build:
 	cargo build --release --workspace

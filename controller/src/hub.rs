@@ -24,8 +24,11 @@ use crate::registry::{Registration, Registry};
 pub type OnChange = Box<dyn FnMut(usize, &[LaunchProgress]) + Send>;
 
 /// Lines of a launch's stderr kept for the message when engines never
-/// arrive.
-const STDERR_LINES: usize = 12;
+/// arrive: the first ones (tools name the failing host early, then explain
+/// at length) and the last ones, with a marker where lines were left out.
+const STDERR_HEAD: usize = 6;
+const STDERR_TAIL: usize = 12;
+const ELIDED: &str = "…";
 
 /// The prefix of the routing frame a client puts before a request for an engine.
 pub const ENGINE_ROUTE_PREFIX: &[u8] = b"engine:";
@@ -359,9 +362,7 @@ impl Hub {
         let waiting = progress.registered < progress.expected_total();
         match news {
             LaunchNews::Output(line) => {
-                progress.stderr.push(line);
-                let extra = progress.stderr.len().saturating_sub(STDERR_LINES);
-                progress.stderr.drain(..extra);
+                keep_line(&mut progress.stderr, line);
                 if !waiting {
                     return;
                 }
@@ -513,6 +514,17 @@ impl Hub {
     }
 }
 
+/// Adds a line to a launch's kept output: its first lines and its last.
+fn keep_line(lines: &mut Vec<String>, line: String) {
+    lines.push(line);
+    if lines.len() > STDERR_HEAD + STDERR_TAIL + 1 {
+        if lines[STDERR_HEAD] != ELIDED {
+            lines.insert(STDERR_HEAD, ELIDED.to_string());
+        }
+        lines.remove(STDERR_HEAD + 1);
+    }
+}
+
 fn zmq_message(frames: Vec<Bytes>) -> ZmqMessage {
     ZmqMessage::try_from(frames).expect("routed messages have frames")
 }
@@ -614,6 +626,21 @@ mod tests {
             to_client(answer),
             frames(&[b"client-7", DELIMITER, b"sig", b"h"])
         );
+    }
+
+    #[test]
+    fn launch_output_keeps_its_first_and_last_lines() {
+        let mut lines = Vec::new();
+        for i in 0..100 {
+            keep_line(&mut lines, i.to_string());
+        }
+        assert_eq!(lines.len(), STDERR_HEAD + 1 + STDERR_TAIL + 1);
+        assert_eq!(lines[..STDERR_HEAD], ["0", "1", "2", "3", "4", "5"]);
+        assert_eq!(lines[STDERR_HEAD], ELIDED);
+        assert_eq!(lines.last().unwrap(), "99");
+        let mut few = Vec::new();
+        keep_line(&mut few, "only".into());
+        assert_eq!(few, ["only"]);
     }
 
     #[test]

@@ -91,12 +91,15 @@ pub fn run(options: &EngineOptions, env: &PythonEnv) -> anyhow::Result<()> {
         python,
     };
     let stamp = process::start_io("rparallel-engine-io", move |ready| io::serve(io, ready))?;
-    jobs.serve(Server {
+    let server = jobs.serve(Server {
         shell,
         namespace,
         stamp,
         sink,
     });
+    // Shut down: the cells' atexit handlers run, as at the end of a Python
+    // program (mpi4py's MPI_Finalize among them, which mpiexec waits for).
+    server.shell.at_exit();
     rparallel_protocol::shm::remove_leftovers();
     Ok(())
 }

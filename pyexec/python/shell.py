@@ -315,6 +315,12 @@ class Shell:
         if self.ip is not None:
             self.ip.atexit_operations()
         atexit._run_exitfuncs()
+        # mpi4py finalizes MPI in Py_Finalize, which an embedded interpreter
+        # never reaches; mpiexec counts a rank that exits unfinalized as a
+        # failure of the whole job.
+        mpi = sys.modules.get("mpi4py.MPI")
+        if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+            mpi.Finalize()
         return "null"
 
     # -- questions about code, and comms: IPython's
