@@ -124,7 +124,9 @@ def start_cluster_cell(kc, args: str, timeout: float = 90) -> float:
 
 def test_mpi4py_allreduce_across_hosts(kc):
     """`Cluster(engines="mpi")`: engine ids are the ranks, and mpi4py on the
-    engines talks across hosts: allreduce(1) over 4 ranks on 2 nodes is 4."""
+    engines talks across hosts: allreduce(1) over 4 ranks on 2 nodes is 4.
+    The cluster is not stopped: the end of the kernel that started it takes
+    it down on every host (checked after the test)."""
     start_cluster_cell(kc, "n=4, engines='mpi', hosts='node1:2,node2:2'")
     assert value(kc, "rc.ids") == [0, 1, 2, 3]
     execute_ok(
@@ -136,8 +138,6 @@ def test_mpi4py_allreduce_across_hosts(kc):
     assert value(kc, "rc[:]['_sum']") == [4] * 4
     assert value(kc, "rc[:]['_rank']") == [0, 1, 2, 3]
     assert sorted(hostnames(kc)) == HOSTS
-    execute_ok(kc, "c.stop_cluster_sync()")
-    assert not wait_lab_clean()
 
 
 def test_ssh_cluster_data_faults_and_restarts(kc):
