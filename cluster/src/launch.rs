@@ -459,6 +459,21 @@ mod tests {
     }
 
     #[test]
+    fn hostfiles_take_every_form() {
+        let path = std::env::temp_dir().join(format!("rp-hostfile-{}", std::process::id()));
+        std::fs::write(&path, "# lab\nnode1 slots=2\n\nnode2:3  # big\nnode3\n").unwrap();
+        let hosts = HostSlots::read_hostfile(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let counts: Vec<_> = hosts.iter().map(|h| (h.host.as_str(), h.engines)).collect();
+        assert_eq!(
+            counts,
+            [("node1", Some(2)), ("node2", Some(3)), ("node3", None)]
+        );
+        let err = HostSlots::read_hostfile(Path::new("/nonexistent/hosts")).unwrap_err();
+        assert!(err.to_string().contains("cannot read hostfile"), "{err}");
+    }
+
+    #[test]
     fn engines_are_spread_over_hosts() {
         let spec = |hosts: &str| LaunchSpec {
             kind: LauncherKind::Ssh,

@@ -14,6 +14,9 @@ pub enum HubEvent {
         reason: String,
         clean: bool,
     },
+    /// An engine's connection closed (its process ended, wherever it ran):
+    /// the socket identity.
+    ConnectionClosed(bytes::Bytes),
     /// News of one launch (an ssh connection, an mpiexec, a Slurm job).
     Launch { launch: String, news: LaunchNews },
     /// Stop: shut the engines down and return.

@@ -153,6 +153,12 @@ impl Hub {
                         self.process_exited(&hostname, pid, &reason, clean).await;
                     }
                     Some(HubEvent::Launch { launch, news }) => self.launch_news(&launch, news).await,
+                    Some(HubEvent::ConnectionClosed(identity)) => {
+                        if let Some(id) = self.registry.id_of(&identity) {
+                            self.engine_died(id, "its connection closed: the process ended").await;
+                            self.replace(1);
+                        }
+                    }
                     Some(HubEvent::Stop) | None => {
                         self.stop_everything().await;
                         return HubExit::Stopped;

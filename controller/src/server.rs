@@ -10,7 +10,7 @@ use rparallel_cluster::process::Program;
 use rparallel_cluster::{ClusterRecord, ConnectionFile, LaunchSpec, Profile};
 use rparallel_protocol::{connection::new_key, Session, Transport};
 use tokio::sync::mpsc;
-use zeromq::{Endpoint, RouterSocket, Socket};
+use zeromq::{Endpoint, RouterSocket, Socket, SocketEvent};
 
 use crate::events::HubEvent;
 use crate::hub::{Hub, HubConfig};
@@ -42,6 +42,32 @@ pub fn run_controller(options: ControllerOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(controller(options))
+}
+
+/// How long a closed engine connection waits before it counts: a process
+/// the controller watches (a local engine, one behind ssh) says why it
+/// ended (`signal 9`) within this, which is the better reason.
+const CONNECTION_GRACE: Duration = Duration::from_millis(150);
+
+/// Tells the hub when an engine's connection closes: a process that ends
+/// (killed, crashed, wherever it ran, however it was launched) closes its
+/// socket at once, so its work fails then and not a heartbeat timeout
+/// later. (The engine's DEALER never reconnects: a closed connection is a
+/// lost engine.)
+fn watch_engine_connections(engines: &mut RouterSocket, events: mpsc::Sender<HubEvent>) {
+    use futures::StreamExt;
+    let mut monitor = engines.monitor();
+    tokio::spawn(async move {
+        while let Some(event) = monitor.next().await {
+            if let SocketEvent::Disconnected(peer) = event {
+                let events = events.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(CONNECTION_GRACE).await;
+                    let _ = events.send(HubEvent::ConnectionClosed(peer.into())).await;
+                });
+            }
+        }
+    });
 }
 
 fn port_of(endpoint: &Endpoint) -> anyhow::Result<u16> {
@@ -135,6 +161,7 @@ async fn controller(options: ControllerOptions) -> anyhow::Result<()> {
             }
         },
     );
+    watch_engine_connections(&mut engines, events_tx.clone());
     let (client_tx, client_rx) = clients.split();
     let (engine_tx, engine_rx) = engines.split();
     let config = HubConfig {

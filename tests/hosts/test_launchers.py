@@ -202,13 +202,27 @@ maps = e.apply_sync(lambda: [l for l in open('/proc/self/maps') if '/dev/shm' in
 
 
 def test_slurm_job_cancelled_under_running_px(kc):
-    """`Cluster(engines="slurm")`: the cluster knows its job; `scancel`
-    under a running `%px` fails the cell at once, with dead engines, not
-    after a heartbeat timeout; stopping leaves no job and no process."""
+    """`Cluster(engines="slurm")`: the cluster knows its job; one engine
+    killed under a running `%px` fails it at once (its connection closes;
+    Slurm does not say); `scancel` under a running `%px` fails the cell at
+    once, with dead engines, not after a heartbeat timeout; stopping
+    leaves no job and no process."""
     start_cluster_cell(kc, "n=4, engines='slurm', hosts={'node1': 2, 'node2': 2}")
     job = value(kc, "c.job_id")
     assert job in slurm_jobs()
     assert sorted(hostnames(kc)) == HOSTS
+    pids = value(kc, "rc[:].apply_sync(__import__('os').getpid)")
+    ex = start_cell(kc, "%px import time; time.sleep(5)")
+    time.sleep(1.0)
+    os.kill(pids[0], signal.SIGKILL)
+    killed = time.monotonic()
+    collect_iopub(kc, ex, 30)
+    ex.reply = get_reply(kc, ex.msg_id, 5)
+    assert ex.status == "error" and "Engine 0 died" in json.dumps(ex.error()), ex.summary()
+    took = ex.idle_at - killed
+    assert took < 2, f"the cell ended {took:.1f} s after the kill"
+    print(f"slurm: one engine killed: %px failed after {took:.2f} s")
+    assert value(kc, "rc[:].apply_sync(lambda: 1)", timeout=30) == [1, 1, 1]
     ex = start_cell(kc, "%px import time; time.sleep(60)")
     time.sleep(1.0)
     subprocess.run(["scancel", job], check=True, timeout=10)
