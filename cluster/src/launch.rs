@@ -49,12 +49,6 @@ impl LauncherKind {
         }
         Ok(())
     }
-
-    /// Whether engines may run on other hosts (so the controller must be
-    /// reachable from them).
-    pub fn is_remote(self) -> bool {
-        self != LauncherKind::Local
-    }
 }
 
 impl fmt::Display for LauncherKind {
@@ -271,10 +265,13 @@ pub fn controller_addresses(
     ip: Option<&str>,
     location: Option<&str>,
 ) -> anyhow::Result<(String, Option<String>)> {
-    let remote = spec.kind.is_remote()
-        && (spec.kind == LauncherKind::Ssh
-            || !spec.hosts.is_empty()
-            || spec.kind == LauncherKind::Slurm);
+    // mpiexec without hosts runs its ranks here; ssh and Slurm run them
+    // elsewhere.
+    let remote = match spec.kind {
+        LauncherKind::Local => false,
+        LauncherKind::Mpi => !spec.hosts.is_empty(),
+        LauncherKind::Ssh | LauncherKind::Slurm => true,
+    };
     let ip = match ip.map(str::trim) {
         Some("*") => "0.0.0.0".to_string(),
         Some(ip) if !ip.is_empty() => ip.to_string(),

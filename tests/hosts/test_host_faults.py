@@ -179,32 +179,30 @@ FORGE = r"""
 import json, sys, time, uuid, hmac, hashlib, zmq
 from datetime import datetime, timezone
 info = json.load(open(sys.argv[1]))
-marker = sys.argv[2]
-def send(key):
-    ctx = zmq.Context.instance()
-    s = ctx.socket(zmq.DEALER)
-    s.connect(f"tcp://{info['ip']}:{info['port']}")
-    header = {"msg_id": uuid.uuid4().hex, "msg_type": "execute_request", "username": "x",
-              "session": uuid.uuid4().hex, "date": datetime.now(timezone.utc).isoformat(),
-              "version": "5.3"}
-    content = {"code": f"open({marker!r}, 'w').write('ran')", "silent": False}
-    parts = [json.dumps(p).encode() for p in (header, {}, {}, content)]
-    sig = hmac.new(key.encode(), digestmod=hashlib.sha256)
-    for p in parts:
-        sig.update(p)
-    s.send_multipart([b"engine:0", b"<IDS|MSG>", sig.hexdigest().encode(), *parts])
-    time.sleep(0.5)
-    s.close(linger=0)
-send("wrong-key")
-send("")
+marker, key, times = sys.argv[2], sys.stdin.read(), int(sys.argv[3])
+header = {"msg_id": uuid.uuid4().hex, "msg_type": "execute_request", "username": "x",
+          "session": uuid.uuid4().hex, "date": datetime.now(timezone.utc).isoformat(),
+          "version": "5.3"}
+content = {"code": f"open({marker!r}, 'a').write('ran\\n')", "silent": False}
+parts = [json.dumps(p).encode() for p in (header, {}, {}, content)]
+sig = hmac.new(key.encode(), digestmod=hashlib.sha256)
+for p in parts:
+    sig.update(p)
+s = zmq.Context.instance().socket(zmq.DEALER)
+s.connect(f"tcp://{info['ip']}:{info['port']}")
+for _ in range(times):  # the same frames again: a replay
+    s.send_multipart([b"engine:0", b"<IDS|MSG>", (sig.hexdigest() if key else "").encode(), *parts])
+    time.sleep(0.3)
+s.close(linger=0)
 print("sent")
 """
 
 
 def test_forged_messages_from_another_host_run_nothing(tmp_path):
-    """A controller bound to the lab's network (engines on node1): messages
-    sent from node2 with a wrong key, or unsigned, run nothing; the same
-    message with the right key (the positive control) does."""
+    """A controller bound to the lab's network (an engine on node1):
+    messages sent from node2 with a wrong key, or unsigned, run nothing; the
+    same message with the right key (the positive control) runs once, and
+    sent again (replayed) does not run again."""
     rp_dir = new_rp_dir("forge")
     start_cli(rp_dir, "--engines", "ssh", "--hosts", "node1:1")
     client_file = Path(rp_dir) / "profile_default" / "security" / "rparallel-client.json"
@@ -213,26 +211,27 @@ def test_forged_messages_from_another_host_run_nothing(tmp_path):
     script = Path(rp_dir) / "forge.py"
     script.write_text(FORGE)
     marker = Path(rp_dir) / "forged-ran"
-    # a copy without the key, readable on node2 (as an attacker knows the address)
+    # the address, as an attacker on node2 would know it (not the key)
     public = Path(rp_dir) / "public.json"
     public.write_text(json.dumps({"ip": info["ip"], "port": info["port"]}))
-    out = subprocess.run(
-        ["ssh", "node2", str(VENV_PYTHON), str(script), str(public), str(marker)],
-        capture_output=True, text=True, timeout=30,
-    )
-    assert "sent" in out.stdout, out.stderr
+
+    def send_from_node2(key: str, times: int = 1) -> None:
+        out = subprocess.run(
+            ["ssh", "node2", str(VENV_PYTHON), str(script), str(public), str(marker), str(times)],
+            input=key, capture_output=True, text=True, timeout=30,
+        )
+        assert "sent" in out.stdout, out.stderr
+
+    send_from_node2("wrong-key")
+    send_from_node2("")
     time.sleep(1.0)
     assert not marker.exists(), "a forged message ran code on an engine"
-    # positive control: the right key from node2 runs
-    right = Path(rp_dir) / "right.py"
-    right.write_text(FORGE.replace('send("wrong-key")\nsend("")', f"send({info['key']!r})"))
-    out = subprocess.run(
-        ["ssh", "node2", str(VENV_PYTHON), str(right), str(public), str(marker)],
-        capture_output=True, text=True, timeout=30,
-    )
+    send_from_node2(info["key"], times=2)
     deadline = time.monotonic() + 10
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert marker.exists(), f"the signed control message did not run: {out.stderr}"
+    time.sleep(1.0)
+    assert marker.exists(), "the signed control message did not run"
+    assert marker.read_text() == "ran\n", f"a replayed message ran again: {marker.read_text()!r}"
     stopped = cli(rp_dir, "cluster", "stop")
     assert stopped.returncode == 0
