@@ -11,7 +11,7 @@ export PYO3_PYTHON := $(shell $(PYTHON3) -c 'import sys; print(sys.executable)')
 # Kernelspecs and runtime files of the tests stay inside the project.
 export JUPYTER_PATH := $(VENV)/share/jupyter
 
-.PHONY: demo test build wheel venv kernelspec browser lint clean bench bench-quick soak lab-packages lab-test
+.PHONY: demo test build wheel venv kernelspec browser lint clean bench bench-hosts bench-quick soak lab-packages lab-test
 
 ## demo: build, set up .venv, install the kernelspec, execute the demo notebooks (figures and widgets counted)
 demo: kernelspec
@@ -98,14 +98,22 @@ clean:
 	cargo clean
 	rm -rf $(VENV)
 
-## bench: rparallel next to ipykernel / ipyparallel, measured in the same run
-bench: kernelspec wheel
+## bench: rparallel next to ipykernel / ipyparallel, measured in the same run (and across the lab's hosts)
+bench: kernelspec wheel lab-packages
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	$(PY) -m pip install --quiet --no-deps --force-reinstall target/wheels/rparallel-*-abi3-*.whl
 	@mkdir -p bench/results
 	$(PY) bench/kernel.py --json bench/results/kernel-$$(date +%Y%m%d-%H%M).json
 	$(PY) bench/cluster.py --json bench/results/cluster-$$(date +%Y%m%d-%H%M).json
 	$(PY) bench/scale.py --json bench/results/scale-$$(date +%Y%m%d-%H%M).json
+	$(PY) bench/hosts.py --json bench/results/hosts-$$(date +%Y%m%d-%H%M).json
+
+## bench-hosts: engines on other hosts (ssh, MPI, Slurm) in the multi-host lab, rparallel next to ipyparallel
+bench-hosts: kernelspec wheel lab-packages
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	$(PY) -m pip install --quiet --no-deps --force-reinstall target/wheels/rparallel-*-abi3-*.whl
+	@mkdir -p bench/results
+	$(PY) bench/hosts.py --json bench/results/hosts-$$(date +%Y%m%d-%H%M).json
 
 ## bench-quick: a short version for development (numbers not to be quoted)
 bench-quick: kernelspec wheel

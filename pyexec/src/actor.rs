@@ -106,7 +106,13 @@ impl<S> PythonJobs<S> {
         loop {
             match self.rx.recv_timeout(IDLE_WAKE) {
                 Ok(Command::Run(job)) => job(&state),
-                Ok(Command::Exit) | Err(mpsc::RecvTimeoutError::Disconnected) => return state,
+                Ok(Command::Exit) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Nothing runs any more: a late interrupt must not
+                    // land in the shutdown (a SIGINT exit status tells
+                    // mpiexec the rank failed).
+                    *self.interrupter.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    return state;
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => Python::attach(|_| ()),
             }
         }

@@ -68,6 +68,9 @@ pub async fn stop<S: 'static>(python: &PythonHandle<S>, publisher: &Publisher) -
     // Give the socket writers a moment to put the last messages on the wire.
     tokio::time::sleep(Duration::from_millis(50)).await;
     python.exit();
+    // An idle Python thread takes the exit at once; only code still
+    // running after a moment is interrupted.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     python.interrupt();
     tokio::time::sleep(SHUTDOWN_GRACE).await;
     tracing::warn!("running code did not stop after shutdown; exiting anyway");
