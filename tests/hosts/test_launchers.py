@@ -232,7 +232,9 @@ def test_slurm_job_cancelled_under_running_px(kc):
     took = ex.idle_at - cancelled
     assert ex.status == "error", ex.summary()
     text = json.dumps(ex.error())
-    assert "died" in text and f"slurm job {job}" in text, text
+    # Whichever the controller learns first: the engines' connections
+    # closing, or squeue saying the job ended.
+    assert "died" in text and (f"slurm job {job}" in text or "connection closed" in text), text
     assert took < 3, f"the cell ended {took:.1f} s after scancel"
     print(f"slurm: job cancelled: %px failed after {took:.2f} s")
     assert value(kc, "rc.ids") == []
