@@ -16,7 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from kernel_helpers import VENV_PYTHON, execute_ok, get_reply, shutdown_and_check, start_kernel
+from kernel_helpers import (
+    VENV_PYTHON,
+    collect_iopub,
+    execute_ok,
+    get_reply,
+    pid_alive,
+    shutdown_and_check,
+    start_cell,
+    start_kernel,
+    wait_until_none,
+)
 from lab_helpers import cli, lab_processes, new_rp_dir, set_link, start_cli, value, wait_lab_clean
 
 # The engines' heartbeat timeout in these tests: a cut link is noticed
@@ -46,21 +56,21 @@ def test_link_cut_under_running_apply(tmp_path):
         far = value(kc, "far")
         assert len(far) == 2
         pids = value(kc, "rc[far].apply_sync(__import__('os').getpid)")
-        ex_id = kc.execute(
-            "t0 = time.time()\n"
+        ex = start_cell(
+            kc,
             "try:\n"
             "    rc[far[0]].apply_sync(time.sleep, 60)\n"
             "except Exception as e:\n"
-            "    print(type(e).__name__, '|', e)\n"
-            "print('after', time.time() - t0)"
+            "    print(type(e).__name__, '|', e)",
         )
         time.sleep(1.0)
         set_link("node2", "down")
         cut = time.monotonic()
-        reply = get_reply(kc, ex_id, HEARTBEAT_TIMEOUT + 10)
-        took = time.monotonic() - cut
-        assert reply["content"]["status"] == "ok", reply
-        out = _stdout_of(kc, ex_id)
+        collect_iopub(kc, ex, HEARTBEAT_TIMEOUT + 10)
+        ex.reply = get_reply(kc, ex.msg_id, 5)
+        took = ex.idle_at - cut
+        assert ex.status == "ok", ex.summary()
+        out = ex.stdout
         assert out.startswith("EngineError"), out
         assert f"Engine {far[0]}" in out and "node2" in out, out
         assert took < HEARTBEAT_TIMEOUT + 2.5, f"noticed {took:.1f} s after the cut"
@@ -69,39 +79,12 @@ def test_link_cut_under_running_apply(tmp_path):
         assert value(kc, "rc[:].apply_sync(lambda: 1)") == [1, 1]
         set_link("node2", "up")
         # node2's engines gave up on their silent controller
-        deadline = time.monotonic() + 15
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not any(_alive(p) for p in pids), f"node2's engines still run: {pids}"
+        left = wait_until_none(lambda: [p for p in pids if pid_alive(p)], 15)
+        assert not left, f"node2's engines still run: {left}"
         execute_ok(kc, "c.stop_cluster_sync()")
     finally:
         set_link("node2", "up")
         shutdown_and_check(km, kc)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def _stdout_of(kc, msg_id: str) -> str:
-    text = []
-    while True:
-        try:
-            msg = kc.get_iopub_msg(timeout=2)
-        except Exception:
-            break
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "stream":
-            text.append(msg["content"]["text"])
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-    return "".join(text)
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,19 @@ def hostnames(kc) -> list[str]:
     return value(kc, "rc[:]['_host']")
 
 
+def fails_fast(kc, code: str, act) -> tuple:
+    """Starts `code`, does `act()` a second later (a kill, a scancel), and
+    waits for the cell: (its Execution, seconds from the act to its end)."""
+    ex = start_cell(kc, code)
+    time.sleep(1.0)
+    act()
+    acted = time.monotonic()
+    collect_iopub(kc, ex, 30)
+    ex.reply = get_reply(kc, ex.msg_id, 5)
+    assert ex.status == "error", ex.summary()
+    return ex, ex.idle_at - acted
+
+
 def record(rp_dir: str, profile: str = "default") -> dict:
     return json.loads((Path(rp_dir) / f"profile_{profile}" / "pid" / "cluster.json").read_text())
 
@@ -173,14 +186,9 @@ maps = e.apply_sync(lambda: [l for l in open('/proc/self/maps') if '/dev/shm' in
     pids = value(kc, "rc[:].apply_sync(__import__('os').getpid)")
     victim = pids[1]
     host = host_of(victim)
-    ex = start_cell(kc, "%px import time; time.sleep(8)")
-    time.sleep(1.0)
-    os.kill(victim, signal.SIGKILL)
-    killed = time.monotonic()
-    collect_iopub(kc, ex, 30)
-    ex.reply = get_reply(kc, ex.msg_id, 5)
-    took = ex.idle_at - killed
-    assert ex.status == "error", ex.summary()
+    ex, took = fails_fast(
+        kc, "%px import time; time.sleep(8)", lambda: os.kill(victim, signal.SIGKILL)
+    )
     text = json.dumps(ex.error())
     assert "Engine 1 died" in text and host in text, text
     assert took < 3, f"the cell ended {took:.1f} s after the kill"
@@ -212,25 +220,18 @@ def test_slurm_job_cancelled_under_running_px(kc):
     assert job in slurm_jobs()
     assert sorted(hostnames(kc)) == HOSTS
     pids = value(kc, "rc[:].apply_sync(__import__('os').getpid)")
-    ex = start_cell(kc, "%px import time; time.sleep(5)")
-    time.sleep(1.0)
-    os.kill(pids[0], signal.SIGKILL)
-    killed = time.monotonic()
-    collect_iopub(kc, ex, 30)
-    ex.reply = get_reply(kc, ex.msg_id, 5)
-    assert ex.status == "error" and "Engine 0 died" in json.dumps(ex.error()), ex.summary()
-    took = ex.idle_at - killed
+    ex, took = fails_fast(
+        kc, "%px import time; time.sleep(5)", lambda: os.kill(pids[0], signal.SIGKILL)
+    )
+    assert "Engine 0 died" in json.dumps(ex.error()), ex.summary()
     assert took < 2, f"the cell ended {took:.1f} s after the kill"
     print(f"slurm: one engine killed: %px failed after {took:.2f} s")
     assert value(kc, "rc[:].apply_sync(lambda: 1)", timeout=30) == [1, 1, 1]
-    ex = start_cell(kc, "%px import time; time.sleep(60)")
-    time.sleep(1.0)
-    subprocess.run(["scancel", job], check=True, timeout=10)
-    cancelled = time.monotonic()
-    collect_iopub(kc, ex, 30)
-    ex.reply = get_reply(kc, ex.msg_id, 5)
-    took = ex.idle_at - cancelled
-    assert ex.status == "error", ex.summary()
+    ex, took = fails_fast(
+        kc,
+        "%px import time; time.sleep(60)",
+        lambda: subprocess.run(["scancel", job], check=True, timeout=10),
+    )
     text = json.dumps(ex.error())
     # Whichever the controller learns first: the engines' connections
     # closing, or squeue saying the job ended.

@@ -21,12 +21,13 @@ pub mod output;
 pub mod slurm;
 pub mod ssh;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use rparallel_cluster::launch::{LaunchProgress, LaunchSpec, LauncherKind};
-use rparallel_cluster::process::Program;
+use rparallel_cluster::process::{die_with_parent, Program};
 use rparallel_cluster::ConnectionFile;
 use tokio::sync::{mpsc, watch};
 
@@ -257,12 +258,55 @@ impl Launcher {
     }
 }
 
+/// A launch's progress before any engine registered: `plan`'s hosts, or
+/// (no hosts given) `count` engines wherever `placed_by` puts them.
+pub fn progress(
+    label: &str,
+    plan: &[(String, usize)],
+    count: usize,
+    placed_by: &str,
+) -> LaunchProgress {
+    let expected = if plan.is_empty() {
+        BTreeMap::from([(format!("(hosts chosen by {placed_by})"), count)])
+    } else {
+        plan.iter().cloned().collect()
+    };
+    LaunchProgress {
+        label: label.to_string(),
+        expected,
+        ..Default::default()
+    }
+}
+
 /// What a launcher module hands back for one launch.
 pub struct Launch {
     pub progress: LaunchProgress,
     pub pid: Option<u32>,
     pub job: Option<watch::Receiver<Option<String>>>,
     pub done: watch::Receiver<bool>,
+}
+
+/// Starts `command` (a launching tool: ssh, mpiexec) as the controller's
+/// child: its output read by the controller, killed with it.
+pub fn spawn_tool(
+    mut command: tokio::process::Command,
+    stdin: std::process::Stdio,
+) -> anyhow::Result<tokio::process::Child> {
+    use std::process::Stdio;
+    command
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    die_with_parent(command.as_std_mut());
+    let tool = command
+        .as_std()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
+    command
+        .spawn()
+        .with_context(|| format!("cannot run {tool}"))
 }
 
 async fn all_done(running: &[Running], within: Duration) -> bool {

@@ -5,16 +5,14 @@
 //! ranks on other hosts. When mpiexec exits (a rank died and MPI ended the
 //! job, or it was stopped), every engine of the launch fails at once.
 
-use std::collections::BTreeMap;
 use std::process::Stdio;
 
-use anyhow::Context;
-use rparallel_cluster::launch::{LaunchProgress, LaunchSpec};
-use rparallel_cluster::process::{describe_exit, die_with_parent};
+use rparallel_cluster::launch::LaunchSpec;
+use rparallel_cluster::process::describe_exit;
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
-use super::{output, report, EngineCommand, Launch};
+use super::{output, progress, report, spawn_tool, EngineCommand, Launch};
 use crate::events::{HubEvent, LaunchNews};
 
 /// Starts `count` engines, on `plan`'s hosts (empty: wherever mpiexec
@@ -40,13 +38,7 @@ pub fn start(
     command.args(&spec.mpi_args);
     command.args(engine.words(launch));
     command.arg("--rank-id");
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    die_with_parent(command.as_std_mut());
-    let mut child = command.spawn().context("cannot run mpiexec")?;
+    let mut child = spawn_tool(command, Stdio::null())?;
     let pid = child.id();
     for stream in [
         child
@@ -73,17 +65,8 @@ pub fn start(
         report(&events, &id, LaunchNews::Ended(reason)).await;
         let _ = done_tx.send(true);
     });
-    let expected = if plan.is_empty() {
-        BTreeMap::from([("(hosts chosen by mpiexec)".to_string(), count)])
-    } else {
-        plan.iter().cloned().collect()
-    };
     Ok(Launch {
-        progress: LaunchProgress {
-            label: "mpiexec".into(),
-            expected,
-            ..Default::default()
-        },
+        progress: progress("mpiexec", plan, count, "mpiexec"),
         pid,
         job: None,
         done,

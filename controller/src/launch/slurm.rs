@@ -5,19 +5,18 @@
 //! job's output file, in the profile directory on the shared filesystem,
 //! is followed for the message when engines never arrive.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::bail;
-use rparallel_cluster::launch::{LaunchProgress, LaunchSpec};
+use rparallel_cluster::launch::LaunchSpec;
 use rparallel_cluster::process::describe_exit;
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
-use super::{output, report, EngineCommand, Launch};
+use super::{output, progress, report, EngineCommand, Launch};
 use crate::events::{HubEvent, LaunchNews};
 
 /// How often the job's state is read.
@@ -80,17 +79,8 @@ pub fn start(
         }
         let _ = done_tx.send(true);
     });
-    let expected = if plan.is_empty() {
-        BTreeMap::from([("(nodes chosen by Slurm)".to_string(), count)])
-    } else {
-        plan.iter().cloned().collect()
-    };
     Ok(Launch {
-        progress: LaunchProgress {
-            label: "slurm job".into(),
-            expected,
-            ..Default::default()
-        },
+        progress: progress("slurm job", plan, count, "Slurm"),
         pid: None,
         job: Some(job),
         done,

@@ -5,17 +5,15 @@
 //! on a command line or on the remote disk; stdin then stays open, and its
 //! end tells the agent that this controller is gone.
 
-use std::collections::BTreeMap;
 use std::process::Stdio;
 
-use anyhow::Context;
-use rparallel_cluster::launch::{split_words, LaunchProgress};
-use rparallel_cluster::process::{describe_exit, die_with_parent};
+use rparallel_cluster::launch::split_words;
+use rparallel_cluster::process::describe_exit;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
-use super::{output, report, EngineCommand, Launch};
+use super::{output, progress, report, spawn_tool, EngineCommand, Launch};
 use crate::events::{HubEvent, LaunchNews};
 
 /// ssh options: never prompt (a missing key fails at once instead of
@@ -75,13 +73,8 @@ pub fn start(launch: &SshLaunch<'_>, host: &str, count: usize) -> anyhow::Result
         .args(SSH_OPTIONS)
         .arg(host)
         .arg("--")
-        .arg(launch.remote_command(count)?)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    die_with_parent(command.as_std_mut());
-    let mut child = command.spawn().context("cannot run ssh")?;
+        .arg(launch.remote_command(count)?);
+    let mut child = spawn_tool(command, Stdio::piped())?;
     let pid = child.id();
     let label = format!("ssh {host}");
     let id = launch.id.clone();
@@ -115,11 +108,7 @@ pub fn start(launch: &SshLaunch<'_>, host: &str, count: usize) -> anyhow::Result
         let _ = done_tx.send(true);
     });
     Ok(Launch {
-        progress: LaunchProgress {
-            label,
-            expected: BTreeMap::from([(host.to_string(), count)]),
-            ..Default::default()
-        },
+        progress: progress(&label, &[(host.to_string(), count)], count, "ssh"),
         pid,
         job: None,
         done,
