@@ -19,6 +19,7 @@ from kernel_helpers import (
     collect_iopub,
     execute_ok,
     get_reply,
+    interrupt_running,
     shutdown_and_check,
     start_cell,
     start_kernel,
@@ -44,12 +45,18 @@ def rp_dir():
 
 
 @pytest.fixture
-def kc(rp_dir):
+def kernel(rp_dir):
+    """A kernel on head whose clusters live in the shared `rp_dir`."""
     km, kc = start_kernel(rp_dir)
     try:
-        yield kc
+        yield km, kc
     finally:
         shutdown_and_check(km, kc)
+
+
+@pytest.fixture
+def kc(kernel):
+    return kernel[1]
 
 
 def hostnames(kc) -> list[str]:
@@ -87,11 +94,13 @@ def record(rp_dir: str, profile: str = "default") -> dict:
         ("slurm", ["--slurm-args", "--time=10"]),
     ],
 )
-def test_cli_cluster_on_two_nodes(rp_dir, kc, launcher, extra):
+def test_cli_cluster_on_two_nodes(rp_dir, kernel, launcher, extra):
     """`rparallel cluster start --engines L --hosts node1:2,node2:2`: the
     controller listens on the head's lab address, says where the engines
-    run, `%px` and `apply` reach all four across hosts, the key is on no
-    command line anywhere, and `cluster stop` leaves nothing on any host."""
+    run, `%px` and `apply` reach all four across hosts, the kernel's
+    interrupt stops a `%px` running on them, the key is on no command line
+    anywhere, and `cluster stop` leaves nothing on any host."""
+    km, kc = kernel
     proc = start_cli(rp_dir, "--engines", launcher, "--hosts", "node1:2,node2:2", *extra)
     print(f"{launcher}: 4 engines on 2 nodes registered in {proc.seconds:.2f} s")
     assert f"listening on {HEAD_IP}" in proc.stdout, proc.stdout
@@ -105,6 +114,9 @@ def test_cli_cluster_on_two_nodes(rp_dir, kc, launcher, extra):
     execute_ok(kc, "import rparallel as ipp\nrc = ipp.Client()\nrc.wait_for_engines(4, timeout=30)")
     assert sorted(hostnames(kc)) == HOSTS
     assert value(kc, "rc[:].apply_sync(lambda x: x * 2, 21)") == [42] * 4
+    reply, took = interrupt_running(km, kc, "%px import time; time.sleep(30)")
+    assert reply["content"]["status"] == "error" and took < 2, (reply["content"], took)
+    assert value(kc, "rc[:].apply_sync(lambda: 1)") == [1] * 4
     if launcher == "slurm":
         job = record(rp_dir)["launches"][0]["job_id"]
         assert job in slurm_jobs(), (job, slurm_jobs())
