@@ -150,6 +150,9 @@ pub struct LaunchSpec {
     pub mpi_args: Vec<String>,
     /// Extra arguments for `sbatch` (`--partition=…`, `--time=…`).
     pub slurm_args: Vec<String>,
+    /// A batch script to submit instead of rparallel's own (`{n}` and
+    /// `{engine_command}` filled in): a site's `#SBATCH` lines, modules…
+    pub slurm_template: Option<std::path::PathBuf>,
 }
 
 impl LaunchSpec {
@@ -166,6 +169,22 @@ impl LaunchSpec {
         }
         if !self.slurm_args.is_empty() && self.kind != LauncherKind::Slurm {
             bail!("slurm_args are for engines=\"slurm\"");
+        }
+        if let Some(template) = &self.slurm_template {
+            if self.kind != LauncherKind::Slurm {
+                bail!("slurm_template is for engines=\"slurm\"");
+            }
+            let text = std::fs::read_to_string(template).with_context(|| {
+                format!("cannot read the Slurm template {}", template.display())
+            })?;
+            if !ENGINE_COMMAND.iter().any(|p| text.contains(p)) {
+                bail!(
+                    "the Slurm template {} must run the engines: put {} where they start (e.g. `srun {}`)",
+                    template.display(),
+                    ENGINE_COMMAND[0],
+                    ENGINE_COMMAND[0]
+                );
+            }
         }
         Ok(())
     }
@@ -252,6 +271,9 @@ impl LaunchSpec {
         if !self.slurm_args.is_empty() {
             args.extend(["--slurm-args".into(), shell_words::join(&self.slurm_args)]);
         }
+        if let Some(template) = &self.slurm_template {
+            args.extend(["--slurm-template".into(), template.display().to_string()]);
+        }
         args
     }
 }
@@ -322,6 +344,10 @@ pub fn find_on_path(tool: &str) -> Option<std::path::PathBuf> {
         .map(|dir| Path::new(dir).join(tool))
         .find(|path| path.is_file())
 }
+
+/// A Slurm template's placeholder for the engine command line (the second
+/// is ipyparallel's name for it).
+pub const ENGINE_COMMAND: [&str; 2] = ["{engine_command}", "{program_and_args}"];
 
 /// Splits `--mpi-args "-x A --bind-to none"` as a shell would.
 pub fn split_words(text: &str) -> anyhow::Result<Vec<String>> {
@@ -503,7 +529,7 @@ mod tests {
             hosts: HostSlots::parse_list("a:2,b:2").unwrap(),
             remote_rparallel: None,
             mpi_args: vec!["-x".into(), "A B".into()],
-            slurm_args: vec![],
+            ..Default::default()
         };
         let args = spec.args();
         assert_eq!(args[..4], ["--engines", "mpi", "--hosts", "a:2,b:2"]);

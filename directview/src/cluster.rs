@@ -46,7 +46,7 @@ pub struct Cluster {
 }
 
 /// The `**options` `Cluster()` takes (ipyparallel's names).
-const OPTIONS: [&str; 8] = [
+const OPTIONS: [&str; 9] = [
     "engine_timeout",
     "heartbeat_timeout",
     "restart_engines",
@@ -54,6 +54,7 @@ const OPTIONS: [&str; 8] = [
     "controller_location",
     "mpi_args",
     "slurm_args",
+    "slurm_template",
     "remote_rparallel",
 ];
 
@@ -97,6 +98,7 @@ impl Cluster {
             remote_rparallel: text("remote_rparallel")?,
             mpi_args: words_of(option("mpi_args"))?,
             slurm_args: words_of(option("slurm_args"))?,
+            slurm_template: text("slurm_template")?.map(Into::into),
         };
         launch.validate().map_err(value_error)?;
         let n = n

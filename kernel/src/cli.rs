@@ -73,6 +73,10 @@ struct LaunchArgs {
     /// Extra arguments for sbatch, as one string ("--partition=p --time=10").
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     slurm_args: Option<String>,
+    /// A batch script to submit instead of rparallel's own; `{n}` and
+    /// `{engine_command}` are filled in (`srun {engine_command}`).
+    #[arg(long, value_name = "PATH")]
+    slurm_template: Option<PathBuf>,
 }
 
 impl LaunchArgs {
@@ -93,6 +97,7 @@ impl LaunchArgs {
             remote_rparallel: self.remote_rparallel.clone(),
             mpi_args: words(&self.mpi_args)?,
             slurm_args: words(&self.slurm_args)?,
+            slurm_template: self.slurm_template.clone(),
         };
         spec.validate()?;
         Ok(spec)

@@ -253,3 +253,29 @@ def test_slurm_job_cancelled_under_running_px(kc):
     assert value(kc, "rc.ids") == []
     execute_ok(kc, "c.stop_cluster_sync()")
     assert job not in slurm_jobs()
+
+
+def test_slurm_batch_template(rp_dir, kc):
+    """`--slurm-template`: a site's batch script is submitted instead of
+    rparallel's own, with the engine command and n filled in; a template
+    that never starts the engines is refused before anything runs."""
+    template = Path(rp_dir) / "site.sbatch"
+    template.write_text(
+        "#!/bin/sh\n#SBATCH --time=5\n"
+        'echo "site prologue for {n} engines on $(hostname)"\n'
+        "srun {engine_command}\n"
+    )
+    start_cli(rp_dir, "--engines", "slurm", "--hosts", "node1:1,node2:1",
+              "--slurm-template", str(template))
+    execute_ok(kc, "import rparallel as ipp\nrc = ipp.Client()\nrc.wait_for_engines(2, timeout=30)")
+    assert sorted(hostnames(kc)) == ["node1", "node2"]
+    log = next((Path(rp_dir) / "profile_default").glob("slurm-*.log")).read_text()
+    assert "site prologue for 2 engines on node1" in log, log
+    assert cli(rp_dir, "cluster", "stop").returncode == 0
+
+    bad = Path(rp_dir) / "bad.sbatch"
+    bad.write_text("#!/bin/sh\nsrun hostname\n")
+    proc = cli(rp_dir, "cluster", "start", "--daemonize", "--engines", "slurm",
+               "--slurm-template", str(bad))
+    assert proc.returncode != 0
+    assert "must run the engines: put {engine_command}" in proc.stderr, proc.stderr

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::bail;
-use rparallel_cluster::launch::LaunchSpec;
+use rparallel_cluster::launch::{LaunchSpec, ENGINE_COMMAND};
 use rparallel_cluster::process::describe_exit;
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
@@ -36,14 +36,24 @@ pub fn start(
 ) -> anyhow::Result<Launch> {
     let script = engine.work_dir.join(format!("slurm-{launch}.sh"));
     let log = engine.work_dir.join(format!("slurm-{launch}.log"));
-    let mut srun = vec!["srun".to_string()];
-    srun.extend(engine.words(launch));
-    srun.push("--rank-id".into());
-    let text = format!(
-        "#!/bin/sh\n# rparallel engines ({launch}), submitted by the controller.\nexec {}\n",
-        shell_words::join(srun)
-    );
+    let mut words = engine.words(launch);
+    words.push("--rank-id".into());
+    let engines = shell_words::join(words);
+    let text = match &spec.slurm_template {
+        Some(template) => {
+            let mut text = std::fs::read_to_string(template)?;
+            for placeholder in ENGINE_COMMAND {
+                text = text.replace(placeholder, &engines);
+            }
+            text.replace("{n}", &count.to_string())
+        }
+        None => format!(
+            "#!/bin/sh\n# rparallel engines ({launch}), submitted by the controller.\nexec srun {engines}\n"
+        ),
+    };
     std::fs::write(&script, text)?;
+    // On sbatch's command line, these win over a template's #SBATCH lines:
+    // the cluster's n and hosts are what the user asked for.
     let mut args = vec![
         "--parsable".to_string(),
         format!("--job-name=rparallel-{launch}"),
