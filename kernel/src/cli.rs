@@ -35,7 +35,7 @@ enum Command {
     #[command(subcommand)]
     Cluster(ClusterCommand),
     /// Run a controller in the foreground (`cluster start` runs this).
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Run an engine of a cluster (the controller or a launcher starts this).
     Engine(EngineArgs),
     /// Run N engines on this host for a controller elsewhere, reading the
@@ -256,6 +256,7 @@ where
             launch,
         } => rparallel_controller::launch::agent::run(count, python, launch),
         Command::Controller(args) => {
+            let args = *args;
             init_logging();
             args.launch.spec().and_then(|launch| {
                 rparallel_controller::run_controller(ControllerOptions {
