@@ -19,6 +19,7 @@ use rparallel_cluster::LaunchProgress;
 use crate::events::{HubEvent, LaunchNews};
 use crate::launch::{Batch, Launcher};
 use crate::registry::{Registration, Registry};
+use crate::scheduler::{replied_to, Scheduler, Task, TASK_ROUTE};
 
 /// Called with the number of live engines and the launches' progress.
 pub type OnChange = Box<dyn FnMut(usize, &[LaunchProgress]) + Send>;
@@ -71,6 +72,8 @@ pub struct Hub {
     launcher: Option<Launcher>,
     /// Every launch so far, by id (`--launch` of its engines).
     launches: BTreeMap<String, LaunchProgress>,
+    /// Load-balanced tasks, waiting or running.
+    scheduler: Scheduler,
     /// Set once the whole cluster is stopping: nothing is restarted then.
     stopping: bool,
 }
@@ -93,6 +96,7 @@ impl Hub {
             on_change,
             launcher: None,
             launches: BTreeMap::new(),
+            scheduler: Scheduler::default(),
             stopping: false,
         }
     }
@@ -188,6 +192,10 @@ impl Hub {
                 return false;
             }
         };
+        if split == 2 && frames[1] == TASK_ROUTE {
+            self.submit_task(frames, split).await;
+            return false;
+        }
         if split == 2 {
             let route = &frames[1];
             let target = engine_route(route);
@@ -266,16 +274,24 @@ impl Hub {
                 return;
             }
         };
-        let known = self.registry.touch(&engine).is_some();
+        let id = self.registry.touch(&engine);
+        let known = id.is_some();
         if split == 2 {
-            if !known {
+            let Some(id) = id else {
                 tracing::warn!("dropped output from an unregistered engine");
                 return;
-            }
+            };
+            // Only an engine with tasks has its replies read: the end of a
+            // task gives it room for the next.
+            let finished = self.scheduler.is_running_on(id)
+                && replied_to(&frames, split).is_some_and(|m| self.scheduler.finished(id, &m));
             let client = frames[1].clone();
             if let Err(e) = self.client_tx.send(zmq_message(to_client(frames))).await {
                 tracing::info!("client gone: {e}");
                 self.clients.remove(&client);
+            }
+            if finished {
+                self.dispatch().await;
             }
             return;
         }
@@ -313,6 +329,7 @@ impl Hub {
                 }
                 self.notify_clients("engine_registered", info).await;
                 self.changed();
+                self.dispatch().await;
             }
             "heartbeat" if known => {
                 self.reply_engine(&request, "heartbeat_reply", json!({}))
@@ -441,7 +458,65 @@ impl Hub {
             self.notify_clients("engine_died", json!({ "id": id, "reason": reason }))
                 .await;
             self.changed();
+            let lost = self.scheduler.engine_lost(id);
+            for task in lost.failed {
+                let why = format!(
+                    "Engine {id} died while running task {} ({reason})",
+                    task.msg_id
+                );
+                self.fail_task(task, Some(id), &why).await;
+            }
+            let live = self.registry.ids();
+            for task in self.scheduler.take_unrunnable(&live) {
+                self.fail_task(task, None, "no engine it may run on is alive")
+                    .await;
+            }
+            self.dispatch().await;
         }
+    }
+
+    /// A load-balanced request: queued, and sent when an engine has room.
+    /// Targets naming no live engine fail it at once (ids are never
+    /// reused: it could never run).
+    async fn submit_task(&mut self, frames: Vec<Bytes>, split: usize) {
+        let Some(task) = Task::new(frames, split) else {
+            tracing::warn!("dropped a task without a readable header and metadata");
+            return;
+        };
+        let live = self.registry.ids();
+        if task
+            .targets
+            .as_ref()
+            .is_some_and(|t| !t.iter().any(|e| live.contains(e)))
+        {
+            let why = format!(
+                "no engine among its targets {:?} is registered",
+                task.targets.as_deref().unwrap_or(&[])
+            );
+            self.fail_task(task, None, &why).await;
+            return;
+        }
+        self.scheduler.submit(task);
+        self.dispatch().await;
+    }
+
+    /// Sends every task an engine has room for.
+    async fn dispatch(&mut self) {
+        let live = self.registry.ids();
+        for (engine, task) in self.scheduler.assign(&live) {
+            let Some(identity) = self.registry.get(engine).map(|e| e.identity.clone()) else {
+                continue;
+            };
+            self.send_engine(to_engine(task.frames, identity)).await;
+        }
+    }
+
+    /// Tells a task's client it failed (`engine_unavailable`, as for a
+    /// request to a dead engine).
+    async fn fail_task(&mut self, task: Task, engine: Option<u32>, reason: &str) {
+        let client = task.frames[0].clone();
+        self.unavailable(client, task.frames, task.split, engine, reason)
+            .await;
     }
 
     /// Tells every engine to exit.

@@ -9,6 +9,8 @@
 //! - [`hub`]: the routing loop: verifies every message, routes client
 //!   requests to engines and engine output back to the client that asked,
 //!   answers registration and heartbeats, announces engines coming and going.
+//! - [`scheduler`]: load-balanced tasks: queued, given to the least
+//!   loaded engine with room, rerun or failed when their engine dies.
 //! - [`launch`]: starts engines (local processes, ssh, mpiexec, Slurm)
 //!   and reports their exits and progress; [`launch::agent`] is the
 //!   remote half of the ssh launcher (`rparallel host-engines`).
@@ -20,6 +22,7 @@ pub mod events;
 pub mod hub;
 pub mod launch;
 pub mod registry;
+pub mod scheduler;
 pub mod server;
 
 pub use server::{run_controller, ControllerOptions};

@@ -152,6 +152,11 @@ impl Registry {
             .collect()
     }
 
+    /// Live engine ids, in order.
+    pub fn ids(&self) -> Vec<u32> {
+        self.engines.keys().copied().collect()
+    }
+
     pub fn len(&self) -> usize {
         self.engines.len()
     }

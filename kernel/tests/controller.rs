@@ -87,6 +87,50 @@ impl Peer {
         message
     }
 
+    /// A load-balanced apply_request with this metadata.
+    async fn send_task(&mut self, metadata: Value) -> Message {
+        let mut message = self.session.message("apply_request", json!({}), None);
+        message.metadata = metadata;
+        let mut frames = self.session.encode(&message);
+        frames.push_front(Bytes::from_static(b"task"));
+        self.socket.send(frames).await.unwrap();
+        message
+    }
+
+    /// Registers as an engine; its id.
+    async fn register(&mut self, uuid: &str) -> u64 {
+        let hello = json!({"uuid": uuid, "pid": 1, "hostname": "elsewhere"});
+        self.send(None, "registration_request", hello).await;
+        self.recv_type("registration_reply").await.content["id"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// The next request routed to this engine (None within `wait`), with
+    /// the client identity it came from.
+    async fn next_request(&mut self, wait: Duration) -> Option<(Bytes, Message)> {
+        let frames = tokio::time::timeout(wait, self.socket.recv())
+            .await
+            .ok()?
+            .unwrap()
+            .into_vec();
+        let message = self
+            .session
+            .decode(ZmqMessage::try_from(frames[1..].to_vec()).unwrap())
+            .unwrap();
+        Some((frames[0].clone(), message))
+    }
+
+    /// Replies to a routed request.
+    async fn reply(&mut self, client: Bytes, request: &Message) {
+        let mut reply = self
+            .session
+            .message("apply_reply", json!({"status": "ok"}), Some(request));
+        reply.identities = vec![client];
+        let encoded = self.session.encode(&reply).into_vec();
+        self.send_frames(encoded).await;
+    }
+
     async fn send_frames(&mut self, frames: Vec<Bytes>) {
         self.socket
             .send(ZmqMessage::try_from(frames).unwrap())
@@ -214,4 +258,60 @@ async fn controller_registers_routes_and_detects_death() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!controller.security.join("rparallel-client.json").exists());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn controller_schedules_tasks_on_engines_with_room() {
+    let controller = start_controller(1.5);
+    let client_file = controller.security.join("rparallel-client.json");
+    let engine_file = controller.security.join("rparallel-engine.json");
+    let mut client = Peer::connect(&client_file, None).await;
+    client.send(None, "connection_request", json!({})).await;
+    client.recv_type("connection_reply").await;
+    let mut e0 = Peer::connect(&engine_file, None).await;
+    let mut e1 = Peer::connect(&engine_file, None).await;
+    assert_eq!(e0.register("u0").await, 0);
+    assert_eq!(e1.register("u1").await, 1);
+    let short = Duration::from_millis(300);
+
+    // Three tasks, two engines with room for one each: the third waits.
+    let a = client.send_task(json!({})).await;
+    let b = client.send_task(json!({})).await;
+    let c = client.send_task(json!({})).await;
+    let (from, got0) = e0.next_request(Duration::from_secs(5)).await.unwrap();
+    let (_, got1) = e1.next_request(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(got0.header.msg_id, a.header.msg_id);
+    assert_eq!(got1.header.msg_id, b.header.msg_id);
+    assert!(
+        e0.next_request(short).await.is_none(),
+        "hwm 1: no second task"
+    );
+    assert!(e1.next_request(short).await.is_none());
+
+    // Engine 0 finishes: its reply reaches the client, and it gets the next.
+    e0.reply(from.clone(), &got0).await;
+    let reply = client.recv_type("apply_reply").await;
+    assert_eq!(reply.parent_header.unwrap().msg_id, a.header.msg_id);
+    let (_, got) = e0.next_request(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(got.header.msg_id, c.header.msg_id);
+
+    // Targets no live engine has: failed at once.
+    let nowhere = client.send_task(json!({"targets": [7]})).await;
+    let failed = client.recv_type("engine_unavailable").await;
+    assert_eq!(failed.parent_header.unwrap().msg_id, nowhere.header.msg_id);
+
+    // Nobody heartbeats here: after the timeout both engines are dead.
+    // Their running tasks fail naming the engine; the waiting task that may
+    // run only on engine 1 fails as one that can never run.
+    let waiting = client.send_task(json!({"targets": [1]})).await;
+    let mut reasons = std::collections::HashMap::new();
+    for _ in 0..3 {
+        let lost = client.recv_type("engine_unavailable").await;
+        let reason = lost.content["reason"].as_str().unwrap().to_string();
+        reasons.insert(lost.parent_header.unwrap().msg_id, reason);
+    }
+    assert!(reasons[&b.header.msg_id].starts_with("Engine 1 died while running task"));
+    assert!(reasons[&c.header.msg_id].starts_with("Engine 0 died while running task"));
+    assert!(reasons[&waiting.header.msg_id].contains("no engine it may run on"));
+    drop(e0);
 }
