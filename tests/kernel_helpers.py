@@ -11,6 +11,7 @@ Helpers for clusters are in ``cluster_helpers.py``, for raw wire messages in
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -347,6 +348,15 @@ def execute_error(kc, code: str, timeout: float = 30, **kwargs: Any) -> Executio
     assert ex.status == "error", f"cell should have failed: {ex.summary()}"
     ex.error()  # exactly one
     return ex
+
+
+def value(kc, code: str, timeout: float = 60):
+    """Runs ``code``, whose last line is an expression; returns that
+    expression's value, passed back as JSON on stdout."""
+    lines = code.strip().splitlines()
+    body, last = "\n".join(lines[:-1]), lines[-1]
+    ex = execute_ok(kc, f"{body}\nimport json as _json\nprint(_json.dumps({last}))", timeout=timeout)
+    return json.loads(ex.stdout.strip().splitlines()[-1])
 
 
 def drain(kc) -> None:

@@ -11,7 +11,7 @@ use rparallel_protocol::{shm, Message};
 use serde_json::Value;
 
 use crate::connection::Connection;
-use crate::request::Request;
+use crate::request::{Request, Route};
 use crate::tracker::{State, Status, Tracker};
 use crate::wait::{wait_until, Deadline, Until, Waited, Waiter, INTERRUPT_GRACE, SLICE};
 
@@ -68,7 +68,26 @@ impl Client {
         message.buffers = buffers;
         self.use_shared_memory(engine, returns_value, &mut message);
         let msg_id = message.header.msg_id.clone();
-        self.connection.send(Some(engine), message, urgent);
+        self.connection.send(Route::Engine(engine), message, urgent);
+        msg_id
+    }
+
+    /// Sends `request` to the controller's scheduler, which gives it to
+    /// an engine with room (one of `targets`, if given; run again up to
+    /// `retries` times should its engine die); returns its msg_id. Blocks
+    /// while too many requests are in flight.
+    pub fn send_task(&self, request: Request, targets: Option<&[u32]>, retries: u32) -> String {
+        let (msg_type, content, buffers) = request.into_parts();
+        let mut message: Message = self.connection.session.message(msg_type, content, None);
+        message.buffers = buffers;
+        if let Some(targets) = targets {
+            message.metadata["targets"] = targets.into();
+        }
+        if retries > 0 {
+            message.metadata["retries"] = retries.into();
+        }
+        let msg_id = message.header.msg_id.clone();
+        self.connection.send(Route::Task, message, false);
         msg_id
     }
 
@@ -76,7 +95,7 @@ impl Client {
     fn send_controller(&self, msg_type: &str, content: Value) -> String {
         let message = self.connection.session.message(msg_type, content, None);
         let msg_id = message.header.msg_id.clone();
-        self.connection.send(None, message, true);
+        self.connection.send(Route::Controller, message, true);
         msg_id
     }
 

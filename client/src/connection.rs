@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
 use rparallel_cluster::ConnectionFile;
 use rparallel_protocol::{shm, Message, Session};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend};
 
+use crate::request::Route;
 use crate::tracker::Tracker;
 
 /// Requests in flight are bounded by this queue; a full queue makes the
@@ -28,10 +28,7 @@ const MAX_IN_FLIGHT: usize = 10_000;
 const HEARTBEAT_MISSES: u32 = 3;
 
 enum Outgoing {
-    Send {
-        route: Option<u32>,
-        message: Box<Message>,
-    },
+    Send { route: Route, message: Box<Message> },
     Close,
 }
 
@@ -108,8 +105,8 @@ impl Connection {
     /// records it. Blocks while the outgoing queue is full. Work for an
     /// engine waits for credit; `urgent` requests (interrupts, aborts) and
     /// the controller's own never do.
-    pub fn send(&self, route: Option<u32>, message: Message, urgent: bool) {
-        if route.is_some() && !urgent {
+    pub fn send(&self, route: Route, message: Message, urgent: bool) {
+        if route != Route::Controller && !urgent {
             self.tracker.wait_for_credit(MAX_IN_FLIGHT);
         }
         self.tracker.submit(&message.header.msg_id, route);
@@ -169,8 +166,8 @@ async fn serve(
             out = outgoing.recv() => match out {
                 Some(Outgoing::Send { route, message }) => {
                     let mut frames = session.encode(&message);
-                    if let Some(engine) = route {
-                        frames.push_front(Bytes::from(format!("engine:{engine}")));
+                    if let Some(frame) = route.frame() {
+                        frames.push_front(frame);
                     }
                     if let Err(e) = socket.send(frames).await {
                         tracker.controller_lost(&format!("cannot reach the controller: {e}"));

@@ -29,7 +29,7 @@ pub mod tracker;
 pub mod wait;
 
 pub use client::Client;
-pub use request::Request;
+pub use request::{Request, Route};
 pub use shape::{Call, Shape};
 pub use targets::{TargetError, Targets};
 pub use tracker::{State, Status, Task, Tracker};

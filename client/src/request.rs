@@ -74,6 +74,28 @@ impl Request {
     }
 }
 
+/// Where a request goes through the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// To the controller itself.
+    Controller,
+    /// To one engine.
+    Engine(u32),
+    /// To whichever engine the controller's scheduler picks.
+    Task,
+}
+
+impl Route {
+    /// The routing frame in front of the message (none for the controller).
+    pub fn frame(self) -> Option<Bytes> {
+        match self {
+            Route::Controller => None,
+            Route::Engine(engine) => Some(Bytes::from(format!("engine:{engine}"))),
+            Route::Task => Some(Bytes::from_static(b"task")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

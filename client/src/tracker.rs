@@ -9,6 +9,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rparallel_protocol::Message;
+
+use crate::request::Route;
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +25,11 @@ pub enum Status {
 /// One request sent to an engine (or to the controller: `engine` None).
 #[derive(Debug, Clone)]
 pub struct Task {
+    /// The engine running it: known when sent to one, else (a
+    /// load-balanced task) from its first output or reply.
     pub engine: Option<u32>,
+    /// Sent to the scheduler rather than to an engine.
+    pub balanced: bool,
     pub status: Status,
     pub reply: Option<Arc<Message>>,
     /// stream, display_data, execute_result and error messages, in order.
@@ -57,7 +63,7 @@ pub struct Tracker {
 
 /// Marks a pending task finished, returning the engine credit it held.
 fn finish(task: &mut Task, status: Status, in_flight: &AtomicUsize) {
-    if task.status == Status::Pending && task.engine.is_some() {
+    if task.status == Status::Pending && (task.engine.is_some() || task.balanced) {
         in_flight.fetch_sub(1, Ordering::SeqCst);
     }
     task.status = status;
@@ -84,7 +90,12 @@ impl Tracker {
     }
 
     /// Records that `msg_id` was sent to `engine`.
-    pub fn submit(&self, msg_id: &str, engine: Option<u32>) {
+    pub fn submit(&self, msg_id: &str, route: Route) {
+        let engine = match route {
+            Route::Engine(id) => Some(id),
+            Route::Controller | Route::Task => None,
+        };
+        let balanced = route == Route::Task;
         let mut state = self.lock();
         let status = match (&state.controller_lost, engine) {
             (Some(reason), _) => Status::Failed(reason.clone()),
@@ -94,13 +105,14 @@ impl Tracker {
             _ => Status::Pending,
         };
         let failed = status != Status::Pending;
-        if !failed && engine.is_some() {
+        if !failed && route != Route::Controller {
             self.in_flight.fetch_add(1, Ordering::SeqCst);
         }
         state.tasks.insert(
             msg_id.to_string(),
             Task {
                 engine,
+                balanced,
                 status,
                 reply: None,
                 outputs: Vec::new(),
@@ -316,7 +328,17 @@ impl Tracker {
 
 fn parent_task<'s>(state: &'s mut State, message: &Message) -> Option<&'s mut Task> {
     let parent = message.parent_header.as_ref()?;
-    state.tasks.get_mut(&parent.msg_id)
+    let task = state.tasks.get_mut(&parent.msg_id)?;
+    if task.balanced && task.engine.is_none() {
+        // A load-balanced task's engine is known from what it sends, or
+        // from the controller when that engine died.
+        let id = match message.msg_type() {
+            "engine_unavailable" => &message.content["engine_id"],
+            _ => &message.metadata["engine_id"],
+        };
+        task.engine = id.as_u64().map(|id| id as u32);
+    }
+    Some(task)
 }
 
 /// Removes the parent task of `message` if nobody holds it and it finished.
@@ -368,8 +390,8 @@ mod tests {
         tracker.on_message(session.message("engine_registered", json!({"id": 1}), None));
         let a = session.message("apply_request", json!({}), None);
         let b = session.message("apply_request", json!({}), None);
-        tracker.submit(&a.header.msg_id, Some(0));
-        tracker.submit(&b.header.msg_id, Some(1));
+        tracker.submit(&a.header.msg_id, Route::Engine(0));
+        tracker.submit(&b.header.msg_id, Route::Engine(1));
         let ids = vec![a.header.msg_id.clone(), b.header.msg_id.clone()];
         assert!(!tracker.wait(&ids, Some(Duration::from_millis(10))));
 
@@ -406,7 +428,7 @@ mod tests {
         drop(state);
 
         // Work for a dead engine fails at once; forgetting frees the records.
-        tracker.submit("late", Some(1));
+        tracker.submit("late", Route::Engine(1));
         assert!(tracker.wait(&["late".to_string()], Some(Duration::ZERO)));
         tracker.forget(&ids);
         assert_eq!(tracker.lock().tasks.len(), 1);
@@ -420,7 +442,7 @@ mod tests {
     #[test]
     fn losing_the_controller_fails_everything_pending() {
         let tracker = Tracker::new();
-        tracker.submit("x", None);
+        tracker.submit("x", Route::Controller);
         tracker.controller_lost("the controller is gone");
         assert_eq!(
             tracker.lock().tasks["x"].status,

@@ -11,6 +11,7 @@ use rparallel_client::{Client, Deadline, TargetError, Targets};
 use rparallel_cluster::{ConnectionFile, Profile};
 use serde_json::json;
 
+use crate::balanced::{targets_of, LoadBalancedView};
 use crate::errors::{os_error, target_error, timeout_error};
 use crate::jobs::wait_jobs;
 use crate::view::DirectView;
@@ -134,6 +135,25 @@ impl PyClient {
             _ => Targets::All,
         };
         Ok(PyClient::view(slf, targets))
+    }
+
+    /// A view whose tasks go to whichever engine is free (`targets`: the
+    /// engines they may run on; None: any).
+    #[pyo3(signature = (targets=None))]
+    fn load_balanced_view(
+        slf: &Bound<'_, Self>,
+        targets: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<LoadBalancedView> {
+        let client = slf.borrow().client.clone();
+        let targets = match targets {
+            Some(t) => targets_of(&client, t)?,
+            None => Targets::All,
+        };
+        Ok(LoadBalancedView::new(
+            client,
+            slf.clone().into_any().unbind(),
+            targets,
+        ))
     }
 
     /// Makes a blocking view on `targets` the one `%px{suffix}` runs on.

@@ -6,7 +6,8 @@
 //! # Layout
 //!
 //! - [`client`], [`view`] (the view and its one path to the engines),
-//!   [`view_methods`] (its Python API), [`result`] (a result and how its
+//!   [`view_methods`] (its Python API), [`balanced`] (the load-balanced
+//!   view: tasks for the controller's scheduler), [`result`] (a result and how its
 //!   value is built), [`result_methods`] (its Python API), [`remote`],
 //!   [`cluster`]: the Python classes.
 //! - [`waiting`]: [`waiting::PyWaiter`], how Python waits on the client's
@@ -21,8 +22,9 @@
 //!
 //! Module dependencies run one way, in the order: errors, convert,
 //! display, relay, waiting, result, result_methods, jobs, view, remote,
-//! view_methods, client, cluster, px.
+//! view_methods, balanced, client, cluster, px.
 
+pub mod balanced;
 pub mod client;
 pub mod cluster;
 pub mod convert;
@@ -60,6 +62,7 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
 
     module.add_class::<client::PyClient>()?;
     module.add_class::<view::DirectView>()?;
+    module.add_class::<balanced::LoadBalancedView>()?;
     module.add_class::<result::AsyncResult>()?;
     module.add("AsyncMapResult", module.getattr("AsyncResult")?)?;
     module.add_class::<remote::RemoteFunction>()?;

@@ -26,6 +26,9 @@ use crate::errors::{error, errors, timeout_error};
 use crate::relay::Relay;
 use crate::waiting::PyWaiter;
 
+/// The engine of a load-balanced task not yet given to one.
+pub const UNASSIGNED: u32 = u32::MAX;
+
 #[pyclass(module = "rparallel", name = "AsyncResult")]
 pub struct AsyncResult {
     pub(crate) client: Arc<Client>,
@@ -243,8 +246,14 @@ impl AsyncResult {
                 "this result's records were released",
             ));
         };
+        // A load-balanced task's engine is learnt from its reply.
+        let engine = task.engine.unwrap_or(engine);
         let info = PyDict::new(py);
-        info.set_item("engine_id", engine)?;
+        if engine == UNASSIGNED {
+            info.set_item("engine_id", py.None())?;
+        } else {
+            info.set_item("engine_id", engine)?;
+        }
         info.set_item("method", self.call.method)?;
         let reply = match task.status {
             Status::Pending => return Err(PyRuntimeError::new_err("result not ready")),

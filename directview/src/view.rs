@@ -157,19 +157,8 @@ impl DirectView {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, AsyncResult>> {
-        if !f.is_callable() {
-            return Err(PyTypeError::new_err(format!(
-                "apply needs a callable, not {}",
-                f.get_type().name()?
-            )));
-        }
-        let kwargs = match kwargs {
-            Some(k) => k.clone(),
-            None => PyDict::new(py),
-        };
-        let call = PyTuple::new(py, [f.clone(), args.clone().into_any(), kwargs.into_any()])?;
-        let frames = rparallel_pyexec::serialize(call.as_any())?;
-        self.broadcast(py, &self.targets, Call::APPLY, Request::Apply(frames))
+        let request = apply_request(py, f, args, kwargs)?;
+        self.broadcast(py, &self.targets, Call::APPLY, request)
     }
 
     /// `f` over per-engine blocks of `sequences`: element-wise (map, a
@@ -227,6 +216,28 @@ impl DirectView {
         }
         self.submit(py, used, requests, Call::MAP, false, None)
     }
+}
+
+/// The request calling `f(*args, **kwargs)`: pickled here, so a function
+/// that cannot be pickled fails in the caller before anything is sent.
+pub(crate) fn apply_request(
+    py: Python<'_>,
+    f: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Request> {
+    if !f.is_callable() {
+        return Err(PyTypeError::new_err(format!(
+            "apply needs a callable, not {}",
+            f.get_type().name()?
+        )));
+    }
+    let kwargs = match kwargs {
+        Some(k) => k.clone(),
+        None => PyDict::new(py),
+    };
+    let call = PyTuple::new(py, [f.clone(), args.clone().into_any(), kwargs.into_any()])?;
+    Ok(Request::Apply(rparallel_pyexec::serialize(call.as_any())?))
 }
 
 /// A result, or (`block`) its value once ready.

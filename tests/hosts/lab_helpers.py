@@ -11,7 +11,6 @@ machine's own.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -19,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kernel_helpers import REPO, VENV_PYTHON, cluster_env, execute, execute_ok, kill_pids, pid_alive
+from kernel_helpers import REPO, VENV_PYTHON, cluster_env, kill_pids, pid_alive
 
 LAB_SH = REPO / "tests" / "hosts" / "lab.sh"
 RPARALLEL = REPO / "target" / "release" / "rparallel"
@@ -176,20 +175,3 @@ def start_cli(rp_dir: str, *args: str, timeout: float = 90) -> subprocess.Comple
     proc.seconds = time.monotonic() - started  # type: ignore[attr-defined]
     assert proc.returncode == 0, f"cluster start {args} failed: {proc.stdout}\n{proc.stderr}"
     return proc
-
-
-def value(kc, code: str, timeout: float = 60):
-    """Runs ``code``, whose last line is an expression; returns that
-    expression's value, passed back as JSON on stdout."""
-    lines = code.strip().splitlines()
-    body, last = "\n".join(lines[:-1]), lines[-1]
-    ex = execute_ok(kc, f"{body}\nimport json as _json\nprint(_json.dumps({last}))", timeout=timeout)
-    return json.loads(ex.stdout.strip().splitlines()[-1])
-
-
-def run_error(kc, code: str, timeout: float = 60):
-    """Runs ``code``, which must fail; returns (the execution, its error text)."""
-    ex = execute(kc, code, timeout=timeout)
-    assert ex.status == "error", f"cell should have failed: {ex.summary()}"
-    err = ex.error()
-    return ex, f"{err['ename']}: {err['evalue']}\n" + "\n".join(err.get("traceback", []))

@@ -26,8 +26,9 @@ from kernel_helpers import (
     start_cell,
     start_kernel,
     wait_until_none,
+    value,
 )
-from lab_helpers import cli, lab_processes, new_rp_dir, set_link, start_cli, value, wait_lab_clean
+from lab_helpers import cli, lab_processes, new_rp_dir, set_link, start_cli, wait_lab_clean
 
 # The engines' heartbeat timeout in these tests: a cut link is noticed
 # within it.

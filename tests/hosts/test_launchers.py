@@ -23,6 +23,7 @@ from kernel_helpers import (
     shutdown_and_check,
     start_cell,
     start_kernel,
+    value,
 )
 from lab_helpers import (
     HEAD_IP,
@@ -32,7 +33,6 @@ from lab_helpers import (
     new_rp_dir,
     slurm_jobs,
     start_cli,
-    value,
     wait_lab_clean,
 )
 

@@ -24,7 +24,8 @@ class UnmetDependency(Exception):
 def _engine_str(engine_info):
     if not engine_info:
         return "[Engine Exception]"
-    return "[%s:%s]" % (engine_info.get("engine_id", "?"), engine_info.get("method", "?"))
+    engine = engine_info.get("engine_id")
+    return "[%s:%s]" % ("?" if engine is None else engine, engine_info.get("method", "?"))
 
 
 class RemoteError(Exception):
