@@ -6,7 +6,8 @@ and ipyparallel in ipykernel.
 
 Each round starts a fresh kernel of each kind (the `rparallel` kernel, and
 ipykernel with ipyparallel), alternating A B A B. Inside the kernel the
-workload script starts a 4-engine cluster and times the API calls with
+workload script starts a 4-engine cluster and times the API calls (the
+DirectView's, then the load-balanced view's) with
 time.perf_counter; the kernel prints the figures as JSON. Cells (`%px a=1`)
 are timed from outside, from sending the request to the kernel's idle.
 """
@@ -70,6 +71,18 @@ def scatter():
 r["scatter np.arange(10**7)"] = times(scatter, 3)
 r["gather np.arange(10**7)"] = times(lambda: dview.gather("x", block=True), 3)
 r["map_sync x**10 over range(10000)"] = times(lambda: dview.map_sync(lambda x: x**10, range(10000)), {maps})
+lview = rc.load_balanced_view()
+for _ in range(20):
+    lview.apply_sync(f)
+t = time.perf_counter()
+ars = [lview.apply_async(f) for i in range({tasks})]
+for ar in ars:
+    ar.get()
+r["load-balanced apply_async throughput"] = [{tasks} / (time.perf_counter() - t)]
+del ars
+r["lview.map_sync 10**4 items, chunksize=1"] = times(lambda: lview.map_sync(lambda x: x**10, range(10000)), 1)
+r["lview.map_sync 10**4 items, chunksize=250"] = times(
+    lambda: lview.map_sync(lambda x: x**10, range(10000), chunksize=250), {maps})
 print("RESULT " + json.dumps(r))
 '''
 
@@ -84,6 +97,9 @@ UNITS = {
     "scatter np.arange(10**7)": ("ms", 1e3, False),
     "gather np.arange(10**7)": ("ms", 1e3, False),
     "map_sync x**10 over range(10000)": ("ms", 1e3, False),
+    "load-balanced apply_async throughput": ("tasks/s", 1, True),
+    "lview.map_sync 10**4 items, chunksize=1": ("ms", 1e3, False),
+    "lview.map_sync 10**4 items, chunksize=250": ("ms", 1e3, False),
     "%px a=1 cell (4 engines)": ("ms", 1e3, False),
     "plain a=1 cell": ("ms", 1e3, False),
     "engine idle RSS": ("MB", 1, False),

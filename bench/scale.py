@@ -4,7 +4,8 @@
 
 For each size, a fresh kernel starts a cluster of that many local engines
 (timed until all registered), then sends `--tasks` tiny apply_async calls
-round-robin over all engines and waits for them (tasks/s). rparallel runs
+round-robin over all engines and waits for them (tasks/s), then as many
+through a load-balanced view (the controller's scheduler). rparallel runs
 every size; ipyparallel runs up to `--ipp-max` engines (64 ipyparallel
 engines need about 4 GB and minutes to start on a 2-core machine).
 """
@@ -35,8 +36,17 @@ for ar in ars:
     ar.get()
 tput = {tasks} / (time.perf_counter() - t)
 del ars
+lview = rc.load_balanced_view()
+for _ in range(len(ids)):
+    lview.apply_sync(f)
+t = time.perf_counter()
+ars = [lview.apply_async(f) for i in range({tasks})]
+for ar in ars:
+    ar.get()
+balanced = {tasks} / (time.perf_counter() - t)
+del ars
 cluster.stop_cluster_sync()
-print("RESULT " + json.dumps({{"start": start, "throughput": tput}}))
+print("RESULT " + json.dumps({{"start": start, "throughput": tput, "balanced": balanced}}))
 '''
 
 
@@ -66,21 +76,25 @@ def main():
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     rows = []
-    print("%8s %16s %16s %16s %16s %8s" % (
-        "engines", "rparallel start", "rparallel tasks/s", "ipyp. start", "ipyp. tasks/s", "ratio"))
+    print("%8s %16s %16s %16s %16s %8s %16s %16s %8s" % (
+        "engines", "rparallel start", "rparallel tasks/s", "ipyp. start", "ipyp. tasks/s", "ratio",
+        "rp. balanced/s", "ipyp. balanced/s", "ratio"))
     for n in [int(x) for x in args.engines.split(",")]:
         row = {"engines": n, "rparallel": run("rparallel", "rparallel", n, args.tasks)}
         if n <= args.ipp_max:
             row["ipyparallel"] = run("python3", "ipyparallel", n, args.tasks)
         rows.append(row)
         r, i = row["rparallel"], row.get("ipyparallel")
-        print("%8d %14.2f s %16.0f %14s %16s %8s" % (
+        print("%8d %14.2f s %16.0f %14s %16s %8s %16.0f %16s %8s" % (
             n, r["start"], r["throughput"],
             "%.2f s" % i["start"] if i else "-", "%.0f" % i["throughput"] if i else "-",
-            "%.1fx" % (r["throughput"] / i["throughput"]) if i else "-"))
-    first, last = rows[0]["rparallel"]["throughput"], rows[-1]["rparallel"]["throughput"]
-    print("rparallel: %d-engine throughput is %.0f%% of %d-engine throughput" % (
-        rows[-1]["engines"], 100 * last / first, rows[0]["engines"]))
+            "%.1fx" % (r["throughput"] / i["throughput"]) if i else "-",
+            r["balanced"], "%.0f" % i["balanced"] if i else "-",
+            "%.1fx" % (r["balanced"] / i["balanced"]) if i else "-"))
+    for key, what in (("throughput", "direct"), ("balanced", "load-balanced")):
+        first, last = rows[0]["rparallel"][key], rows[-1]["rparallel"][key]
+        print("rparallel: %d-engine %s throughput is %.0f%% of %d-engine throughput" % (
+            rows[-1]["engines"], what, 100 * last / first, rows[0]["engines"]))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "rows": rows}, fh, indent=1)

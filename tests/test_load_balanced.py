@@ -44,6 +44,49 @@ def test_apply_and_map(lb):
     assert value(lb, "lv.set_flags(block=True)\nlv.apply(lambda: 'blocked')") == "blocked"
 
 
+def test_iteration_in_order_or_first_come(lb):
+    """Iterating a map's result yields the items in order, or with
+    `ordered=False` as their tasks finish; `get()` is in order either way."""
+    got = value(
+        lb,
+        """
+slow_first = [0.6, 0.4, 0.2, 0.0]
+f = lambda d: (time.sleep(d), d)[1]
+in_order = list(lv.map(f, slow_first))
+first_come = list(lv.map(f, slow_first, ordered=False))
+[in_order, first_come, lv.map(f, slow_first, ordered=False).get()]
+""",
+    )
+    assert got == [[0.6, 0.4, 0.2, 0.0], [0.0, 0.2, 0.4, 0.6], [0.6, 0.4, 0.2, 0.0]]
+
+
+def test_imap_over_an_endless_generator(lb):
+    """`imap` over `itertools.count()`: results in order, never more than
+    `max_outstanding` tasks ahead; `cancel()` stops it after the tasks
+    already sent; first-come with `ordered=False`; a bad bound is a
+    ValueError."""
+    got = value(
+        lb,
+        """
+import itertools
+it = lv.imap(lambda x: x * 2, itertools.count(), max_outstanding=5)
+first, most = [], 0
+for _ in range(20):
+    first.append(next(it))
+    most = max(most, it.outstanding)
+it.cancel()
+rest = list(it)
+unordered = sorted(lv.imap(lambda x: x + 1, range(10), ordered=False))
+[first, most, len(rest) <= 5, rest == [2 * x for x in range(20, 20 + len(rest))], unordered]
+""",
+    )
+    assert got[0] == [2 * x for x in range(20)]
+    assert got[1] <= 5 and got[2] is True and got[3] is True, got
+    assert got[4] == list(range(1, 11))
+    out = execute(lb, "lv.imap(abs, range(3), max_outstanding=-1)")
+    assert out.status == "error" and out.error()["ename"] == "ValueError", out.summary()
+
+
 def test_uneven_tasks_spread_over_the_engines(lb):
     """300 tasks of 0–20 ms each (seeded): done in close to total work /
     engines, and every engine took some."""

@@ -153,11 +153,13 @@ impl Client {
     ) -> Result<Waited, W::Error> {
         let tracker = self.tracker();
         let all_done = |state: &State| Tracker::all_done(state, msg_ids);
-        let over = |state: &State| {
-            all_done(state) || (until == Until::AllDoneOrLost && Tracker::any_lost(state, msg_ids))
+        let over = |state: &State| match until {
+            Until::AllDone => all_done(state),
+            Until::AllDoneOrLost => all_done(state) || Tracker::any_lost(state, msg_ids),
+            Until::AnyDone => Tracker::any_done(state, msg_ids),
         };
         match wait_until(tracker, waiter, deadline.timeout(), over) {
-            Ok(true) if all_done(&tracker.lock()) => Ok(Waited::Done),
+            Ok(true) if until == Until::AnyDone || all_done(&tracker.lock()) => Ok(Waited::Done),
             Ok(true) => Ok(Waited::Lost),
             Ok(false) => match deadline {
                 Deadline::Interrupt(after) => {

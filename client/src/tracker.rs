@@ -212,6 +212,16 @@ impl Tracker {
         })
     }
 
+    /// Whether one of `msg_ids` has finished (or is unknown: released).
+    pub fn any_done(state: &State, msg_ids: &[String]) -> bool {
+        msg_ids.iter().any(|id| {
+            state
+                .tasks
+                .get(id)
+                .is_none_or(|t| t.status != Status::Pending)
+        })
+    }
+
     /// Whether every one of `msg_ids` has finished.
     pub fn all_done(state: &State, msg_ids: &[String]) -> bool {
         msg_ids.iter().all(|id| {

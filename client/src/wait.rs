@@ -112,6 +112,8 @@ pub enum Until {
     /// (died, unreachable): a blocking call fails at once instead of
     /// waiting for the others, which go on running.
     AllDoneOrLost,
+    /// Any one request finished (results taken first-come).
+    AnyDone,
 }
 
 /// How a wait for requests ended.

@@ -84,14 +84,83 @@ def when_done(result, callback):
     threading.Thread(target=wait_then_call, daemon=True).start()
 
 
-def iterate(result, concat):
-    """Iterates an AsyncResult's values as they arrive, in order."""
-    for i in range(len(result)):
+def iterate(result, concat, ordered=True):
+    """Iterates an AsyncResult's values as they arrive: in order, or
+    (`ordered=False`) each part as soon as it finished."""
+    pending = list(range(len(result)))
+    while pending:
+        i = pending[0] if ordered else result._first_done(pending)
+        pending.remove(i)
         part = result._part(i)
         if concat:
             yield from part
         else:
             yield part
+
+
+class IMap:
+    """`LoadBalancedView.imap`: `f` over the items of an iterable (which may
+    be endless), keeping at most `max_outstanding` tasks submitted and not
+    yet taken; yields results in order, or (`ordered=False`) as they finish.
+    `cancel()` stops submitting (tasks already sent finish)."""
+
+    def __init__(self, view, f, iterables, ordered, max_outstanding, return_exceptions):
+        if max_outstanding == "auto":
+            max_outstanding = 2 * max(1, len(view.client.ids))
+        if isinstance(max_outstanding, bool) or not isinstance(max_outstanding, int) or max_outstanding < 1:
+            raise ValueError("max_outstanding must be a positive int or 'auto', not %r" % (max_outstanding,))
+        self._view, self._f = view, f
+        self._items = zip(*iterables)
+        self._ordered = ordered
+        self._max = max_outstanding
+        self._return_exceptions = return_exceptions
+        self._outstanding = []
+        self._cancelled = False
+        self._exhausted = False
+
+    def __iter__(self):
+        return self
+
+    def _fill(self):
+        while not (self._cancelled or self._exhausted) and len(self._outstanding) < self._max:
+            try:
+                args = next(self._items)
+            except StopIteration:
+                self._exhausted = True
+                break
+            self._outstanding.append(self._view.apply_async(self._f, *args))
+
+    def __next__(self):
+        self._fill()
+        if not self._outstanding:
+            raise StopIteration
+        if self._ordered:
+            ar = self._outstanding.pop(0)
+        else:
+            ar = self._first_done()
+        try:
+            return ar.get()
+        except Exception as e:
+            if self._return_exceptions:
+                return e
+            raise
+        finally:
+            self._fill()
+
+    def _first_done(self):
+        while True:
+            for i, ar in enumerate(self._outstanding):
+                if ar.ready():
+                    return self._outstanding.pop(i)
+            self._outstanding[0].wait(0.002)
+
+    @property
+    def outstanding(self):
+        """How many tasks are submitted and not yet taken."""
+        return len(self._outstanding)
+
+    def cancel(self):
+        self._cancelled = True
 
 
 # Views the %px family runs on, by magic suffix ("" for %px itself).

@@ -20,7 +20,7 @@ use crate::view::{apply_request, finish};
 pub struct LoadBalancedView {
     client: Arc<Client>,
     /// The Python Client this view belongs to (its `client` attribute).
-    #[pyo3(get)]
+    #[pyo3(get, name = "client")]
     client_obj: Py<PyAny>,
     /// Engines tasks may run on (`All`: any, as they come and go).
     targets: Targets,
@@ -98,13 +98,15 @@ impl LoadBalancedView {
         self.submit(py, vec![request], Call::APPLY, true)
     }
 
-    /// `f` over `sequences`, `chunksize` items per task.
+    /// `f` over `sequences`, `chunksize` items per task; iterating the
+    /// result yields them in order, or (`ordered=False`) as they finish.
     fn mapped<'py>(
         &self,
         py: Python<'py>,
         f: &Bound<'py, PyAny>,
         sequences: &Bound<'py, PyTuple>,
         chunksize: usize,
+        ordered: bool,
     ) -> PyResult<Bound<'py, AsyncResult>> {
         if chunksize == 0 {
             return Err(PyValueError::new_err("chunksize must be at least 1"));
@@ -148,7 +150,9 @@ impl LoadBalancedView {
             )?;
             requests.push(Request::Apply(rparallel_pyexec::serialize(call.as_any())?));
         }
-        self.submit(py, requests, Call::MAP, false)
+        let result = self.submit(py, requests, Call::MAP, false)?;
+        result.borrow_mut().ordered = ordered;
+        Ok(result)
     }
 
     fn block_for(&self, block: Option<bool>) -> bool {
@@ -205,9 +209,8 @@ impl LoadBalancedView {
         chunksize: usize,
         ordered: bool,
     ) -> PyResult<Py<PyAny>> {
-        let _ = ordered;
         finish(
-            self.mapped(py, f, sequences, chunksize)?,
+            self.mapped(py, f, sequences, chunksize, ordered)?,
             self.block_for(block),
         )
     }
@@ -221,8 +224,7 @@ impl LoadBalancedView {
         chunksize: usize,
         ordered: bool,
     ) -> PyResult<Py<PyAny>> {
-        let _ = ordered;
-        finish(self.mapped(py, f, sequences, chunksize)?, true)
+        finish(self.mapped(py, f, sequences, chunksize, ordered)?, true)
     }
 
     #[pyo3(signature = (f, *sequences, chunksize=1, ordered=true))]
@@ -234,8 +236,35 @@ impl LoadBalancedView {
         chunksize: usize,
         ordered: bool,
     ) -> PyResult<Py<PyAny>> {
-        let _ = ordered;
-        finish(self.mapped(py, f, sequences, chunksize)?, false)
+        finish(self.mapped(py, f, sequences, chunksize, ordered)?, false)
+    }
+
+    /// `f` over the items of `iterables` (which may be endless), at most
+    /// `max_outstanding` tasks ahead ('auto': twice the engines); an
+    /// iterator of the results, in order or (`ordered=False`) first-come,
+    /// with `cancel()`.
+    #[pyo3(signature = (f, *iterables, ordered=true, max_outstanding=None, return_exceptions=false))]
+    fn imap(
+        slf: Bound<'_, Self>,
+        f: &Bound<'_, PyAny>,
+        iterables: &Bound<'_, PyTuple>,
+        ordered: bool,
+        max_outstanding: Option<Bound<'_, PyAny>>,
+        return_exceptions: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let max = match max_outstanding {
+            Some(m) => m,
+            None => pyo3::types::PyString::new(py, "auto").into_any(),
+        };
+        let iters = iterables
+            .iter()
+            .map(|i| i.try_iter().map(|it| it.into_any()))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(helpers(py)?
+            .getattr("IMap")?
+            .call1((slf, f, iters, ordered, max, return_exceptions))?
+            .unbind())
     }
 
     /// Sets `block`, `retries` or `targets`.

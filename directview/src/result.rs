@@ -40,6 +40,9 @@ pub struct AsyncResult {
     pub(crate) submitted: Instant,
     /// Replaces the call's own label in the repr (`AsyncResult(%px)`).
     pub(crate) label: Option<String>,
+    /// Iteration yields parts in order (true) or as they finish (a
+    /// load-balanced map with `ordered=False`).
+    pub(crate) ordered: bool,
     /// Replies already unpickled, by request msg_id.
     decoded: Mutex<HashMap<String, Py<PyAny>>>,
 }
@@ -74,6 +77,7 @@ impl AsyncResult {
             single,
             submitted,
             label: label.map(str::to_string),
+            ordered: true,
             decoded: Mutex::default(),
         }
     }

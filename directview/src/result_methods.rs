@@ -217,10 +217,39 @@ impl AsyncResult {
     /// Results as they arrive, in order: each engine's part is yielded as
     /// soon as that engine (and the ones before it) finished.
     fn __iter__(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let joins = slf.borrow().call.shape.joins();
+        let (joins, ordered) = {
+            let me = slf.borrow();
+            (me.call.shape.joins(), me.ordered)
+        };
         Ok(helpers(slf.py())?
-            .call_method1("iterate", (slf.clone(), joins))?
+            .call_method1("iterate", (slf.clone(), joins, ordered))?
             .unbind())
+    }
+
+    /// Waits until one of the parts `pending` (indices) finished; its
+    /// index (first-come iteration).
+    fn _first_done(&self, py: Python<'_>, pending: Vec<usize>) -> PyResult<usize> {
+        let ids: Vec<String> = pending
+            .iter()
+            .filter_map(|&i| self.msg_ids.get(i).cloned())
+            .collect();
+        self.client.wait(
+            &ids,
+            Deadline::Never,
+            Until::AnyDone,
+            &mut PyWaiter::new(py),
+        )?;
+        let state = self.client.tracker().lock();
+        Ok(pending
+            .iter()
+            .copied()
+            .find(|&i| {
+                self.msg_ids
+                    .get(i)
+                    .and_then(|id| state.tasks.get(id))
+                    .is_none_or(|t| t.status != rparallel_client::tracker::Status::Pending)
+            })
+            .unwrap_or(pending[0]))
     }
 
     /// The value of part `i` (engine `engine_id[i]`), waiting for it; its
