@@ -14,7 +14,7 @@ use rparallel_client::{Call, Client, Request, Targets};
 use crate::convert::helpers;
 use crate::errors::target_error;
 use crate::result::{AsyncResult, UNASSIGNED};
-use crate::view::{apply_request, finish};
+use crate::view::{apply_request, finish, Sequences};
 
 #[pyclass(module = "rparallel", name = "LoadBalancedView")]
 pub struct LoadBalancedView {
@@ -117,38 +117,10 @@ impl LoadBalancedView {
                 f.get_type().name()?
             )));
         }
-        let helpers = helpers(py)?;
-        let seqs: Vec<Bound<'_, PyAny>> = sequences
-            .iter()
-            .map(|s| helpers.call_method1("sequence", (s,)))
-            .collect::<PyResult<_>>()?;
-        if seqs.is_empty() {
-            return Err(PyTypeError::new_err("map needs at least one sequence"));
-        }
-        let n = seqs
-            .iter()
-            .map(|s| s.len())
-            .collect::<PyResult<Vec<_>>>()?
-            .into_iter()
-            .min()
-            .unwrap_or(0);
-        let map_chunk = py.import("rparallel._remote")?.getattr("map_chunk")?;
-        let mut requests = Vec::with_capacity(n.div_ceil(chunksize));
-        for lo in (0..n).step_by(chunksize) {
-            let hi = (lo + chunksize).min(n);
-            let mut args = vec![f.clone()];
-            for s in &seqs {
-                args.push(helpers.call_method1("partition", (s, lo, hi))?);
-            }
-            let call = PyTuple::new(
-                py,
-                [
-                    map_chunk.clone(),
-                    PyTuple::new(py, args)?.into_any(),
-                    PyDict::new(py).into_any(),
-                ],
-            )?;
-            requests.push(Request::Apply(rparallel_pyexec::serialize(call.as_any())?));
+        let seqs = Sequences::new(py, sequences)?;
+        let mut requests = Vec::with_capacity(seqs.len.div_ceil(chunksize));
+        for lo in (0..seqs.len).step_by(chunksize) {
+            requests.push(seqs.request(f, lo, (lo + chunksize).min(seqs.len), true)?);
         }
         let result = self.submit(py, requests, Call::MAP, false)?;
         result.borrow_mut().ordered = ordered;

@@ -171,50 +171,83 @@ impl DirectView {
         sequences: &Bound<'py, PyTuple>,
         elementwise: bool,
     ) -> PyResult<Bound<'py, AsyncResult>> {
-        let helpers = helpers(py)?;
         let engines = self.engines(py, &self.targets)?;
-        let seqs: Vec<Bound<'_, PyAny>> = sequences
+        let seqs = Sequences::new(py, sequences)?;
+        let mut used = Vec::new();
+        let mut requests = Vec::new();
+        for (engine, (lo, hi)) in engines.iter().zip(blocks(seqs.len, engines.len())) {
+            if lo == hi {
+                continue;
+            }
+            requests.push(seqs.request(f, lo, hi, elementwise)?);
+            used.push(*engine);
+        }
+        self.submit(py, used, requests, Call::MAP, false, None)
+    }
+}
+
+/// A call's sequences, ready to cut into parts: each as a sequence, and
+/// the length they share (the shortest one's).
+pub(crate) struct Sequences<'py> {
+    seqs: Vec<Bound<'py, PyAny>>,
+    pub len: usize,
+    helpers: Bound<'py, PyAny>,
+}
+
+impl<'py> Sequences<'py> {
+    pub fn new(py: Python<'py>, sequences: &Bound<'py, PyTuple>) -> PyResult<Self> {
+        let helpers = helpers(py)?;
+        let seqs: Vec<Bound<'py, PyAny>> = sequences
             .iter()
             .map(|s| helpers.call_method1("sequence", (s,)))
             .collect::<PyResult<_>>()?;
         if seqs.is_empty() {
             return Err(PyTypeError::new_err("map needs at least one sequence"));
         }
-        let n = seqs
+        let len = seqs
             .iter()
             .map(|s| s.len())
             .collect::<PyResult<Vec<_>>>()?
             .into_iter()
             .min()
             .unwrap_or(0);
-        let mut used = Vec::new();
-        let mut requests = Vec::new();
-        for (engine, (lo, hi)) in engines.iter().zip(blocks(n, engines.len())) {
-            if lo == hi {
-                continue;
-            }
-            let chunks: Vec<Bound<'_, PyAny>> = seqs
-                .iter()
-                .map(|s| helpers.call_method1("partition", (s, lo, hi)))
-                .collect::<PyResult<_>>()?;
-            let (func, args) = if elementwise {
-                let mut args = vec![f.clone()];
-                args.extend(chunks);
-                (
-                    py.import("rparallel._remote")?.getattr("map_chunk")?,
-                    PyTuple::new(py, args)?,
-                )
-            } else {
-                (f.clone(), PyTuple::new(py, chunks)?)
-            };
-            let call = PyTuple::new(
-                py,
-                [func.into_any(), args.into_any(), PyDict::new(py).into_any()],
-            )?;
-            requests.push(Request::Apply(rparallel_pyexec::serialize(call.as_any())?));
-            used.push(*engine);
-        }
-        self.submit(py, used, requests, Call::MAP, false, None)
+        Ok(Sequences {
+            seqs,
+            len,
+            helpers: helpers.into_any(),
+        })
+    }
+
+    /// The request running `f` on items `lo..hi`: element-wise (a map), or
+    /// once on the slices (a parallel function's call).
+    pub fn request(
+        &self,
+        f: &Bound<'py, PyAny>,
+        lo: usize,
+        hi: usize,
+        elementwise: bool,
+    ) -> PyResult<Request> {
+        let py = f.py();
+        let chunks: Vec<Bound<'py, PyAny>> = self
+            .seqs
+            .iter()
+            .map(|s| self.helpers.call_method1("partition", (s, lo, hi)))
+            .collect::<PyResult<_>>()?;
+        let (func, args) = if elementwise {
+            let mut args = vec![f.clone()];
+            args.extend(chunks);
+            (
+                py.import("rparallel._remote")?.getattr("map_chunk")?,
+                PyTuple::new(py, args)?,
+            )
+        } else {
+            (f.clone(), PyTuple::new(py, chunks)?)
+        };
+        let call = PyTuple::new(
+            py,
+            [func.into_any(), args.into_any(), PyDict::new(py).into_any()],
+        )?;
+        Ok(Request::Apply(rparallel_pyexec::serialize(call.as_any())?))
     }
 }
 
