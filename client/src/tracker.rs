@@ -212,24 +212,22 @@ impl Tracker {
         })
     }
 
-    /// Whether one of `msg_ids` has finished (or is unknown: released).
+    /// Whether `msg_id` has finished (or is unknown: released).
+    pub fn is_done(state: &State, msg_id: &str) -> bool {
+        state
+            .tasks
+            .get(msg_id)
+            .is_none_or(|t| t.status != Status::Pending)
+    }
+
+    /// Whether one of `msg_ids` has finished.
     pub fn any_done(state: &State, msg_ids: &[String]) -> bool {
-        msg_ids.iter().any(|id| {
-            state
-                .tasks
-                .get(id)
-                .is_none_or(|t| t.status != Status::Pending)
-        })
+        msg_ids.iter().any(|id| Self::is_done(state, id))
     }
 
     /// Whether every one of `msg_ids` has finished.
     pub fn all_done(state: &State, msg_ids: &[String]) -> bool {
-        msg_ids.iter().all(|id| {
-            state
-                .tasks
-                .get(id)
-                .is_none_or(|t| t.status != Status::Pending)
-        })
+        msg_ids.iter().all(|id| Self::is_done(state, id))
     }
 
     /// Waits until all of `msg_ids` finished or `timeout` passed (None:

@@ -246,8 +246,7 @@ impl AsyncResult {
             .find(|&i| {
                 self.msg_ids
                     .get(i)
-                    .and_then(|id| state.tasks.get(id))
-                    .is_none_or(|t| t.status != rparallel_client::tracker::Status::Pending)
+                    .is_none_or(|id| rparallel_client::Tracker::is_done(&state, id))
             })
             .unwrap_or(pending[0]))
     }
