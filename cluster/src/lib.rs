@@ -13,6 +13,8 @@
 //! - [`lifecycle`]: starting a controller with local engines, stopping it,
 //!   listing clusters (`rparallel cluster start|stop|list`,
 //!   `rparallel.Cluster`).
+//! - [`scheduling`]: the controller's task scheduler settings
+//!   ([`SchedulerSpec`]: scheme, high-water mark).
 //! - [`process`]: process facts and bindings the others need (alive?,
 //!   exit reasons, dying with the parent, the host's name).
 
@@ -21,8 +23,10 @@ pub mod launch;
 pub mod lifecycle;
 pub mod process;
 pub mod profile;
+pub mod scheduling;
 
 pub use connection::ConnectionFile;
 pub use launch::{HostSlots, LaunchProgress, LaunchSpec, LauncherKind};
 pub use lifecycle::{start_cluster, ClusterOptions, StartedCluster};
 pub use profile::{ClusterRecord, Profile};
+pub use scheduling::{SchedulerSpec, Scheme};

@@ -35,6 +35,8 @@ pub struct ClusterOptions {
     pub heartbeat_timeout: Duration,
     /// Replace a local engine that dies (killed, crashed) with a new one.
     pub restart_engines: bool,
+    /// The controller's task scheduler: scheme and high-water mark.
+    pub scheduler: crate::SchedulerSpec,
     /// The profile exists only for this cluster: its directory is removed
     /// when the cluster stops.
     pub ephemeral: bool,
@@ -92,6 +94,7 @@ pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster>
     if options.restart_engines {
         command.arg("--restart-engines");
     }
+    command.args(options.scheduler.args());
     let log = profile.dir.join("controller.log");
     if options.daemonize {
         // The engines' stray output lands here: the owner's eyes only.

@@ -34,6 +34,8 @@ pub struct ControllerOptions {
     pub heartbeat_timeout: Duration,
     /// Replace a local engine that dies (killed, crashed) with a new one.
     pub restart_engines: bool,
+    /// The task scheduler's scheme and high-water mark.
+    pub scheduler: rparallel_cluster::SchedulerSpec,
 }
 
 /// Runs a controller in this process until it is stopped.
@@ -168,6 +170,7 @@ async fn controller(options: ControllerOptions) -> anyhow::Result<()> {
         heartbeat_period: options.heartbeat_period,
         heartbeat_timeout: options.heartbeat_timeout,
         restart_engines: options.restart_engines,
+        scheduler: options.scheduler,
     };
     let hub = Hub::new(session, config, client_tx, engine_tx, on_change)
         .with_launcher(launcher, options.engines)

@@ -34,6 +34,9 @@ impl rparallel_pyexec::Stamp for Stamp {
             content["engine_info"] = self.engine_info(request);
         }
         let status = content["status"].clone();
+        // A task that cannot run here (`@depend`, `@require`) says so: the
+        // scheduler then tries another engine.
+        let dependencies_met = content["ename"] != "UnmetDependency";
         let msg_type = reply_type(request.msg_type());
         let mut message = self.session.message(&msg_type, content, Some(request));
         message.metadata = json!({
@@ -42,7 +45,7 @@ impl rparallel_pyexec::Stamp for Stamp {
             "status": status,
             "started": started,
             "completed": now_iso8601(),
-            "dependencies_met": true,
+            "dependencies_met": dependencies_met,
         });
         message
     }

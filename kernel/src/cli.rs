@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use rparallel_cluster::launch::split_words;
 use rparallel_cluster::lifecycle::{self as cluster, ClusterOptions};
 use rparallel_cluster::process::default_engines;
-use rparallel_cluster::{HostSlots, LaunchSpec};
+use rparallel_cluster::{HostSlots, LaunchSpec, SchedulerSpec, Scheme};
 use rparallel_controller::ControllerOptions;
 use rparallel_pyexec::PythonEnv;
 
@@ -104,6 +104,31 @@ impl LaunchArgs {
     }
 }
 
+/// The controller's task scheduler (`cluster start` and `controller`).
+#[derive(Args)]
+struct SchedulerArgs {
+    /// How load-balanced tasks are given to engines: leastload, lru,
+    /// plainrandom, twobin, weighted or pure.
+    #[arg(long, default_value = "leastload", value_parser = parse_scheme)]
+    scheme: Scheme,
+    /// Unfinished tasks an engine is given at most (0: no limit).
+    #[arg(long, default_value_t = 1)]
+    hwm: usize,
+}
+
+impl SchedulerArgs {
+    fn spec(&self) -> SchedulerSpec {
+        SchedulerSpec {
+            scheme: self.scheme,
+            hwm: self.hwm,
+        }
+    }
+}
+
+fn parse_scheme(name: &str) -> Result<Scheme, String> {
+    name.parse()
+}
+
 #[derive(Subcommand)]
 enum ClusterCommand {
     /// Start a controller and N engines (local, or on other hosts through
@@ -140,6 +165,8 @@ struct ClusterStartArgs {
     location: Option<String>,
     #[command(flatten)]
     launch: LaunchArgs,
+    #[command(flatten)]
+    scheduler: SchedulerArgs,
     /// The Python environment the engines run (its `bin/python`).
     #[arg(long, value_name = "PATH")]
     python: Option<PathBuf>,
@@ -167,6 +194,8 @@ struct ControllerArgs {
     engines: usize,
     #[command(flatten)]
     launch: LaunchArgs,
+    #[command(flatten)]
+    scheduler: SchedulerArgs,
     #[arg(long, value_name = "PATH")]
     python: Option<PathBuf>,
     /// Seconds between heartbeats.
@@ -269,6 +298,7 @@ where
                     heartbeat_period: seconds(args.heartbeat_period),
                     heartbeat_timeout: seconds(args.heartbeat_timeout),
                     restart_engines: args.restart_engines,
+                    scheduler: args.scheduler.spec(),
                 })
             })
         }
@@ -306,6 +336,7 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
                 timeout: seconds(args.timeout),
                 heartbeat_timeout: seconds(args.heartbeat_timeout),
                 restart_engines: args.restart_engines,
+                scheduler: args.scheduler.spec(),
                 ephemeral: false,
                 output: None,
             };

@@ -19,7 +19,9 @@ use rparallel_cluster::LaunchProgress;
 use crate::events::{HubEvent, LaunchNews};
 use crate::launch::{Batch, Launcher};
 use crate::registry::{Registration, Registry};
-use crate::scheduler::{replied_to, Scheduler, Task, TASK_ROUTE};
+use crate::scheduler::{Scheduler, SchedulerSpec, TASK_ROUTE};
+
+mod tasks;
 
 /// Called with the number of live engines and the launches' progress.
 pub type OnChange = Box<dyn FnMut(usize, &[LaunchProgress]) + Send>;
@@ -47,6 +49,8 @@ pub struct HubConfig {
     pub heartbeat_timeout: Duration,
     /// Replace a local engine whose process dies abnormally.
     pub restart_engines: bool,
+    /// The task scheduler's scheme and high-water mark.
+    pub scheduler: SchedulerSpec,
 }
 
 /// Why the hub stopped.
@@ -88,6 +92,7 @@ impl Hub {
     ) -> Self {
         Hub {
             session,
+            scheduler: Scheduler::new(config.scheduler),
             config,
             registry: Registry::default(),
             clients: HashSet::new(),
@@ -96,7 +101,6 @@ impl Hub {
             on_change,
             launcher: None,
             launches: BTreeMap::new(),
-            scheduler: Scheduler::default(),
             stopping: false,
         }
     }
@@ -138,7 +142,12 @@ impl Hub {
         let mut tick = tokio::time::interval(self.config.heartbeat_period / 2);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let deadline = self.scheduler.next_deadline();
             tokio::select! {
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+                    self.scheduler.expire(Instant::now());
+                    self.send_task_failures().await;
+                }
                 received = client_rx.recv() => match received {
                     Ok(message) => {
                         if self.on_client_message(message).await {
@@ -283,16 +292,10 @@ impl Hub {
             };
             // Only an engine with tasks has its replies read: the end of a
             // task gives it room for the next.
-            let finished = self.scheduler.is_running_on(id)
-                && replied_to(&frames, split).is_some_and(|m| self.scheduler.finished(id, &m));
-            let client = frames[1].clone();
-            if let Err(e) = self.client_tx.send(zmq_message(to_client(frames))).await {
-                tracing::info!("client gone: {e}");
-                self.clients.remove(&client);
+            if self.scheduler.is_running_on(id) && !self.task_replied(id, &frames, split).await {
+                return;
             }
-            if finished {
-                self.dispatch().await;
-            }
+            self.forward_to_client(frames).await;
             return;
         }
         let raw = RawMessage::from_verified_frames(frames, split);
@@ -458,65 +461,11 @@ impl Hub {
             self.notify_clients("engine_died", json!({ "id": id, "reason": reason }))
                 .await;
             self.changed();
-            let lost = self.scheduler.engine_lost(id);
-            for task in lost.failed {
-                let why = format!(
-                    "Engine {id} died while running task {} ({reason})",
-                    task.msg_id
-                );
-                self.fail_task(task, Some(id), &why).await;
-            }
             let live = self.registry.ids();
-            for task in self.scheduler.take_unrunnable(&live) {
-                self.fail_task(task, None, "no engine it may run on is alive")
-                    .await;
-            }
+            self.scheduler.engine_lost(id, reason, &live);
+            self.send_task_failures().await;
             self.dispatch().await;
         }
-    }
-
-    /// A load-balanced request: queued, and sent when an engine has room.
-    /// Targets naming no live engine fail it at once (ids are never
-    /// reused: it could never run).
-    async fn submit_task(&mut self, frames: Vec<Bytes>, split: usize) {
-        let Some(task) = Task::new(frames, split) else {
-            tracing::warn!("dropped a task without a readable header and metadata");
-            return;
-        };
-        let live = self.registry.ids();
-        if task
-            .targets
-            .as_ref()
-            .is_some_and(|t| !t.iter().any(|e| live.contains(e)))
-        {
-            let why = format!(
-                "no engine among its targets {:?} is registered",
-                task.targets.as_deref().unwrap_or(&[])
-            );
-            self.fail_task(task, None, &why).await;
-            return;
-        }
-        self.scheduler.submit(task);
-        self.dispatch().await;
-    }
-
-    /// Sends every task an engine has room for.
-    async fn dispatch(&mut self) {
-        let live = self.registry.ids();
-        for (engine, task) in self.scheduler.assign(&live) {
-            let Some(identity) = self.registry.get(engine).map(|e| e.identity.clone()) else {
-                continue;
-            };
-            self.send_engine(to_engine(task.frames, identity)).await;
-        }
-    }
-
-    /// Tells a task's client it failed (`engine_unavailable`, as for a
-    /// request to a dead engine).
-    async fn fail_task(&mut self, task: Task, engine: Option<u32>, reason: &str) {
-        let client = task.frames[0].clone();
-        self.unavailable(client, task.frames, task.split, engine, reason)
-            .await;
     }
 
     /// Tells every engine to exit.
@@ -585,6 +534,15 @@ impl Hub {
             {
                 self.clients.remove(&client);
             }
+        }
+    }
+
+    /// An engine's output or reply, on to the client it names.
+    async fn forward_to_client(&mut self, frames: Vec<Bytes>) {
+        let client = frames[1].clone();
+        if let Err(e) = self.client_tx.send(zmq_message(to_client(frames))).await {
+            tracing::info!("client gone: {e}");
+            self.clients.remove(&client);
         }
     }
 
