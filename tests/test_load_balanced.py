@@ -166,7 +166,7 @@ pid0 = rc[0].apply_sync(os.getpid)
         ("lv.map(lambda x: x, range(3), chunksize=0)", "ValueError", "chunksize"),
         ("lv.apply_sync(42)", "TypeError", "callable"),
         ("import threading; lv.apply_sync(lambda l: 1, threading.Lock())", None, "pickle"),
-        ("lv.set_flags(bogus=1)", "TypeError", "bogus"),
+        ("lv.set_flags(bogus=1)", "KeyError", "bogus"),
     ],
 )
 def test_bad_input_is_a_clear_error(lb, code, ename, needle):

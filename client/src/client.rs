@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::connection::Connection;
 use crate::request::{Request, Route};
+use crate::task_flags::TaskFlags;
 use crate::tracker::{State, Status, Tracker};
 use crate::wait::{wait_until, Deadline, Until, Waited, Waiter, INTERRUPT_GRACE, SLICE};
 
@@ -73,21 +74,16 @@ impl Client {
     }
 
     /// Sends `request` to the controller's scheduler, which gives it to
-    /// an engine with room (one of `targets`, if given; run again up to
-    /// `retries` times should its engine die); returns its msg_id. Blocks
-    /// while too many requests are in flight.
-    pub fn send_task(&self, request: Request, targets: Option<&[u32]>, retries: u32) -> String {
+    /// an engine with room as its `flags` allow; returns its msg_id.
+    /// Blocks while too many requests are in flight.
+    pub fn send_task(&self, request: Request, flags: &TaskFlags) -> String {
+        let urgent = request.is_urgent();
         let (msg_type, content, buffers) = request.into_parts();
         let mut message: Message = self.connection.session.message(msg_type, content, None);
         message.buffers = buffers;
-        if let Some(targets) = targets {
-            message.metadata["targets"] = targets.into();
-        }
-        if retries > 0 {
-            message.metadata["retries"] = retries.into();
-        }
+        flags.write(&mut message.metadata);
         let msg_id = message.header.msg_id.clone();
-        self.connection.send(Route::Task, message, false);
+        self.connection.send(Route::Task, message, urgent);
         msg_id
     }
 
@@ -253,20 +249,29 @@ impl Client {
     /// confirm.
     pub fn abort<W: Waiter>(&self, msg_ids: &[String], waiter: &mut W) -> Result<(), W::Error> {
         let mut by_engine: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+        let mut queued = Vec::new();
         {
             let state = self.tracker().lock();
             for msg_id in msg_ids {
-                if let Some(task) = state.tasks.get(msg_id) {
-                    if let (Some(engine), Status::Pending) = (task.engine, &task.status) {
-                        by_engine.entry(engine).or_default().push(msg_id.clone());
-                    }
+                match state.tasks.get(msg_id) {
+                    Some(task) if task.status == Status::Pending => match task.engine {
+                        Some(engine) => by_engine.entry(engine).or_default().push(msg_id.clone()),
+                        // Still in the scheduler's queue (or just given
+                        // to an engine: then it runs).
+                        None if task.balanced => queued.push(msg_id.clone()),
+                        None => {}
+                    },
+                    _ => {}
                 }
             }
         }
-        let sent: Vec<String> = by_engine
+        let mut sent: Vec<String> = by_engine
             .into_iter()
             .map(|(engine, ids)| self.send(engine, Request::Abort(ids)))
             .collect();
+        if !queued.is_empty() {
+            sent.push(self.send_task(Request::Abort(queued), &TaskFlags::default()));
+        }
         let waited = self.wait(
             &sent,
             Deadline::Return(INTERRUPT_GRACE),

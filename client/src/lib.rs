@@ -16,6 +16,8 @@
 //! - [`request`]: the requests engines serve, typed.
 //! - [`shape`]: what kind of call a result is for and how its replies
 //!   combine.
+//! - [`task_flags`]: [`TaskFlags`]: a load-balanced task's targets,
+//!   retries, dependencies, timeout and label.
 //! - [`targets`]: [`Targets`]: which engines, in every spelling.
 //! - [`partition`]: which part of a sequence each engine gets.
 
@@ -25,6 +27,7 @@ pub mod partition;
 pub mod request;
 pub mod shape;
 pub mod targets;
+pub mod task_flags;
 pub mod tracker;
 pub mod wait;
 
@@ -32,5 +35,6 @@ pub use client::Client;
 pub use request::{Request, Route};
 pub use shape::{Call, Shape};
 pub use targets::{TargetError, Targets};
+pub use task_flags::TaskFlags;
 pub use tracker::{State, Status, Task, Tracker};
 pub use wait::{Deadline, Until, Waited, Waiter, INTERRUPT_GRACE};

@@ -5,9 +5,11 @@ gather, iteration over results, the %px views, ExecuteReply. Installed as
 client is ``rparallel._remote``.)"""
 
 import builtins
+import concurrent.futures
 import contextlib
 import itertools
 import sys
+import threading
 
 
 def partition(seq, lo, hi):
@@ -92,7 +94,7 @@ def iterate(result, concat, ordered=True):
         i = pending[0] if ordered else result._first_done(pending)
         pending.remove(i)
         part = result._part(i)
-        if concat:
+        if concat and not isinstance(part, BaseException):
             yield from part
         else:
             yield part
@@ -161,6 +163,188 @@ class IMap:
 
     def cancel(self):
         self._cancelled = True
+
+
+@contextlib.contextmanager
+def temp_flags(view, flags):
+    """``view.temp_flags(**flags)``: the flags set for a ``with`` block,
+    the old ones back afterwards (even when the block raises)."""
+    saved = {name: getattr(view, name) for name in view._flag_names}
+    view.set_flags(**flags)
+    try:
+        yield view
+    finally:
+        view.set_flags(**saved)
+
+
+# ------------------------------------------------------- task dependencies
+
+def _is_result(obj):
+    import rparallel
+    return isinstance(obj, rparallel.AsyncResult)
+
+
+class Dependency(set):
+    """A set of msg_ids a load-balanced task depends on (``after=`` /
+    ``follow=``), with how to judge them: ``all`` (else any one),
+    ``success`` (successes count), ``failure`` (failures count). Takes
+    msg_ids, AsyncResults, lists of them, or another Dependency's
+    ``as_dict()``."""
+
+    all = True
+    success = True
+    failure = False
+
+    def __init__(self, dependencies=(), all=True, success=True, failure=False):
+        if isinstance(dependencies, dict):
+            all = dependencies.get("all", True)
+            success = dependencies.get("success", success)
+            failure = dependencies.get("failure", failure)
+            dependencies = dependencies.get("dependencies", [])
+        if isinstance(dependencies, str) or _is_result(dependencies):
+            dependencies = [dependencies]
+        ids = []
+        for d in dependencies:
+            if isinstance(d, str):
+                ids.append(d)
+            elif _is_result(d):
+                ids.extend(d.msg_ids)
+            else:
+                raise TypeError("invalid dependency type: %r" % type(d))
+        set.__init__(self, ids)
+        if not (success or failure):
+            raise ValueError("Must depend on at least one of successes or failures!")
+        self.all, self.success, self.failure = all, success, failure
+
+    def _counting(self, completed, failed):
+        against = set()
+        if self.success:
+            against = set(completed)
+        if failed is not None and self.failure:
+            against = against.union(failed)
+        return against
+
+    def check(self, completed, failed=None):
+        """Whether the dependency is met, given the finished msg_ids."""
+        if not self:
+            return True
+        against = self._counting(completed, failed)
+        return self.issubset(against) if self.all else not self.isdisjoint(against)
+
+    def unreachable(self, completed, failed=None):
+        """Whether the dependency can no longer be met."""
+        if not self:
+            return False
+        against = set()
+        if not self.success:
+            against = set(completed)
+        if failed is not None and not self.failure:
+            against = against.union(failed)
+        return not self.isdisjoint(against) if self.all else self.issubset(against)
+
+    def as_dict(self):
+        """As JSON: what the scheduler reads."""
+        return dict(dependencies=list(self), all=self.all, success=self.success,
+                    failure=self.failure)
+
+    def __repr__(self):
+        return "Dependency(%r, all=%r, success=%r, failure=%r)" % (
+            sorted(self), self.all, self.success, self.failure)
+
+
+def render_dependency(dep):
+    """An ``after``/``follow`` flag as the scheduler reads it (msg_ids, or
+    a Dependency's dict); ValueError when it is not a dependency."""
+    if dep is None:
+        return []
+    if isinstance(dep, Dependency):
+        return dep.as_dict()
+    if _is_result(dep):
+        return list(dep.msg_ids)
+    if isinstance(dep, str):
+        return [dep]
+    if isinstance(dep, dict):
+        if set(dep) != {"dependencies", "all", "success", "failure"}:
+            raise ValueError("Invalid dependency: %r" % (dep,))
+        return Dependency(dep).as_dict()
+    if isinstance(dep, (list, set, tuple, frozenset)):
+        if not all(isinstance(d, str) or _is_result(d) for d in dep):
+            raise ValueError("Invalid dependency: %r" % (dep,))
+        return list(Dependency(dep))
+    raise ValueError("Invalid dependency: %r" % (dep,))
+
+
+# ----------------------------------------------------------------- executor
+
+class ViewExecutor(concurrent.futures.Executor):
+    """``view.executor``: a ``concurrent.futures.Executor`` running on a
+    view. ``submit`` returns a real Future (it works with
+    ``concurrent.futures.wait`` and ``as_completed``), completed by one
+    watching thread; ``map`` yields results in order; ``shutdown`` waits
+    for the submitted work but leaves the engines running."""
+
+    def __init__(self, view):
+        self.view = view
+        self._max_workers = len(view)
+        self._pending = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._watcher = None
+        self._closed = False
+
+    def submit(self, fn, /, *args, **kwargs):
+        if self._closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        ar = self.view.apply_async(fn, *args, **kwargs)
+        future = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        with self._lock:
+            self._pending.append((ar, future))
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, daemon=True,
+                                                 name="rparallel-executor")
+                self._watcher.start()
+        self._wake.set()
+        return future
+
+    def _watch(self):
+        while True:
+            with self._lock:
+                pending = list(self._pending)
+            if not pending:
+                if self._closed:
+                    return
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            pending[0][0].wait(0.01)
+            done = [(ar, f) for ar, f in pending if ar.ready()]
+            for ar, future in done:
+                try:
+                    future.set_result(ar.get())
+                except BaseException as e:  # noqa: B036 - the caller sees it
+                    future.set_exception(e)
+            if done:
+                with self._lock:
+                    finished = {id(f) for _, f in done}
+                    self._pending = [p for p in self._pending if id(p[1]) not in finished]
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1):
+        if self._closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if hasattr(self.view, "imap"):
+            return self.view.imap(fn, *iterables)
+        return iter(self.view.map(fn, *iterables, block=False))
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        """Stops taking work; with ``wait``, waits for what was submitted.
+        The engines go on."""
+        self._closed = True
+        self._wake.set()
+        if wait:
+            with self._lock:
+                futures = [f for _, f in self._pending]
+            concurrent.futures.wait(futures)
 
 
 # Views the %px family runs on, by magic suffix ("" for %px itself).

@@ -156,6 +156,21 @@ impl PyClient {
         ))
     }
 
+    /// A `concurrent.futures.Executor` on the engines: load-balanced over
+    /// all of them (`targets` None), else on a DirectView of `targets`.
+    #[pyo3(signature = (targets=None))]
+    fn executor<'py>(
+        slf: &Bound<'py, Self>,
+        targets: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let view = match targets.filter(|t| !t.is_none()) {
+            None => Bound::new(py, PyClient::load_balanced_view(slf, None)?)?.into_any(),
+            Some(t) => Bound::new(py, PyClient::direct_view(slf, Some(t))?)?.into_any(),
+        };
+        view.getattr("executor")
+    }
+
     /// Makes a blocking view on `targets` the one `%px{suffix}` runs on.
     #[pyo3(signature = (targets=None, suffix=""))]
     fn activate(

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{IntoPyDict, PyDict};
 use rparallel_cluster::launch::split_words;
 use rparallel_cluster::{start_cluster, ClusterOptions, StartedCluster};
-use rparallel_cluster::{HostSlots, LaunchSpec, Profile};
+use rparallel_cluster::{HostSlots, LaunchSpec, Profile, SchedulerSpec};
 
 use serde_json::json;
 
@@ -46,7 +46,7 @@ pub struct Cluster {
 }
 
 /// The `**options` `Cluster()` takes (ipyparallel's names).
-const OPTIONS: [&str; 9] = [
+const OPTIONS: [&str; 11] = [
     "engine_timeout",
     "heartbeat_timeout",
     "restart_engines",
@@ -56,6 +56,8 @@ const OPTIONS: [&str; 9] = [
     "slurm_args",
     "slurm_template",
     "remote_rparallel",
+    "scheme",
+    "hwm",
 ];
 
 /// How long restarted engines get to stop and to register.
@@ -134,6 +136,17 @@ impl Cluster {
             {
                 Some(v) => v.is_truthy()?,
                 None => false,
+            },
+            scheduler: SchedulerSpec {
+                scheme: text("scheme")?
+                    .map(|s| s.parse())
+                    .transpose()
+                    .map_err(PyValueError::new_err)?
+                    .unwrap_or_default(),
+                hwm: match option("hwm") {
+                    Some(v) => v.extract()?,
+                    None => 1,
+                },
             },
             ephemeral,
             output: rparallel_pyexec::fdcapture::original_stderr().map(Arc::new),

@@ -7,9 +7,10 @@
 //!
 //! - [`client`], [`view`] (the view and its one path to the engines),
 //!   [`view_methods`] (its Python API), [`balanced`] (the load-balanced
-//!   view: tasks for the controller's scheduler), [`result`] (a result and how its
-//!   value is built), [`result_methods`] (its Python API), [`remote`],
-//!   [`cluster`]: the Python classes.
+//!   view: tasks for the controller's scheduler) and [`balanced_methods`],
+//!   [`any_view`] (what works on either kind), [`result`] (a result and
+//!   how its value is built), [`result_methods`] (its Python API),
+//!   [`remote`], [`cluster`]: the Python classes.
 //! - [`waiting`]: [`waiting::PyWaiter`], how Python waits on the client's
 //!   one wait loop (GIL released, Ctrl-C, live output, progress).
 //! - [`display`], [`relay`]: showing engine output (live while waiting,
@@ -21,10 +22,12 @@
 //!   best in Python.
 //!
 //! Module dependencies run one way, in the order: errors, convert,
-//! display, relay, waiting, result, result_methods, jobs, view, remote,
-//! view_methods, balanced, client, cluster, px.
+//! display, relay, waiting, result, result_methods, jobs, view, balanced,
+//! any_view, remote, view_methods, balanced_methods, client, cluster, px.
 
+pub mod any_view;
 pub mod balanced;
+pub mod balanced_methods;
 pub mod client;
 pub mod cluster;
 pub mod convert;
@@ -69,6 +72,8 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     module.add_class::<remote::ParallelFunction>()?;
     module.add_class::<cluster::Cluster>()?;
     module.add("ExecuteReply", helpers.getattr("ExecuteReply")?)?;
+    module.add("Dependency", helpers.getattr("Dependency")?)?;
+    module.add("ViewExecutor", helpers.getattr("ViewExecutor")?)?;
     module.add_class::<px::Magics>()?;
     module.add(
         "load_ipython_extension",

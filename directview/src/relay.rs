@@ -51,6 +51,10 @@ impl Relay {
         let mut news = Vec::new();
         for (i, id) in self.msg_ids.iter().enumerate() {
             if let Some(task) = state.tasks.get(id) {
+                // A load-balanced task's engine is known once it runs.
+                if let Some(engine) = task.engine {
+                    self.engines[i] = engine;
+                }
                 if task.outputs.len() > self.cursors[i] {
                     news.push((i, task.outputs[self.cursors[i]..].to_vec()));
                     self.cursors[i] = task.outputs.len();

@@ -43,6 +43,9 @@ pub struct AsyncResult {
     /// Iteration yields parts in order (true) or as they finish (a
     /// load-balanced map with `ordered=False`).
     pub(crate) ordered: bool,
+    /// Errors take their parts' places in the value instead of being
+    /// raised (a load-balanced map with `return_exceptions=True`).
+    pub(crate) return_exceptions: bool,
     /// Replies already unpickled, by request msg_id.
     decoded: Mutex<HashMap<String, Py<PyAny>>>,
 }
@@ -78,6 +81,7 @@ impl AsyncResult {
             submitted,
             label: label.map(str::to_string),
             ordered: true,
+            return_exceptions: false,
             decoded: Mutex::default(),
         }
     }
@@ -223,6 +227,7 @@ impl AsyncResult {
         for (engine, task) in self.engines.iter().zip(self.tasks()) {
             match self.outcome(py, *engine, task)? {
                 Ok(v) => values.push(v),
+                Err(e) if self.return_exceptions => values.push(e),
                 Err(e) => failures.push(e),
             }
         }
@@ -296,7 +301,7 @@ impl AsyncResult {
                 .unwrap_or_default();
             error(
                 py,
-                "RemoteError",
+                "remote_error",
                 (
                     text("ename", "Exception"),
                     text("evalue", ""),

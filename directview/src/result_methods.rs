@@ -266,6 +266,7 @@ impl AsyncResult {
         let task = self.client.tracker().lock().tasks.get(msg_id).cloned();
         match self.outcome(py, *engine, task)? {
             Ok(value) => Ok(value),
+            Err(error) if self.return_exceptions => Ok(error),
             Err(error) => Err(PyErr::from_value(error.into_bound(py))),
         }
     }

@@ -7,12 +7,14 @@ use pyo3::types::{PyDict, PyTuple};
 use rparallel_client::partition::blocks;
 use rparallel_client::{Call, Deadline, Request, Targets};
 
+use crate::any_view::AnyView;
+use crate::balanced::MapOptions;
 use crate::convert::{helpers, targets_to_python};
 use crate::jobs::{job_ids, wait_jobs};
 use crate::remote::RemoteDecorator;
 use crate::view::{finish, DirectView};
 
-fn only_block_distribution(dist: &str) -> PyResult<()> {
+pub(crate) fn only_block_distribution(dist: &str) -> PyResult<()> {
     if dist != "b" {
         return Err(PyValueError::new_err("only dist='b' (block) is supported"));
     }
@@ -167,11 +169,7 @@ impl DirectView {
     /// Decorator: calls of the function run on the engines.
     #[pyo3(signature = (block=None))]
     fn remote(slf: Bound<'_, Self>, block: Option<bool>) -> RemoteDecorator {
-        RemoteDecorator {
-            view: slf.unbind(),
-            block,
-            parallel: false,
-        }
+        RemoteDecorator::new(AnyView::Direct(slf.unbind()), block, None)
     }
 
     /// Decorator: calls run on chunks of the arguments, one per engine;
@@ -183,11 +181,17 @@ impl DirectView {
         block: Option<bool>,
     ) -> PyResult<RemoteDecorator> {
         only_block_distribution(dist)?;
-        Ok(RemoteDecorator {
-            view: slf.unbind(),
+        let blocks = MapOptions {
+            chunksize: 1,
+            ordered: true,
+            return_exceptions: false,
+            elementwise: false,
+        };
+        Ok(RemoteDecorator::new(
+            AnyView::Direct(slf.unbind()),
             block,
-            parallel: true,
-        })
+            Some(blocks),
+        ))
     }
 
     /// Sets names in the engines' namespaces from a dict.
@@ -327,6 +331,12 @@ impl DirectView {
     fn activate(slf: Bound<'_, Self>, suffix: &str) -> PyResult<()> {
         helpers(slf.py())?.call_method1("activate", (slf.clone(), suffix))?;
         Ok(())
+    }
+
+    /// A `concurrent.futures.Executor` running on this view.
+    #[getter]
+    fn executor(slf: Bound<'_, Self>) -> PyResult<Bound<'_, PyAny>> {
+        helpers(slf.py())?.call_method1("ViewExecutor", (slf,))
     }
 
     /// Waits for results (AsyncResults or msg_ids); all outstanding if None.

@@ -39,16 +39,6 @@ const REMOTE: PythonSource = PythonSource {
     name: c"rparallel._remote",
 };
 
-/// The exceptions `rparallel` itself exports (all are in `rparallel.error`).
-const EXCEPTIONS: [&str; 6] = [
-    "RemoteError",
-    "CompositeError",
-    "TimeoutError",
-    "EngineError",
-    "UnmetDependency",
-    "NoEnginesRegistered",
-];
-
 /// The package's name.
 pub const NAME: &str = "rparallel";
 
@@ -80,10 +70,12 @@ pub fn install(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     let remote = load_module(py, &REMOTE)?;
     package.setattr("error", &error)?;
     package.setattr("_remote", &remote)?;
-    for name in EXCEPTIONS {
-        package.setattr(name, error.getattr(name)?)?;
+    // `from .error import *`, as ipyparallel.
+    for name in error.getattr("__all__")?.try_iter()? {
+        let name = name?;
+        package.setattr(name.extract::<String>()?, error.getattr(name.str()?)?)?;
     }
-    for name in ["require", "interactive"] {
+    for name in ["require", "interactive", "depend", "dependent"] {
         package.setattr(name, remote.getattr(name)?)?;
     }
     package.setattr(INSTALLED, true)?;

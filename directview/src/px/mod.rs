@@ -23,9 +23,9 @@ use rparallel_client::{TargetError, Targets};
 use rparallel_magics::options::{parse_config, parse_px, ExecOptions};
 use rparallel_magics::{GroupBy, PxOptions, UsageError};
 
+use crate::any_view::AnyView;
 use crate::display::Frontend;
 use crate::result::AsyncResult;
-use crate::view::DirectView;
 
 /// A view's `%px` settings that are not the view's own (`targets` and
 /// `block` are): changed by `%pxconfig`.
@@ -136,23 +136,24 @@ impl Magics {
         settings.get(suffix).cloned().unwrap_or_default()
     }
 
-    /// The view `%px{suffix}` runs on: the activated one, or for the bare
-    /// names with no client yet, the embedded default cluster's.
-    fn view<'py>(&self, py: Python<'py>, suffix: &str) -> PyResult<Bound<'py, DirectView>> {
+    /// The view `%px{suffix}` runs on: the activated one (direct, or
+    /// load-balanced: each cell on one engine), or for the bare names with
+    /// no client yet, the embedded default cluster's.
+    fn view(&self, py: Python<'_>, suffix: &str) -> PyResult<AnyView> {
         let views = active_views(py)?;
         if let Some(view) = views.get_item(suffix)? {
-            return Ok(view.cast_into::<DirectView>()?);
+            return AnyView::from_object(&view);
         }
         self.start_embedded(py)?;
-        Ok(active_views(py)?
+        let view = active_views(py)?
             .get_item(suffix)?
-            .ok_or_else(|| usage(py, UsageError("no view is active for %px".into())))?
-            .cast_into::<DirectView>()?)
+            .ok_or_else(|| usage(py, UsageError("no view is active for %px".into())))?;
+        AnyView::from_object(&view)
     }
 
     /// `--targets SPEC` resolved against the view's live engines.
-    fn targets(&self, py: Python<'_>, view: &DirectView, spec: &str) -> PyResult<Targets> {
-        let live = view.client().ids();
+    fn targets(&self, py: Python<'_>, view: &AnyView, spec: &str) -> PyResult<Targets> {
+        let live = view.client(py).ids();
         Targets::parse(spec, &live).map_err(|e| {
             let why = match e {
                 TargetError::Empty => "the spec picks no engine".to_string(),
@@ -177,11 +178,11 @@ impl Magics {
             timeout,
         } = options.exec;
         if let Some(spec) = targets {
-            let targets = self.targets(py, &view.borrow(), &spec)?;
-            view.borrow_mut().set_targets(targets);
+            let targets = self.targets(py, &view, &spec)?;
+            view.set_targets(py, targets);
         }
         if let Some(block) = block {
-            view.borrow_mut().set_block(block);
+            view.set_block(py, block);
         }
         let mut all = self.settings.lock().unwrap_or_else(|e| e.into_inner());
         let settings = all.entry(suffix.to_string()).or_default();

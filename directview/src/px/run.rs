@@ -40,13 +40,12 @@ impl Magics {
         let settings = self.settings(suffix);
         let exec = &options.exec;
         let (result, block) = {
-            let view = view.borrow();
             let targets = match &exec.targets {
                 Some(spec) => self.targets(py, &view, spec)?,
-                None => view.targets().clone(),
+                None => view.targets(py),
             };
             let result = view.execute_async(py, code, false, &targets, Some("AsyncResult(%px)"))?;
-            (result.unbind(), exec.block.unwrap_or(view.block()))
+            (result.unbind(), exec.block.unwrap_or(view.block(py)))
         };
         if exec.verbose.unwrap_or(settings.verbose) {
             let engines = result.borrow(py).engines().to_vec();

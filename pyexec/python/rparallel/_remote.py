@@ -1,7 +1,8 @@
 """rparallel._remote: what engines run on behalf of the client, so every
 rparallel process (kernel, engines, scripts) has it and functions here are
 pickled by reference: the chunk function of ``view.map``, and the
-decorators of remote functions (``@require``, ``@interactive``)."""
+decorators of remote functions (``@require``, ``@interactive``,
+``@depend`` and its ``dependent`` functions)."""
 
 import functools
 import sys
@@ -47,3 +48,43 @@ def interactive(f):
     """Marks f as defined in __main__, so it runs in the engine's namespace."""
     f.__module__ = "__main__"
     return f
+
+
+class dependent:
+    """``f`` with a functional dependency: on the engine, ``df(*dargs,
+    **dkwargs)`` runs first, and when it returns False the task raises
+    UnmetDependency, so the scheduler gives it to another engine (never
+    the same one twice). A class, not a closure, so it pickles."""
+
+    def __init__(self, _wrapped_f, _wrapped_df, *dargs, **dkwargs):
+        self.f = _wrapped_f
+        self.__name__ = getattr(_wrapped_f, "__name__", "f")
+        self.__doc__ = getattr(_wrapped_f, "__doc__", None)
+        self.df = _wrapped_df
+        self.dargs = dargs
+        self.dkwargs = dkwargs
+
+    def check_dependency(self):
+        if self.df(*self.dargs, **self.dkwargs) is False:
+            from rparallel.error import UnmetDependency
+            raise UnmetDependency("%s's dependency is not met on this engine" % self.__name__)
+
+    def __call__(self, *args, **kwargs):
+        self.check_dependency()
+        return self.f(*args, **kwargs)
+
+    def __repr__(self):
+        return "<dependent %s on %s>" % (self.__name__, getattr(self.df, "__name__", self.df))
+
+
+class depend:
+    """Decorator: ``@depend(df, *args, **kwargs)`` makes a task run only on
+    engines where ``df(*args, **kwargs)`` does not return False."""
+
+    def __init__(self, _wrapped_f, *args, **kwargs):
+        self.f = _wrapped_f
+        self.args = args
+        self.kwargs = kwargs
+
+    def __call__(self, f):
+        return dependent(f, self.f, *self.args, **self.kwargs)

@@ -4,12 +4,17 @@ IPython's parallel tools show them (``[n:execute]:`` blocks)."""
 import builtins
 
 __all__ = [
-    "RemoteError", "CompositeError", "TimeoutError", "EngineError",
-    "UnmetDependency", "NoEnginesRegistered", "TaskAborted",
+    "KernelError", "RemoteError", "CompositeError", "TimeoutError", "EngineError",
+    "NoEnginesRegistered", "TaskAborted", "TaskTimeout", "UnmetDependency",
+    "ImpossibleDependency", "DependencyTimeout", "InvalidDependency",
 ]
 
 
-class TimeoutError(builtins.TimeoutError):
+class KernelError(Exception):
+    """Base of the errors of remote execution and task scheduling."""
+
+
+class TimeoutError(KernelError, builtins.TimeoutError):
     """A result was asked for before it was ready."""
 
 
@@ -17,8 +22,27 @@ class NoEnginesRegistered(Exception):
     """No engines are registered with the controller."""
 
 
-class UnmetDependency(Exception):
-    """A @require'd module could not be imported on the engine."""
+class TaskTimeout(KernelError):
+    """A load-balanced task waited in the scheduler longer than its
+    ``timeout``."""
+
+
+class UnmetDependency(KernelError):
+    """Raised on an engine by a task that cannot run there (a ``@depend``
+    check returned False, a ``@require``'d module is missing): the
+    scheduler tries another engine."""
+
+
+class ImpossibleDependency(UnmetDependency):
+    """A task's dependencies can never be met."""
+
+
+class DependencyTimeout(ImpossibleDependency):
+    """A task's dependencies were not met within its timeout."""
+
+
+class InvalidDependency(ImpossibleDependency):
+    """A task depends on tasks the scheduler does not know."""
 
 
 def _engine_str(engine_info):
@@ -28,7 +52,7 @@ def _engine_str(engine_info):
     return "[%s:%s]" % ("?" if engine is None else engine, engine_info.get("method", "?"))
 
 
-class RemoteError(Exception):
+class RemoteError(KernelError):
     """An exception raised on an engine, with the engine's traceback."""
 
     def __init__(self, ename, evalue, traceback=None, engine_info=None):
@@ -73,6 +97,25 @@ class EngineError(RemoteError):
 
 class TaskAborted(RemoteError):
     """A queued task was aborted before it ran."""
+
+
+# RemoteErrors that are also the scheduler's error they name, by ename.
+_remote_kinds = {}
+
+
+def remote_error(ename, evalue, traceback=None, engine_info=None):
+    """The RemoteError of an error reply. When ``ename`` is one of this
+    module's task errors (TaskTimeout, ImpossibleDependency, ...) it is also
+    an instance of that class, so both ``except RemoteError`` and
+    ``except ImpossibleDependency`` catch it."""
+    kind = globals().get(ename)
+    if not (isinstance(kind, type) and issubclass(kind, KernelError)) or issubclass(kind, RemoteError):
+        return RemoteError(ename, evalue, traceback, engine_info)
+    cls = _remote_kinds.get(ename)
+    if cls is None:
+        cls = type("RemoteError", (RemoteError, kind), {"__module__": __name__})
+        _remote_kinds[ename] = cls
+    return cls(ename, evalue, traceback, engine_info)
 
 
 class CompositeError(RemoteError):
