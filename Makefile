@@ -13,7 +13,7 @@ export JUPYTER_PATH := $(VENV)/share/jupyter
 
 .PHONY: demo test build wheel venv kernelspec browser lint clean bench bench-hosts bench-quick soak lab-packages lab-test
 
-## demo: build, set up .venv, install the kernelspec, execute the demo notebooks (figures and widgets counted)
+## demo: build, set up .venv, install the kernelspec, execute the demo notebooks (tutorial, science with figures and widgets counted, load-balanced)
 demo: kernelspec
 	@mkdir -p target/demo
 	$(VENV)/bin/jupyter nbconvert --to notebook --execute \
@@ -27,6 +27,11 @@ demo: kernelspec
 	    --output-dir target/demo notebooks/science.ipynb
 	@$(PY) tools/show_notebook.py target/demo/science.ipynb
 	@$(PY) tools/count_outputs.py target/demo/science.ipynb
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute \
+	    --ExecutePreprocessor.kernel_name=rparallel \
+	    --ExecutePreprocessor.timeout=120 \
+	    --output-dir target/demo notebooks/load-balanced.ipynb
+	@$(PY) tools/show_notebook.py target/demo/load-balanced.ipynb
 
 ## test: every test (format and clippy, cargo, then end-to-end through real Jupyter clients, a browser, the wheel in a fresh venv, and the multi-host lab)
 test: kernelspec browser wheel lab-packages

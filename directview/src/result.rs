@@ -95,6 +95,20 @@ impl AsyncResult {
         &self.engines
     }
 
+    /// Each request's engine: a load-balanced task's once it is known
+    /// (its output or reply came), else None.
+    pub(crate) fn known_engines(&self) -> Vec<Option<u32>> {
+        let state = self.client.tracker().lock();
+        self.msg_ids
+            .iter()
+            .zip(&self.engines)
+            .map(|(id, &engine)| match engine {
+                UNASSIGNED => state.tasks.get(id).and_then(|t| t.engine),
+                engine => Some(engine),
+            })
+            .collect()
+    }
+
     pub(crate) fn tasks(&self) -> Vec<Option<Task>> {
         let state = self.client.tracker().lock();
         self.msg_ids

@@ -100,7 +100,7 @@ impl AsyncResult {
 
     #[getter]
     fn engine_id(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.per_engine(py, self.engines.clone())
+        self.per_engine(py, self.known_engines())
     }
 
     #[getter]
