@@ -20,11 +20,14 @@ Every wait has a timeout; results come back as JSON through `value()`."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
+from queue import Empty
 
 import pytest
 
-from kernel_helpers import IS_RPARALLEL, execute, execute_ok, value
+from kernel_helpers import IS_RPARALLEL, execute, execute_ok, pids_with_cmdline, start_cell, value
 
 pytestmark = pytest.mark.skipif(not IS_RPARALLEL, reason="rparallel's own cluster")
 
@@ -356,3 +359,60 @@ elapsed = time.perf_counter() - t
     assert n == 1000 and same is True and reordered is True, got
     assert engines == 4, got
     assert elapsed < ideal * 1.5 + 0.5, got
+
+
+def _rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_a_flood_of_tasks_is_held_back_by_the_client(kc):
+    """50,000 tasks of 8 KB each (400 MB if they all piled up somewhere)
+    submitted at once to 2 engines: the client sends at most its credit
+    (10,000 requests) ahead, so the controller and the engines together
+    grow by far less than that while the flood runs, and every result
+    arrives."""
+    execute_ok(
+        kc,
+        """
+import os, rparallel as ipp
+c = ipp.Cluster(n=2, hwm=0)
+rc = c.start_and_connect_sync()
+lv = rc.load_balanced_view()
+pids = rc[:].apply_sync(os.getpid)
+payload = b"x" * 8192
+""",
+        timeout=60,
+    )
+    try:
+        controller = pids_with_cmdline("controller --profile " + value(kc, "c.profile"))
+        assert len(controller) == 1, controller
+        pids = controller + value(kc, "pids")
+        base = sum(_rss_mb(p) for p in pids)
+        ex = start_cell(kc, "ar = lv.map_async(lambda b: len(b), [payload] * 50_000)\nsum(ar.get()) == 8192 * 50_000")
+        peak = base
+        peaks = {p: _rss_mb(p) for p in pids}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            now = {p: _rss_mb(p) for p in pids if os.path.exists(f"/proc/{p}")}
+            peak = max(peak, sum(now.values()))
+            peaks = {p: max(peaks[p], now.get(p, 0)) for p in pids}
+            try:
+                msg = kc.get_iopub_msg(timeout=0.05)
+            except Empty:
+                continue
+            ex.iopub.append(msg)
+            if (msg["parent_header"].get("msg_id") == ex.msg_id and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "idle"):
+                break
+        results = [m for m in ex.iopub if m["msg_type"] in ("execute_result", "error")]
+        assert results and results[-1]["msg_type"] == "execute_result", results
+        assert results[-1]["content"]["data"]["text/plain"] == "True"
+        print(f"controller + engines: {base:.0f} MB before, {peak:.0f} MB at most")
+        # The credit bounds what is in flight (10,000 × 8 KB, with its
+        # copies on the way); without it the whole 400 MB would pile up.
+        assert peak - base < 300, (base, peak, peaks)
+    finally:
+        execute(kc, "c.stop_cluster_sync()", timeout=30)
