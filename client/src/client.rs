@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::connection::Connection;
 use crate::request::{Request, Route};
 use crate::task_flags::TaskFlags;
-use crate::tracker::{State, Status, Tracker};
+use crate::tracker::{AllDone, State, Status, Tracker};
 use crate::wait::{wait_until, Deadline, Until, Waited, Waiter, INTERRUPT_GRACE, SLICE};
 
 /// One connection to a controller, shared by a client's Python objects.
@@ -148,7 +148,8 @@ impl Client {
         waiter: &mut W,
     ) -> Result<Waited, W::Error> {
         let tracker = self.tracker();
-        let all_done = |state: &State| Tracker::all_done(state, msg_ids);
+        let all = AllDone::new(msg_ids);
+        let all_done = |state: &State| all.check(state);
         let over = |state: &State| match until {
             Until::AllDone => all_done(state),
             Until::AllDoneOrLost => all_done(state) || Tracker::any_lost(state, msg_ids),
@@ -189,7 +190,8 @@ impl Client {
         let sent = self.send_interrupts(msg_ids);
         let deadline = Instant::now() + INTERRUPT_GRACE;
         let tracker = self.tracker();
-        let all_done = |state: &State| Tracker::all_done(state, msg_ids);
+        let all = AllDone::new(msg_ids);
+        let all_done = |state: &State| all.check(state);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             waiter.block(tracker, left.min(SLICE), &all_done);

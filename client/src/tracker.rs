@@ -53,6 +53,33 @@ pub struct State {
 /// How long a waiter polls before it sleeps on the condvar.
 const SPIN: Duration = Duration::from_micros(300);
 
+/// Whether all of some requests finished, for a wait that asks again at
+/// every arrival: a finished request stays finished, so each check starts
+/// where the last one stopped, and a wait on n requests costs O(n) checks
+/// in all rather than O(n) per arrival.
+pub struct AllDone<'a> {
+    msg_ids: &'a [String],
+    finished: AtomicUsize,
+}
+
+impl<'a> AllDone<'a> {
+    pub fn new(msg_ids: &'a [String]) -> Self {
+        AllDone {
+            msg_ids,
+            finished: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn check(&self, state: &State) -> bool {
+        let mut i = self.finished.load(Ordering::Relaxed);
+        while i < self.msg_ids.len() && Tracker::is_done(state, &self.msg_ids[i]) {
+            i += 1;
+        }
+        self.finished.store(i, Ordering::Relaxed);
+        i == self.msg_ids.len()
+    }
+}
+
 #[derive(Default)]
 pub struct Tracker {
     state: Mutex<State>,
@@ -233,7 +260,8 @@ impl Tracker {
     /// Waits until all of `msg_ids` finished or `timeout` passed (None:
     /// forever). Call with the GIL released. True when all finished.
     pub fn wait(&self, msg_ids: &[String], timeout: Option<Duration>) -> bool {
-        self.wait_until(timeout, |state| Self::all_done(state, msg_ids))
+        let all = AllDone::new(msg_ids);
+        self.wait_until(timeout, |state| all.check(state))
     }
 
     /// Waits until `ready(state)` holds or `timeout` passes.
