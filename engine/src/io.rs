@@ -79,7 +79,6 @@ pub async fn serve(io: Io, ready: Ready<Arc<Stamp>>) {
         publisher: io.publisher.clone(),
         stamp: stamp.clone(),
         queue: Queue::default(),
-        aborted: Default::default(),
     };
     let _ = ready.send(Ok(stamp.clone()));
 

@@ -5,7 +5,8 @@
 //! clear through [`Namespace`]. Outputs and the reply leave through the same
 //! publisher, so a request's outputs always precede its reply.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 
 use rparallel_protocol::message::now_iso8601;
 use rparallel_protocol::shm;
@@ -26,24 +27,39 @@ pub struct Served {
 /// The engine's handle to its Python thread.
 pub type PythonHandle = rparallel_pyexec::actor::PythonHandle<Server>;
 
-/// msg_ids of requests handed to Python that were aborted before they
-/// started (shared by the scheduler and the Python thread).
-pub type Aborted = Arc<Mutex<std::collections::HashSet<String>>>;
+/// Who has a request handed to Python first: Python, starting it, or an
+/// abort, which then answers it at once from the I/O thread (a request
+/// waiting behind a long one is not held until that one ends).
+#[derive(Clone, Debug, Default)]
+pub struct Claim(Arc<AtomicU8>);
 
-/// Serves `request` on the Python thread, unless it was aborted by the time
-/// its turn comes; resolves when its reply is queued.
-pub fn serve(
-    python: &PythonHandle,
-    request: Parent,
-    aborted: Aborted,
-) -> oneshot::Receiver<Served> {
+impl Claim {
+    const WAITING: u8 = 0;
+    const STARTED: u8 = 1;
+    const ABORTED: u8 = 2;
+
+    fn take(&self, to: u8) -> bool {
+        self.0
+            .compare_exchange(Self::WAITING, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Python starts it, unless it was aborted.
+    pub fn start(&self) -> bool {
+        self.take(Self::STARTED)
+    }
+
+    /// Aborts it, unless it started.
+    pub fn abort(&self) -> bool {
+        self.take(Self::ABORTED)
+    }
+}
+
+/// Serves `request` on the Python thread, unless `claim` was aborted by
+/// the time its turn comes (it was answered then); resolves when done.
+pub fn serve(python: &PythonHandle, request: Parent, claim: Claim) -> oneshot::Receiver<Served> {
     python.submit(move |server: &Server| {
-        let was_aborted = aborted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&request.header.msg_id);
-        if was_aborted {
-            server.send(server.stamp.aborted(&request));
+        if !claim.start() {
             return Served::default();
         }
         server.serve(&request)

@@ -12,7 +12,7 @@ use rparallel_pyexec::{Parent, Publisher};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::python::{Aborted, PythonHandle, Served};
+use crate::python::{Claim, PythonHandle, Served};
 use crate::queue::Queue;
 use crate::stamp::Stamp;
 
@@ -31,8 +31,13 @@ pub struct Scheduler {
     pub publisher: Publisher,
     pub stamp: Arc<Stamp>,
     pub queue: Queue,
-    /// Requests handed to Python but aborted before they started.
-    pub aborted: Aborted,
+}
+
+/// A request handed to the Python thread.
+struct Handed {
+    request: Parent,
+    claim: Claim,
+    served: oneshot::Receiver<Served>,
 }
 
 /// Requests handed to the Python thread at once: the one running and the
@@ -55,8 +60,8 @@ fn may_follow(request: &Parent) -> bool {
 
 impl Scheduler {
     pub async fn run(mut self) -> Exit {
-        // Handed to Python, in order: (msg_id, its outcome).
-        let mut running: VecDeque<(String, oneshot::Receiver<Served>)> = VecDeque::new();
+        // Handed to Python, in order.
+        let mut running: VecDeque<Handed> = VecDeque::new();
         loop {
             if running.len() < IN_PYTHON {
                 let ready = match self.queue.peek() {
@@ -70,9 +75,13 @@ impl Scheduler {
                             .await;
                         return Exit::Shutdown;
                     }
-                    let msg_id = next.header.msg_id.clone();
-                    let served = crate::python::serve(&self.python, next, self.aborted.clone());
-                    running.push_back((msg_id, served));
+                    let claim = Claim::default();
+                    let served = crate::python::serve(&self.python, next.clone(), claim.clone());
+                    running.push_back(Handed {
+                        request: next,
+                        claim,
+                        served,
+                    });
                     continue;
                 }
             }
@@ -83,7 +92,7 @@ impl Scheduler {
                         return exit;
                     }
                 }
-                served = async { (&mut running.front_mut().expect("guarded").1).await }, if !running.is_empty() => {
+                served = async { (&mut running.front_mut().expect("guarded").served).await }, if !running.is_empty() => {
                     running.pop_front();
                     match served {
                         Ok(served) if served.abort_queue => {
@@ -100,11 +109,7 @@ impl Scheduler {
     }
 
     /// Handles what cannot wait; queues the rest.
-    async fn at_once(
-        &mut self,
-        message: Parent,
-        running: &VecDeque<(String, oneshot::Receiver<Served>)>,
-    ) -> Option<Exit> {
+    async fn at_once(&mut self, message: Parent, running: &VecDeque<Handed>) -> Option<Exit> {
         match message.msg_type() {
             "interrupt_request" => {
                 // Reply first: the interrupted code's error then follows it.
@@ -123,14 +128,14 @@ impl Scheduler {
                 for request in self.queue.abort(&ids) {
                     self.publisher.send(self.stamp.aborted(&request)).await;
                 }
-                // Requests handed to Python behind the running one have not
-                // started: Python answers them "aborted" when it gets there.
-                {
-                    let mut aborted = self.aborted.lock().unwrap_or_else(|e| e.into_inner());
-                    for (msg_id, _) in running.iter().skip(1) {
-                        if ids.is_empty() || ids.contains(msg_id) {
-                            aborted.insert(msg_id.clone());
-                        }
+                // Requests handed to Python that have not started are
+                // answered now; Python skips them.
+                for handed in running {
+                    let msg_id = &handed.request.header.msg_id;
+                    if (ids.is_empty() || ids.contains(msg_id)) && handed.claim.abort() {
+                        self.publisher
+                            .send(self.stamp.aborted(&handed.request))
+                            .await;
                     }
                 }
                 self.reply(&message, json!({ "status": "ok" })).await;
