@@ -183,6 +183,9 @@ impl Hub {
                         let reason = format!("no heartbeat for {:?}", self.config.heartbeat_timeout);
                         self.engine_died(id, &reason).await;
                     }
+                    // A prefetched task behind a task that turned out long
+                    // goes to an idle engine.
+                    self.dispatch().await;
                 }
             }
         }
@@ -290,6 +293,10 @@ impl Hub {
                 tracing::warn!("dropped output from an unregistered engine");
                 return;
             };
+            // The engine's answer to the scheduler's own abort.
+            if frames[1] == tasks::SCHEDULER {
+                return;
+            }
             // Only an engine with tasks has its replies read: the end of a
             // task gives it room for the next.
             if self.scheduler.is_running_on(id) && !self.task_replied(id, &frames, split).await {

@@ -16,6 +16,10 @@ use zeromq::SocketSend;
 /// The request on the task route that aborts waiting tasks.
 const ABORT: &str = "abort_request";
 
+/// Where engines answer the scheduler's own requests (taking back a
+/// prefetched task): a routing identity no client has (theirs are uuids).
+pub(super) const SCHEDULER: &[u8] = b"rparallel-scheduler";
+
 impl Hub {
     /// A request on the task route: a task, queued and sent when an engine
     /// has room, or an abort of waiting tasks.
@@ -48,15 +52,58 @@ impl Hub {
         self.send_task_failures().await;
     }
 
-    /// Sends every task an engine has room for.
+    /// Sends every task an engine has room for, and takes back prefetched
+    /// tasks another engine is idle for.
     pub(super) async fn dispatch(&mut self) {
         let live = self.registry.ids();
         for (engine, task) in self.scheduler.assign(&live) {
             let Some(identity) = self.registry.get(engine).map(|e| e.identity.clone()) else {
                 continue;
             };
-            self.send_engine(to_engine(task.frames, identity)).await;
+            let frames = if task.resend {
+                self.signed_anew(task.frames, task.split, task.sent_to.len())
+            } else {
+                task.frames
+            };
+            self.send_engine(to_engine(frames, identity)).await;
         }
+        for (engine, msg_id) in self.scheduler.reclaim(&live, std::time::Instant::now()) {
+            self.abort_on_engine(engine, vec![msg_id], Bytes::from_static(SCHEDULER))
+                .await;
+        }
+    }
+
+    /// A request going back to an engine that had it: `attempt` in its
+    /// metadata and a new signature (same msg_id), so the engine's replay
+    /// guard lets it through.
+    fn signed_anew(&self, mut frames: Vec<Bytes>, split: usize, attempt: usize) -> Vec<Bytes> {
+        let mut metadata: Value = serde_json::from_slice(&frames[split + 4]).unwrap_or(json!({}));
+        if !metadata.is_object() {
+            metadata = json!({});
+        }
+        metadata["attempt"] = attempt.into();
+        frames[split + 4] = Bytes::from(metadata.to_string());
+        let parts: Vec<&[u8]> = frames[split + 2..split + 6]
+            .iter()
+            .map(|f| f.as_ref())
+            .collect();
+        let signature = self.session.signer().sign(&parts);
+        frames[split + 1] = Bytes::from(signature);
+        frames
+    }
+
+    /// Asks `engine` to abort `msg_ids` if it has not started them; its
+    /// `abort_reply` goes to `reply_to` (a client, or [`SCHEDULER`]: the
+    /// hub drops it), each aborted request's reply to that request's client.
+    async fn abort_on_engine(&mut self, engine: u32, msg_ids: Vec<String>, reply_to: Bytes) {
+        let Some(identity) = self.registry.get(engine).map(|e| e.identity.clone()) else {
+            return;
+        };
+        let mut message =
+            self.session
+                .message("abort_request", json!({ "msg_ids": msg_ids }), None);
+        message.identities = vec![identity, reply_to];
+        let _ = self.engine_tx.send(self.session.encode(&message)).await;
     }
 
     /// A message from engine `id`, which has tasks: whether to pass it on

@@ -11,7 +11,13 @@
 //!
 //! A task waits *blocked* until its `after` (and `follow`) dependencies
 //! are met, then *ready* until an engine it may run on has room, then
-//! *running*. It fails here when its dependencies become impossible, its
+//! *running*. When every engine is full, each may also get tasks
+//! *prefetched* (queued on the engine behind its running one, so the
+//! engine goes on without waiting a round trip for the next): one, or
+//! [`SHORT_PREFETCH`] while its tasks take less than [`SHORT_TASK`]. As
+//! soon as another engine that may run one is idle, a prefetched task is
+//! taken back (aborted on its engine, which has not started it) and goes
+//! there, so a long task still never holds a short one back for long. It fails here when its dependencies become impossible, its
 //! `timeout` passes while it waits, it is aborted, or its engine dies with
 //! no retries left.
 
@@ -21,10 +27,9 @@ pub mod task;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde_json::Value;
 
 use dependency::{Finished, Record};
 pub use rparallel_cluster::scheduling::{SchedulerSpec, Scheme};
@@ -32,6 +37,19 @@ pub use task::Task;
 
 /// The routing frame of a load-balanced request.
 pub const TASK_ROUTE: &[u8] = b"task";
+
+/// Tasks shorter than this are "short": an engine running them gets
+/// [`SHORT_PREFETCH`] prefetched, enough to cover the round trip to the
+/// controller.
+pub const SHORT_TASK: Duration = Duration::from_millis(1);
+
+/// Prefetched tasks an engine running short tasks may hold.
+pub const SHORT_PREFETCH: usize = 8;
+
+/// A prefetched task is taken back for an idle engine only once the task
+/// ahead of it has run this long: behind a short one it starts soon
+/// anyway, and taking it back costs a round trip.
+pub const RECLAIM_AFTER: Duration = Duration::from_millis(2);
 
 /// Why the scheduler failed a task; the hub tells its client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,8 +97,16 @@ pub struct Scheduler {
     blocked: HashMap<String, Task>,
     /// A msg_id → the blocked tasks waiting for it.
     graph: HashMap<String, Vec<String>>,
-    /// Each engine's unfinished tasks, in the order it got them.
-    running: HashMap<u32, Vec<Task>>,
+    /// Each engine's unfinished tasks, in the order it got them: the
+    /// first runs (an engine runs one request at a time), the others
+    /// wait on the engine.
+    running: HashMap<u32, VecDeque<Task>>,
+    /// Prefetched tasks being taken back from their engines.
+    reclaiming: HashSet<String>,
+    /// How long each engine's tasks take, as seen between its replies
+    /// while it stays busy (a moving average), and when it last replied
+    /// with more tasks to run.
+    pace: HashMap<u32, Pace>,
     /// Live engines, the one given a task longest ago first.
     lru: Vec<u32>,
     /// Tasks submitted and not finished.
@@ -111,6 +137,8 @@ impl Scheduler {
             blocked: HashMap::new(),
             graph: HashMap::new(),
             running: HashMap::new(),
+            reclaiming: HashSet::new(),
+            pace: HashMap::new(),
             lru: Vec::new(),
             pending: HashSet::new(),
             record: Record::default(),
@@ -215,11 +243,12 @@ impl Scheduler {
     }
 
     fn load(&self, engine: u32) -> usize {
-        self.running.get(&engine).map_or(0, Vec::len)
+        self.running.get(&engine).map_or(0, VecDeque::len)
     }
 
-    fn has_room(&self, engine: u32) -> bool {
-        self.hwm.is_none_or(|hwm| self.load(engine) < hwm)
+    /// Whether `engine` holds fewer than `limit` tasks (None: no limit).
+    fn has_room(&self, engine: u32, limit: Option<usize>) -> bool {
+        limit.is_none_or(|limit| self.load(engine) < limit)
     }
 
     /// Keeps the LRU order to the live engines; new ones go first.
@@ -235,16 +264,44 @@ impl Scheduler {
     /// Hands ready tasks to engines with room, as the scheme picks among
     /// those each may run on; `live` are the live engines. A task no
     /// engine may take yet waits, and the ones behind it can pass it.
+    /// Once all are full, each engine may get one more, prefetched (not a
+    /// task with a `timeout`: its wait must be the scheduler's).
     pub fn assign(&mut self, live: &[u32]) -> Vec<(u32, Task)> {
         self.sync_engines(live);
+        let mut given = self.assign_up_to(self.hwm, false);
+        if self.hwm.is_some() && !self.ready.is_empty() {
+            given.extend(self.assign_up_to(self.hwm, true));
+        }
+        given
+    }
+
+    /// Tasks `engine` may hold: `hwm` (None: no limit), plus its
+    /// prefetch allowance when `prefetch`.
+    fn limit(&self, engine: u32, hwm: Option<usize>, prefetch: bool) -> Option<usize> {
+        let short = self.pace.get(&engine).is_some_and(|p| p.is_short());
+        let extra = match (prefetch, short) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => SHORT_PREFETCH,
+        };
+        hwm.map(|hwm| hwm + extra)
+    }
+
+    /// One pass of [`Scheduler::assign`] with engines holding up to `hwm`
+    /// tasks, plus prefetched ones when `prefetch`.
+    fn assign_up_to(&mut self, hwm: Option<usize>, prefetch: bool) -> Vec<(u32, Task)> {
         let mut given = Vec::new();
         let mut waiting = VecDeque::new();
         while let Some(task) = self.ready.pop_front() {
+            if prefetch && task.timeout.is_some() {
+                waiting.push_back(task);
+                continue;
+            }
             let candidates: Vec<u32> = self
                 .lru
                 .iter()
                 .copied()
-                .filter(|&e| self.has_room(e) && task.may_run_on(e))
+                .filter(|&e| self.has_room(e, self.limit(e, hwm, prefetch)) && task.may_run_on(e))
                 .filter(|&e| {
                     task.follow
                         .as_ref()
@@ -261,16 +318,82 @@ impl Scheduler {
                 let engine = candidates[scheme::choose(self.scheme, &loads, &mut self.rng)];
                 self.lru.retain(|&e| e != engine);
                 self.lru.push(engine);
-                self.running.entry(engine).or_default().push(task.clone());
+                if self.load(engine) == 0 {
+                    self.pace.entry(engine).or_default().current_since = Some(Instant::now());
+                }
+                let mut task = task;
+                task.resend = task.sent_to.contains(&engine);
+                task.sent_to.push(engine);
+                self.running
+                    .entry(engine)
+                    .or_default()
+                    .push_back(task.clone());
                 given.push((engine, task));
             }
-            if !self.lru.iter().any(|&e| self.has_room(e)) {
+            if !self
+                .lru
+                .iter()
+                .any(|&e| self.has_room(e, self.limit(e, hwm, prefetch)))
+            {
                 break;
             }
         }
-        waiting.append(&mut self.ready);
-        self.ready = waiting;
+        // Back in front, in order (O(waiting), not O(queue): this runs
+        // for every reply).
+        while let Some(task) = waiting.pop_back() {
+            self.ready.push_front(task);
+        }
         given
+    }
+
+    /// Prefetched tasks to take back: for each idle engine (nothing
+    /// ready for it), one task waiting behind another on an engine where
+    /// it could run, behind a task running for [`RECLAIM_AFTER`] by `now`,
+    /// as (engine holding it, msg_id). The engine answers it as aborted and
+    /// [`Scheduler::reply`] queues it again, first. (Called after each
+    /// dispatch and on the hub's tick, so a long task is noticed.)
+    pub fn reclaim(&mut self, live: &[u32], now: Instant) -> Vec<(u32, String)> {
+        let mut taken = Vec::new();
+        // Tasks already on their way back are for idle engines too.
+        let idle: Vec<u32> = live
+            .iter()
+            .copied()
+            .filter(|&e| self.load(e) == 0)
+            .skip(self.reclaiming.len())
+            .collect();
+        for idle in idle {
+            // From the engine with the most waiting behind its running task.
+            let mut holders: Vec<(&u32, &VecDeque<Task>)> = self
+                .running
+                .iter()
+                .filter(|(engine, _)| {
+                    self.pace
+                        .get(engine)
+                        .and_then(|p| p.current_since)
+                        .is_some_and(|since| now.saturating_duration_since(since) >= RECLAIM_AFTER)
+                })
+                .collect();
+            holders.sort_by_key(|(engine, tasks)| (std::cmp::Reverse(tasks.len()), **engine));
+            let waiting = holders.into_iter().find_map(|(&engine, tasks)| {
+                tasks
+                    .iter()
+                    .skip(1)
+                    .rev()
+                    .find(|t| {
+                        !self.reclaiming.contains(&t.msg_id)
+                            && t.may_run_on(idle)
+                            && t.follow
+                                .as_ref()
+                                .is_none_or(|f| f.met_on(idle, &self.record))
+                    })
+                    .map(|t| (engine, t.msg_id.clone()))
+            });
+            if let Some((engine, msg_id)) = waiting {
+                self.reclaiming.insert(msg_id.clone());
+                taken.push((engine, msg_id));
+            }
+        }
+        taken
     }
 
     /// `engine` replied to `msg_id`: `ok` its status, `dependencies_met`
@@ -292,7 +415,19 @@ impl Scheduler {
         let Some(at) = tasks.iter().position(|t| &t.msg_id == msg_id) else {
             return Reply::NotATask;
         };
-        let mut task = tasks.remove(at);
+        let Some(mut task) = tasks.remove(at) else {
+            return Reply::NotATask;
+        };
+        let busy = !tasks.is_empty();
+        self.pace
+            .entry(engine)
+            .or_default()
+            .replied(Instant::now(), busy);
+        if self.reclaiming.remove(msg_id) && *aborted {
+            // Taken back before it started: it goes to an idle engine.
+            self.ready.push_front(task);
+            return Reply::Drop;
+        }
         if !dependencies_met {
             task.refuse(engine);
             match self.impossible(&task) {
@@ -314,18 +449,21 @@ impl Scheduler {
         Reply::Forward
     }
 
-    /// `engine` died: its tasks with retries left go to the front of the
-    /// queue, the others fail; queued tasks whose targets are all gone
-    /// fail too (ids are never reused). `live`: the engines left.
+    /// `engine` died: the task it was running runs again elsewhere when
+    /// it has retries left, else fails; the ones waiting behind it on the
+    /// engine never started and go back to the queue. Queued tasks whose
+    /// targets are all gone fail too (ids are never reused). `live`: the
+    /// engines left.
     pub fn engine_lost(&mut self, engine: u32, reason: &str, live: &[u32]) {
         self.lru.retain(|&e| e != engine);
-        for mut task in self
-            .running
-            .remove(&engine)
-            .unwrap_or_default()
-            .into_iter()
-            .rev()
-        {
+        self.pace.remove(&engine);
+        let mut tasks = self.running.remove(&engine).unwrap_or_default();
+        for task in tasks.drain(1.min(tasks.len())..).rev() {
+            self.reclaiming.remove(&task.msg_id);
+            self.ready.push_front(task);
+        }
+        if let Some(mut task) = tasks.pop_front() {
+            self.reclaiming.remove(&task.msg_id);
             if task.retries > 0 {
                 task.retries -= 1;
                 self.ready.push_front(task);
@@ -451,6 +589,7 @@ impl Scheduler {
     fn finish(&mut self, msg_id: &str, engine: Option<u32>, success: bool) {
         let mut settled = vec![msg_id.to_string()];
         self.pending.remove(msg_id);
+        self.reclaiming.remove(msg_id);
         self.record
             .insert(msg_id.to_string(), Finished { engine, success });
         while let Some(done) = settled.pop() {
@@ -482,6 +621,35 @@ impl Scheduler {
     }
 }
 
+/// How fast an engine gets through its tasks.
+#[derive(Debug, Default)]
+struct Pace {
+    /// Moving average of the time between replies while busy.
+    task_time: Option<Duration>,
+    /// The last reply, when the engine had more tasks after it.
+    busy_since: Option<Instant>,
+    /// Since when its current task runs (None: idle).
+    current_since: Option<Instant>,
+}
+
+impl Pace {
+    fn replied(&mut self, now: Instant, still_busy: bool) {
+        if let Some(since) = self.busy_since {
+            let sample = now - since;
+            self.task_time = Some(match self.task_time {
+                Some(average) => (average * 7 + sample) / 8,
+                None => sample,
+            });
+        }
+        self.busy_since = still_busy.then_some(now);
+        self.current_since = self.busy_since;
+    }
+
+    fn is_short(&self) -> bool {
+        self.task_time.is_some_and(|t| t < SHORT_TASK)
+    }
+}
+
 /// What the hub reads from an engine's message when the engine has tasks:
 /// which request a reply answers, its status and whether the task's
 /// functional dependencies were met there (ipyparallel's metadata keys).
@@ -497,20 +665,39 @@ pub struct ReplyInfo {
 /// The [`ReplyInfo`] of `[engine, client, <IDS|MSG>, sig, header, parent,
 /// metadata, …]` (`split`: the delimiter's index), when it is a reply.
 pub fn reply_info(frames: &[Bytes], split: usize) -> Option<ReplyInfo> {
-    let header: Value = serde_json::from_slice(frames.get(split + 2)?).ok()?;
-    if !header["msg_type"].as_str()?.ends_with("_reply") {
+    // Only the fields read are parsed (borrowed, no maps): this runs for
+    // every reply of an engine with tasks.
+    #[derive(serde::Deserialize)]
+    struct Header<'a> {
+        #[serde(borrow)]
+        msg_type: std::borrow::Cow<'a, str>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Parent<'a> {
+        #[serde(borrow)]
+        msg_id: std::borrow::Cow<'a, str>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Metadata<'a> {
+        #[serde(borrow, default)]
+        status: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        dependencies_met: Option<bool>,
+    }
+    let header: Header = serde_json::from_slice(frames.get(split + 2)?).ok()?;
+    if !header.msg_type.ends_with("_reply") {
         return None;
     }
-    let parent: Value = serde_json::from_slice(frames.get(split + 3)?).ok()?;
-    let metadata: Value = frames
+    let parent: Parent = serde_json::from_slice(frames.get(split + 3)?).ok()?;
+    let metadata: Metadata = frames
         .get(split + 4)
         .and_then(|m| serde_json::from_slice(m).ok())
-        .unwrap_or(Value::Null);
-    let status = metadata["status"].as_str().unwrap_or("ok");
+        .unwrap_or_default();
+    let status = metadata.status.as_deref().unwrap_or("ok");
     Some(ReplyInfo {
-        msg_id: parent["msg_id"].as_str()?.to_string(),
+        msg_id: parent.msg_id.into_owned(),
         ok: status == "ok",
-        dependencies_met: metadata["dependencies_met"].as_bool().unwrap_or(true),
+        dependencies_met: metadata.dependencies_met.unwrap_or(true),
         aborted: status == "aborted",
     })
 }

@@ -33,6 +33,11 @@ pub struct Task {
     /// Engines that refused it (unmet functional dependency) or failed it
     /// while it had retries: it never goes back to them.
     pub blacklist: Vec<u32>,
+    /// Engines it was sent to (taken back from, died on).
+    pub sent_to: Vec<u32>,
+    /// Its engine got this very request before (it was taken back): the
+    /// hub signs it anew, or the engine's replay guard would drop it.
+    pub resend: bool,
 }
 
 impl Task {
@@ -41,7 +46,13 @@ impl Task {
     /// dependencies are malformed (answered with InvalidDependency).
     #[allow(clippy::result_unit_err)]
     pub fn new(frames: Vec<Bytes>, split: usize) -> Result<Result<Task, (Task, String)>, ()> {
-        let header: Value = frames
+        #[derive(serde::Deserialize)]
+        struct Header {
+            msg_id: String,
+            #[serde(default)]
+            msg_type: String,
+        }
+        let header: Header = frames
             .get(split + 2)
             .and_then(|h| serde_json::from_slice(h).ok())
             .ok_or(())?;
@@ -49,8 +60,7 @@ impl Task {
             .get(split + 4)
             .and_then(|m| serde_json::from_slice(m).ok())
             .unwrap_or(Value::Null);
-        let msg_id = header["msg_id"].as_str().ok_or(())?.to_string();
-        let msg_type = header["msg_type"].as_str().unwrap_or_default().to_string();
+        let Header { msg_id, msg_type } = header;
         let targets = metadata["targets"].as_array().map(|ids| {
             ids.iter()
                 .filter_map(|id| match id {
@@ -83,6 +93,8 @@ impl Task {
             timeout,
             deadline: None,
             blacklist: Vec::new(),
+            sent_to: Vec::new(),
+            resend: false,
         };
         let after = Dependency::from_json(&metadata["after"]);
         let follow = Dependency::from_json(&metadata["follow"]);

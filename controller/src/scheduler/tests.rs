@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn client_task(client: &'static [u8], msg_id: &str, metadata: Value) -> Task {
     let frames = vec![
@@ -26,6 +26,11 @@ fn with_hwm(hwm: usize) -> Scheduler {
 
 fn task(msg_id: &str, metadata: Value) -> Task {
     client_task(b"client", msg_id, metadata)
+}
+
+/// A moment by which every running task counts as long.
+fn later() -> Instant {
+    Instant::now() + RECLAIM_AFTER * 2
 }
 
 fn ids(given: &[(u32, Task)]) -> Vec<(u32, &str)> {
@@ -58,15 +63,18 @@ fn done(s: &mut Scheduler, engine: u32, msg_id: &str, ok: bool) {
 }
 
 #[test]
-fn tasks_go_to_free_engines_and_wait_for_room() {
+fn tasks_go_to_free_engines_then_one_more_each_is_prefetched() {
     let mut s = Scheduler::default();
-    for id in ["a", "b", "c"] {
+    for id in ["a", "b", "c", "d", "e"] {
         s.submit(task(id, json!({})));
     }
     let given = s.assign(&[0, 1]);
-    assert_eq!(ids(&given), [(0, "a"), (1, "b")]);
+    assert_eq!(ids(&given), [(0, "a"), (1, "b"), (0, "c"), (1, "d")]);
     assert_eq!(s.queued(), 1);
-    assert!(s.assign(&[0, 1]).is_empty(), "hwm 1: nobody has room");
+    assert!(
+        s.assign(&[0, 1]).is_empty(),
+        "hwm 1 and one prefetched each: full"
+    );
     assert_eq!(
         s.reply(1, &answer("b", true, true), &[0, 1]),
         Reply::Forward
@@ -79,10 +87,37 @@ fn tasks_go_to_free_engines_and_wait_for_room() {
         s.reply(0, &answer("zzz", true, true), &[0, 1]),
         Reply::NotATask
     );
-    assert_eq!(ids(&s.assign(&[0, 1])), [(1, "c")]);
-    // A new engine takes work at once.
-    s.submit(task("d", json!({})));
-    assert_eq!(ids(&s.assign(&[0, 1, 2])), [(2, "d")]);
+    // d now runs on 1, e is prefetched behind it.
+    assert_eq!(ids(&s.assign(&[0, 1])), [(1, "e")]);
+    assert!(s.reclaim(&[0, 1], later()).is_empty(), "nobody is idle");
+    // A new engine takes a prefetched task back at once.
+    assert!(s.assign(&[0, 1, 2]).is_empty());
+    assert!(
+        s.reclaim(&[0, 1, 2], Instant::now()).is_empty(),
+        "not behind a task that just started"
+    );
+    let taken = s.reclaim(&[0, 1, 2], later());
+    assert_eq!(taken.len(), 1);
+    let (holder, msg_id) = taken[0].clone();
+    assert!(s.reclaim(&[0, 1, 2], later()).is_empty(), "asked once");
+    let aborted = ReplyInfo {
+        msg_id: msg_id.clone(),
+        ok: false,
+        dependencies_met: true,
+        aborted: true,
+    };
+    assert_eq!(s.reply(holder, &aborted, &[0, 1, 2]), Reply::Drop);
+    assert_eq!(ids(&s.assign(&[0, 1, 2])), [(2, msg_id.as_str())]);
+    assert!(failures(&mut s).is_empty());
+}
+
+#[test]
+fn a_task_with_a_timeout_is_never_prefetched() {
+    let mut s = Scheduler::default();
+    s.submit(task("a", json!({})));
+    s.submit(task("t", json!({"timeout": 5})));
+    assert_eq!(ids(&s.assign(&[0])), [(0, "a")]);
+    assert_eq!(s.queued(), 1);
 }
 
 #[test]
@@ -104,21 +139,25 @@ fn targets_restrict_and_others_pass_a_waiting_task() {
 }
 
 #[test]
-fn a_dead_engines_tasks_retry_or_fail() {
-    let mut s = with_hwm(2);
+fn a_dead_engines_running_task_retries_or_fails_and_the_rest_go_back() {
+    let mut s = with_hwm(1);
     s.submit(task("once", json!({})));
+    s.submit(task("behind", json!({})));
     s.submit(task("twice", json!({"retries": 1})));
-    assert_eq!(ids(&s.assign(&[0])), [(0, "once"), (0, "twice")]);
+    assert_eq!(ids(&s.assign(&[0])), [(0, "once"), (0, "behind")]);
     s.engine_lost(0, "killed", &[]);
     let failed = failures(&mut s);
-    assert_eq!(failed.len(), 1);
+    assert_eq!(failed.len(), 1, "only the task it was running");
     assert_eq!(failed[0].0, "once");
     assert!(
         matches!(&failed[0].1, Why::EngineDied { engine: 0, reason } if reason.contains("Engine 0 died"))
     );
-    let again = s.assign(&[1]);
-    assert_eq!(ids(&again), [(1, "twice")]);
-    assert_eq!(again[0].1.retries, 0);
+    assert_eq!(ids(&s.assign(&[1])), [(1, "behind"), (1, "twice")]);
+    s.engine_lost(1, "killed", &[]);
+    assert_eq!(failures(&mut s)[0].0, "behind");
+    let again = s.assign(&[2]);
+    assert_eq!(ids(&again), [(2, "twice")]);
+    assert_eq!(again[0].1.retries, 1, "it never started: no retry spent");
 }
 
 #[test]
@@ -255,19 +294,27 @@ fn abort_takes_a_clients_waiting_tasks() {
     s.submit(client_task(b"me", "q2", json!({})));
     s.submit(client_task(b"other", "theirs", json!({})));
     s.submit(client_task(b"me", "blocked", json!({"after": ["q1"]})));
-    assert_eq!(ids(&s.assign(&[0])), [(0, "running")]);
+    assert_eq!(ids(&s.assign(&[0])), [(0, "running"), (0, "q1")]);
     assert_eq!(
         s.abort(&Bytes::from_static(b"me"), &["q2".into(), "running".into()]),
         [(0, vec!["running".to_string()])]
     );
     assert_eq!(failures(&mut s), [("q2".into(), Why::Aborted)]);
-    assert!(s
-        .abort(&Bytes::from_static(b"me"), &["q1".into()])
-        .is_empty());
+    // q1 waits on the engine: the engine aborts it.
+    assert_eq!(
+        s.abort(&Bytes::from_static(b"me"), &["q1".into()]),
+        [(0, vec!["q1".to_string()])]
+    );
+    let aborted = ReplyInfo {
+        msg_id: "q1".into(),
+        ok: false,
+        dependencies_met: true,
+        aborted: true,
+    };
+    assert_eq!(s.reply(0, &aborted, &[0]), Reply::Forward);
     let failed = failures(&mut s);
-    assert_eq!(failed[0], ("q1".into(), Why::Aborted));
     assert!(
-        matches!(&failed[1], (id, Why::Impossible(_)) if id == "blocked"),
+        matches!(&failed[..], [(id, Why::Impossible(_))] if id == "blocked"),
         "its dependent fails with it"
     );
     s.submit(client_task(b"me", "q3", json!({})));
@@ -296,8 +343,14 @@ fn schemes_spread_tasks_and_pure_has_no_high_water_mark() {
             assert_eq!(given.len(), 8, "{name}");
             assert_eq!(engines.len(), 4, "{name}: round-robin");
         } else {
-            assert_eq!(given.len(), 4, "{name}");
+            assert_eq!(given.len(), 8, "{name}: 4 running, 4 prefetched");
             assert_eq!(engines.len(), 4, "{name}: hwm 1 fills every engine");
+            let first: HashSet<u32> = given[..4].iter().map(|(e, _)| *e).collect();
+            assert_eq!(
+                first.len(),
+                4,
+                "{name}: every engine runs one before any gets two"
+            );
         }
     }
 }
@@ -329,4 +382,32 @@ fn replies_say_what_they_answer_and_how_it_went() {
     output[4] = Bytes::from(json!({"msg_type": "stream"}).to_string());
     assert_eq!(reply_info(&output, 2), None);
     assert_eq!(reply_info(&frames[..4], 2), None);
+}
+
+#[test]
+fn a_task_taken_back_and_given_to_the_same_engine_is_marked_for_resending() {
+    let mut s = Scheduler::default();
+    for id in ["a", "b"] {
+        s.submit(task(id, json!({})));
+    }
+    assert_eq!(ids(&s.assign(&[0])), [(0, "a"), (0, "b")]);
+    assert!(!s.running[&0][1].resend);
+    // Engine 1 comes and goes before b is taken back.
+    assert!(s.assign(&[0, 1]).is_empty());
+    assert_eq!(s.reclaim(&[0, 1], later()), [(0, "b".to_string())]);
+    s.engine_lost(1, "gone", &[0]);
+    let aborted = ReplyInfo {
+        msg_id: "b".into(),
+        ok: false,
+        dependencies_met: true,
+        aborted: true,
+    };
+    assert_eq!(s.reply(0, &aborted, &[0]), Reply::Drop);
+    done(&mut s, 0, "a", true);
+    let again = s.assign(&[0]);
+    assert_eq!(ids(&again), [(0, "b")]);
+    assert!(
+        again[0].1.resend,
+        "the engine saw this request: it must be signed anew"
+    );
 }
