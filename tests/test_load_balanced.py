@@ -178,3 +178,27 @@ def test_bad_input_is_a_clear_error(lb, code, ename, needle):
     assert needle in (err["ename"] + err["evalue"]).lower(), err
     # and the view still works
     assert value(lb, "lv.apply_sync(lambda: 'ok')") == "ok"
+
+
+def test_a_short_task_is_not_held_behind_a_long_one(lb):
+    """With every engine busy, the next tasks wait on the engines
+    (prefetched); one stuck behind a long task is taken back as soon as
+    another engine is free: four quick tasks all finish long before the
+    3 s task ends."""
+    got = value(
+        lb,
+        """
+t0 = time.time()
+busy = [lv.apply_async(time.sleep, 3)] + [lv.apply_async(time.sleep, 0.3) for _ in range(3)]
+time.sleep(0.1)
+quick = [lv.apply_async(lambda: time.time()) for _ in range(4)]
+ends = [q.get(timeout=10) - t0 for q in quick]
+[b.get(timeout=10) for b in busy]
+[max(ends), time.time() - t0]
+""",
+        timeout=60,
+    )
+    latest_quick, total = got
+    print(f"quick tasks done by {latest_quick:.2f} s; the long one by {total:.2f} s")
+    assert latest_quick < 1.5, got
+    assert total >= 3.0, got
