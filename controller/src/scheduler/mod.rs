@@ -109,6 +109,8 @@ pub struct Scheduler {
     pace: HashMap<u32, Pace>,
     /// Live engines, the one given a task longest ago first.
     lru: Vec<u32>,
+    /// The live engines `lru` was last brought up to date with.
+    live_seen: Vec<u32>,
     /// Tasks submitted and not finished.
     pending: HashSet<String>,
     record: Record,
@@ -140,6 +142,7 @@ impl Scheduler {
             reclaiming: HashSet::new(),
             pace: HashMap::new(),
             lru: Vec::new(),
+            live_seen: Vec::new(),
             pending: HashSet::new(),
             record: Record::default(),
             deadlines: BinaryHeap::new(),
@@ -253,6 +256,12 @@ impl Scheduler {
 
     /// Keeps the LRU order to the live engines; new ones go first.
     fn sync_engines(&mut self, live: &[u32]) {
+        // The same engines as last time, most often: nothing to do (this
+        // runs for every reply).
+        if self.live_seen == live {
+            return;
+        }
+        self.live_seen = live.to_vec();
         self.lru.retain(|e| live.contains(e));
         for &e in live.iter().rev() {
             if !self.lru.contains(&e) {
@@ -278,13 +287,60 @@ impl Scheduler {
     /// Tasks `engine` may hold: `hwm` (None: no limit), plus its
     /// prefetch allowance when `prefetch`.
     fn limit(&self, engine: u32, hwm: Option<usize>, prefetch: bool) -> Option<usize> {
-        let short = self.pace.get(&engine).is_some_and(|p| p.is_short());
-        let extra = match (prefetch, short) {
+        let extra = match (prefetch, self.is_short(engine)) {
             (false, _) => 0,
             (true, false) => 1,
             (true, true) => SHORT_PREFETCH,
         };
         hwm.map(|hwm| hwm + extra)
+    }
+
+    /// Whether `engine`'s recent tasks were short.
+    fn is_short(&self, engine: u32) -> bool {
+        self.pace.get(&engine).is_some_and(|p| p.is_short())
+    }
+
+    /// The engine `task` goes to among those with room (up to `hwm`, plus
+    /// prefetched ones when `prefetch`) that it may run on, as the scheme
+    /// picks; None when there is none. Least-load and LRU pick in one pass
+    /// over the engines, without allocating: this runs for every task.
+    fn choose_engine(&mut self, task: &Task, hwm: Option<usize>, prefetch: bool) -> Option<u32> {
+        let fits = |s: &Self, e: u32| {
+            s.has_room(e, s.limit(e, hwm, prefetch))
+                && task.may_run_on(e)
+                && task.follow.as_ref().is_none_or(|f| f.met_on(e, &s.record))
+        };
+        match self.scheme {
+            Scheme::LeastLoad => {
+                let mut best: Option<(usize, u32)> = None;
+                for &e in &self.lru {
+                    if fits(self, e) {
+                        let load = self.load(e);
+                        if best.is_none_or(|(least, _)| load < least) {
+                            best = Some((load, e));
+                            if load == 0 {
+                                break;
+                            }
+                        }
+                    }
+                }
+                best.map(|(_, e)| e)
+            }
+            Scheme::Lru | Scheme::Pure => self.lru.iter().copied().find(|&e| fits(self, e)),
+            scheme => {
+                let candidates: Vec<u32> = self
+                    .lru
+                    .iter()
+                    .copied()
+                    .filter(|&e| fits(self, e))
+                    .collect();
+                if candidates.is_empty() {
+                    return None;
+                }
+                let loads: Vec<usize> = candidates.iter().map(|&e| self.load(e)).collect();
+                Some(candidates[scheme::choose(scheme, &loads, &mut self.rng)])
+            }
+        }
     }
 
     /// One pass of [`Scheduler::assign`] with engines holding up to `hwm`
@@ -297,46 +353,38 @@ impl Scheduler {
                 waiting.push_back(task);
                 continue;
             }
-            let candidates: Vec<u32> = self
-                .lru
-                .iter()
-                .copied()
-                .filter(|&e| self.has_room(e, self.limit(e, hwm, prefetch)) && task.may_run_on(e))
-                .filter(|&e| {
-                    task.follow
-                        .as_ref()
-                        .is_none_or(|f| f.met_on(e, &self.record))
-                })
-                .collect();
-            if candidates.is_empty() {
+            let Some(engine) = self.choose_engine(&task, hwm, prefetch) else {
+                let restricted =
+                    task.targets.is_some() || !task.blacklist.is_empty() || task.follow.is_some();
                 match self.impossible(&task) {
                     Some(why) => self.fail(task, Why::Impossible(why)),
                     None => waiting.push_back(task),
                 }
-            } else {
-                let loads: Vec<usize> = candidates.iter().map(|&e| self.load(e)).collect();
-                let engine = candidates[scheme::choose(self.scheme, &loads, &mut self.rng)];
-                self.lru.retain(|&e| e != engine);
-                self.lru.push(engine);
-                if self.load(engine) == 0 {
-                    self.pace.entry(engine).or_default().current_since = Some(Instant::now());
+                let room = |s: &Self| {
+                    s.lru
+                        .iter()
+                        .any(|&e| s.has_room(e, s.limit(e, hwm, prefetch)))
+                };
+                if restricted && room(self) {
+                    continue;
                 }
-                let mut task = task;
-                task.resend = task.sent_to.contains(&engine);
-                task.sent_to.push(engine);
-                self.running
-                    .entry(engine)
-                    .or_default()
-                    .push_back(task.clone());
-                given.push((engine, task));
-            }
-            if !self
-                .lru
-                .iter()
-                .any(|&e| self.has_room(e, self.limit(e, hwm, prefetch)))
-            {
+                // No engine has room (an unrestricted task would have fit).
                 break;
+            };
+            self.lru.retain(|&e| e != engine);
+            self.lru.push(engine);
+            if self.load(engine) == 0 {
+                self.pace.entry(engine).or_default().current_since = Some(Instant::now());
             }
+            let mut task = task;
+            task.resend = task.sent_to.contains(&engine);
+            task.sent_to.push(engine);
+            task.sent_at = Some(Instant::now());
+            self.running
+                .entry(engine)
+                .or_default()
+                .push_back(task.clone());
+            given.push((engine, task));
         }
         // Back in front, in order (O(waiting), not O(queue): this runs
         // for every reply).
@@ -354,6 +402,25 @@ impl Scheduler {
     /// dispatch and on the hub's tick, so a long task is noticed.)
     pub fn reclaim(&mut self, live: &[u32], now: Instant) -> Vec<(u32, String)> {
         let mut taken = Vec::new();
+        // Engines with tasks waiting behind one that has run long enough,
+        // the most waiting first. Usually none: then this is all.
+        let mut holders: Vec<(u32, usize)> = self
+            .running
+            .iter()
+            .filter(|(engine, tasks)| {
+                tasks.len() > 1
+                    && self
+                        .pace
+                        .get(engine)
+                        .and_then(|p| p.current_since)
+                        .is_some_and(|since| now.saturating_duration_since(since) >= RECLAIM_AFTER)
+            })
+            .map(|(engine, tasks)| (*engine, tasks.len()))
+            .collect();
+        if holders.is_empty() {
+            return taken;
+        }
+        holders.sort_by_key(|&(engine, waiting)| (std::cmp::Reverse(waiting), engine));
         // Tasks already on their way back are for idle engines too.
         let idle: Vec<u32> = live
             .iter()
@@ -362,20 +429,8 @@ impl Scheduler {
             .skip(self.reclaiming.len())
             .collect();
         for idle in idle {
-            // From the engine with the most waiting behind its running task.
-            let mut holders: Vec<(&u32, &VecDeque<Task>)> = self
-                .running
-                .iter()
-                .filter(|(engine, _)| {
-                    self.pace
-                        .get(engine)
-                        .and_then(|p| p.current_since)
-                        .is_some_and(|since| now.saturating_duration_since(since) >= RECLAIM_AFTER)
-                })
-                .collect();
-            holders.sort_by_key(|(engine, tasks)| (std::cmp::Reverse(tasks.len()), **engine));
-            let waiting = holders.into_iter().find_map(|(&engine, tasks)| {
-                tasks
+            let waiting = holders.iter().find_map(|&(engine, _)| {
+                self.running[&engine]
                     .iter()
                     .skip(1)
                     .rev()
@@ -422,7 +477,7 @@ impl Scheduler {
         self.pace
             .entry(engine)
             .or_default()
-            .replied(Instant::now(), busy);
+            .replied(Instant::now(), task.sent_at, busy);
         if self.reclaiming.remove(msg_id) && *aborted {
             // Taken back before it started: it goes to an idle engine.
             self.ready.push_front(task);
@@ -633,9 +688,16 @@ struct Pace {
 }
 
 impl Pace {
-    fn replied(&mut self, now: Instant, still_busy: bool) {
-        if let Some(since) = self.busy_since {
-            let sample = now - since;
+    /// The engine answered a task sent at `sent`: it ran from then, or
+    /// from its previous answer if it was busy until that (a round trip
+    /// counts in: an idle engine's tiny task still reads as short).
+    fn replied(&mut self, now: Instant, sent: Option<Instant>, still_busy: bool) {
+        let began = match (self.busy_since, sent) {
+            (Some(busy), Some(sent)) => Some(busy.max(sent)),
+            (busy, sent) => busy.or(sent),
+        };
+        if let Some(began) = began {
+            let sample = now.saturating_duration_since(began);
             self.task_time = Some(match self.task_time {
                 Some(average) => (average * 7 + sample) / 8,
                 None => sample,

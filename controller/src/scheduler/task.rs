@@ -35,6 +35,8 @@ pub struct Task {
     pub blacklist: Vec<u32>,
     /// Engines it was sent to (taken back from, died on).
     pub sent_to: Vec<u32>,
+    /// When it was last sent to an engine.
+    pub sent_at: Option<Instant>,
     /// Its engine got this very request before (it was taken back): the
     /// hub signs it anew, or the engine's replay guard would drop it.
     pub resend: bool,
@@ -95,6 +97,7 @@ impl Task {
             blacklist: Vec::new(),
             sent_to: Vec::new(),
             resend: false,
+            sent_at: None,
         };
         let after = Dependency::from_json(&metadata["after"]);
         let follow = Dependency::from_json(&metadata["follow"]);
