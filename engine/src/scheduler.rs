@@ -128,9 +128,10 @@ impl Scheduler {
                 for request in self.queue.abort(&ids) {
                     self.publisher.send(self.stamp.aborted(&request)).await;
                 }
-                // Requests handed to Python that have not started are
-                // answered now; Python skips them.
-                for handed in running {
+                // Requests handed to Python behind the first (which runs,
+                // or is about to) have not started: they are answered now
+                // and Python skips them.
+                for handed in running.iter().skip(1) {
                     let msg_id = &handed.request.header.msg_id;
                     if (ids.is_empty() || ids.contains(msg_id)) && handed.claim.abort() {
                         self.publisher
