@@ -298,14 +298,21 @@ async fn controller_schedules_tasks_on_engines_with_room() {
         None => (&mut e1, from1, first1, second1.unwrap().1),
     };
     assert_eq!(prefetched.header.msg_id, c.header.msg_id);
-    assert!(holder.next_request(short).await.is_none(), "hwm 1 + one prefetched");
+    assert!(
+        holder.next_request(short).await.is_none(),
+        "hwm 1 + one prefetched"
+    );
 
     // The holder finishes its first: the reply reaches the client; the
     // prefetched task is now the one it runs.
     holder.reply(from.clone(), &first).await;
     let reply = client.recv_type("apply_reply").await;
     assert_eq!(reply.parent_header.unwrap().msg_id, first.header.msg_id);
-    let other_task = if first.header.msg_id == a.header.msg_id { &b } else { &a };
+    let other_task = if first.header.msg_id == a.header.msg_id {
+        &b
+    } else {
+        &a
+    };
 
     // Targets no live engine has: failed at once.
     let nowhere = client.send_task(json!({"targets": [7]})).await;
