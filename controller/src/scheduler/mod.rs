@@ -30,6 +30,9 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+// Engine ids are small integers the controller hands out: no need for a
+// DoS-resistant hash on the per-task path.
+use rustc_hash::FxHashMap;
 
 use dependency::{Finished, Record};
 pub use rparallel_cluster::scheduling::{SchedulerSpec, Scheme};
@@ -100,13 +103,13 @@ pub struct Scheduler {
     /// Each engine's unfinished tasks, in the order it got them: the
     /// first runs (an engine runs one request at a time), the others
     /// wait on the engine.
-    running: HashMap<u32, VecDeque<Task>>,
+    running: FxHashMap<u32, VecDeque<Task>>,
     /// Prefetched tasks being taken back from their engines.
     reclaiming: HashSet<String>,
     /// How long each engine's tasks take, as seen between its replies
     /// while it stays busy (a moving average), and when it last replied
     /// with more tasks to run.
-    pace: HashMap<u32, Pace>,
+    pace: FxHashMap<u32, Pace>,
     /// Live engines, the one given a task longest ago first.
     lru: Vec<u32>,
     /// The live engines `lru` was last brought up to date with.
@@ -138,9 +141,9 @@ impl Scheduler {
             ready: VecDeque::new(),
             blocked: HashMap::new(),
             graph: HashMap::new(),
-            running: HashMap::new(),
+            running: FxHashMap::default(),
             reclaiming: HashSet::new(),
-            pace: HashMap::new(),
+            pace: FxHashMap::default(),
             lru: Vec::new(),
             live_seen: Vec::new(),
             pending: HashSet::new(),
