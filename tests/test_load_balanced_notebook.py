@@ -16,22 +16,17 @@ left.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 
-import nbformat
 import pytest
 
-from cluster_helpers import cluster_processes, wait_cluster_gone
-from kernel_helpers import (
-    JUPYTER,
-    KERNEL_NAME,
-    REPO,
-    kill_pids,
-    strip_ansi,
-    wait_no_process_with,
-)
+from cluster_helpers import cluster_processes
+from kernel_helpers import REPO, strip_ansi
+from notebook_helpers import cell as _cell
+from notebook_helpers import check_clean_notebook, execute_notebook
+from notebook_helpers import stdout as _stdout
+from notebook_helpers import summary as _summary
+from notebook_helpers import text as _text
 
 # the whole run takes a few seconds; nbconvert gets 60 s, the cleanup 20 s
 pytestmark = pytest.mark.timeout(90)
@@ -62,16 +57,7 @@ SHARES_RE = r"\s+(\d+\.\d+)s\s+\[([\d, ]*)\]"
 
 
 def test_notebook_is_clean_and_targets_rparallel():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbformat.validate(nb)
-    ks = nb.metadata["kernelspec"]
-    assert ks == {"display_name": "Python 3 (rparallel)", "language": "python", "name": "rparallel"}
-    for cell in nb.cells:
-        assert cell.get("id"), "every cell has an id"
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, (
-                f"cell {cell.id} is stored with outputs"
-            )
+    nb = check_clean_notebook(NOTEBOOK)
     code_ids = [c.id for c in nb.cells if c.cell_type == "code"]
     assert code_ids == [START, SETUP, BALANCED_MAP, COMPARISON, DEPENDENCIES, EXECUTOR, STOP]
     # the cluster the notebook starts is stopped by its last cell
@@ -83,69 +69,7 @@ def executed(tmp_path_factory):
     """Runs the notebook once through nbconvert (no --allow-errors) with its
     cluster in a temporary RPARALLEL_DIR; yields (notebook, process, path,
     leftovers, rp_dir)."""
-    tmp = tmp_path_factory.mktemp("load-balanced")
-    runtime = tmp / "runtime"
-    runtime.mkdir()
-    rp_dir = str(tmp / "rparallel")
-    env = dict(
-        os.environ,
-        RPARALLEL_DIR=rp_dir,
-        JUPYTER_RUNTIME_DIR=str(runtime),
-        IPYTHONDIR=str(tmp / "ipython"),
-    )
-    cmd = [
-        str(JUPYTER),
-        "nbconvert",
-        "--to",
-        "notebook",
-        "--execute",
-        f"--ExecutePreprocessor.kernel_name={KERNEL_NAME}",
-        "--ExecutePreprocessor.timeout=120",
-        str(NOTEBOOK),
-        "--output-dir",
-        str(tmp),
-    ]
-    left = []
-    try:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=NBCONVERT_TIMEOUT, env=env, cwd=tmp
-        )
-    finally:
-        # the kernel is found by its connection file, the cluster by its RPARALLEL_DIR
-        left = wait_no_process_with(str(runtime), 10) + wait_cluster_gone(rp_dir, 10)
-        kill_pids(left)
-    assert proc.returncode == 0, f"nbconvert failed:\n{proc.stderr[-6000:]}"
-    out = tmp / NOTEBOOK.name
-    yield nbformat.read(out, as_version=4), proc, out, left, rp_dir
-
-
-def _cell(nb, cell_id):
-    for cell in nb.cells:
-        if cell.get("id") == cell_id:
-            return cell
-    raise AssertionError(f"no cell with id {cell_id!r} in the notebook")
-
-
-def _text(value):
-    return "".join(value) if isinstance(value, list) else value
-
-
-def _stdout(cell):
-    return "".join(
-        _text(o.text) for o in cell.outputs if o.output_type == "stream" and o.name == "stdout"
-    )
-
-
-def _summary(cell):
-    parts = []
-    for o in cell.outputs:
-        if o.output_type == "stream":
-            parts.append(f"stream {o.name}: {_text(o.text)[:300]!r}")
-        elif o.output_type == "error":
-            parts.append(f"error {o.ename}: {o.evalue}")
-        else:
-            parts.append(f"{o.output_type} {sorted(o.get('data', {}))}")
-    return "; ".join(parts) or "no outputs"
+    yield execute_notebook(NOTEBOOK, tmp_path_factory.mktemp("load-balanced"), NBCONVERT_TIMEOUT)
 
 
 def _simulate_price(n_paths, chunk=250_000):

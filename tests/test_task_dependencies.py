@@ -24,34 +24,12 @@ from __future__ import annotations
 
 import pytest
 
-from kernel_helpers import IS_RPARALLEL, execute, execute_ok, value
+from balanced_helpers import TIMED_OUT, balanced_cluster
+from kernel_helpers import IS_RPARALLEL, value
 
 pytestmark = pytest.mark.skipif(not IS_RPARALLEL, reason="rparallel's own cluster")
 
-START = """
-import os, tempfile, time
-import rparallel as ipp
-c = ipp.Cluster(n=4)
-rc = c.start_and_connect_sync()
-lv = rc.load_balanced_view()
-pids = rc[:].apply_sync(os.getpid)
-
-ERRORS = ('RemoteError', 'UnmetDependency', 'ImpossibleDependency',
-          'InvalidDependency', 'TaskTimeout', 'TaskAborted')
-
-def outcome(ar, timeout=10):
-    '''How a task ended: ['ok', value]; ['error', ename, the classes of
-    ERRORS in ipp.error the raised exception is an instance of]; or
-    ['pending'] if it is still not done after `timeout` seconds.'''
-    ar.wait(timeout)
-    if not ar.ready():
-        return ['pending']
-    try:
-        return ['ok', ar.get(timeout=1)]
-    except Exception as e:
-        return ['error', getattr(e, 'ename', type(e).__name__),
-                [n for n in ERRORS if isinstance(e, getattr(ipp.error, n, ()))]]
-
+MORE = """
 def stamp(d):
     '''Sleeps d seconds; returns [start, end] (time.time()).'''
     import time
@@ -71,17 +49,15 @@ INVALID = ["error", "InvalidDependency",
            ["RemoteError", "UnmetDependency", "ImpossibleDependency", "InvalidDependency"]]
 IMPOSSIBLE = ["error", "ImpossibleDependency",
               ["RemoteError", "UnmetDependency", "ImpossibleDependency"]]
-TIMED_OUT = ["error", "TaskTimeout", ["RemoteError", "TaskTimeout"]]
 ABORTED = ["error", "TaskAborted", ["RemoteError", "TaskAborted"]]
 
 
 @pytest.fixture
 def lb(kc):
     """A kernel with `c` (4 engines), `rc`, `lv`, `pids` (the engines'
-    pids by id) and the helpers of START; the cluster is stopped after."""
-    execute_ok(kc, START, timeout=60)
-    yield kc
-    execute(kc, "c.stop_cluster_sync()", timeout=30)
+    pids by id), `outcome()`, `stamp()` and `boom()`; the cluster is
+    stopped after."""
+    yield from balanced_cluster(kc, MORE)
 
 
 # --------------------------------------------------------------------------
