@@ -96,3 +96,27 @@ def summary(c):
         else:
             parts.append(f"{o.output_type} {sorted(o.get('data', {}))}")
     return "; ".join(parts) or "no outputs"
+
+
+def check_nothing_left(executed) -> None:
+    """No process of the run (kernel, controller, engines) outlived it."""
+    from cluster_helpers import cluster_processes
+
+    left, rp_dir = executed[3], executed[4]
+    assert not left, f"processes still running 10 s after nbconvert exited: {left}"
+    assert not cluster_processes(rp_dir)
+
+
+def check_cells_ran(nb) -> None:
+    """Every code cell ran once, in order, with no error output and no
+    error text in its streams."""
+    from kernel_helpers import strip_ansi
+
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    counts = [c.execution_count for c in code]
+    assert counts == list(range(1, len(code) + 1)), counts
+    for c in code:
+        errors = [o for o in c.outputs if o.output_type == "error"]
+        assert not errors, f"cell {c.id} raised: {[(e.ename, e.evalue) for e in errors]}"
+        streams = strip_ansi("".join(text(o.text) for o in c.outputs if o.output_type == "stream"))
+        assert "Error" not in streams and "Traceback" not in streams, f"cell {c.id}: {streams[:2000]}"

@@ -20,10 +20,9 @@ import sys
 import nbformat
 import pytest
 
-from cluster_helpers import cluster_processes
 from kernel_helpers import REPO, strip_ansi
 from notebook_helpers import cell as _cell
-from notebook_helpers import check_clean_notebook, execute_notebook
+from notebook_helpers import check_cells_ran, check_clean_notebook, check_nothing_left, execute_notebook
 from notebook_helpers import stdout as _stdout
 from notebook_helpers import summary as _summary
 from notebook_helpers import text as _text
@@ -70,21 +69,11 @@ def _with(cell, mime):
 
 
 def test_nothing_left_running(executed):
-    left, rp_dir = executed[3], executed[4]
-    assert not left, f"processes still running 10 s after nbconvert exited: {left}"
-    assert not cluster_processes(rp_dir)
+    check_nothing_left(executed)
 
 
 def test_every_cell_ran_without_error(executed):
-    nb = executed[0]
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    counts = [c.execution_count for c in code]
-    assert counts == list(range(1, len(code) + 1)), counts
-    for cell in code:
-        errors = [o for o in cell.outputs if o.output_type == "error"]
-        assert not errors, f"cell {cell.id} raised: {[(e.ename, e.evalue) for e in errors]}"
-        text = strip_ansi("".join(_text(o.text) for o in cell.outputs if o.output_type == "stream"))
-        assert "Error" not in text and "Traceback" not in text, f"cell {cell.id}: {text[:2000]}"
+    check_cells_ran(executed[0])
 
 
 def test_cluster_and_monte_carlo(executed):
