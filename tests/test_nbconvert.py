@@ -30,6 +30,8 @@ from kernel_helpers import (
     strip_ansi,
     wait_no_process_with,
 )
+from notebook_helpers import cell as _cell
+from notebook_helpers import text as _text
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -79,17 +81,6 @@ def executed(tmp_path_factory):
     out = tmp / NOTEBOOK.name
     nb = nbformat.read(out, as_version=4)
     yield nb, proc, out, left
-
-
-def _cell(nb, cell_id):
-    for cell in nb.cells:
-        if cell.get("id") == cell_id:
-            return cell
-    raise AssertionError(f"no cell with id {cell_id!r} in the notebook")
-
-
-def _text(value):
-    return "".join(value) if isinstance(value, list) else value
 
 
 def test_no_kernel_left_running(executed):
