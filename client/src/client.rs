@@ -2,8 +2,8 @@
 //! client does with it that needs no Python: sending typed requests,
 //! asking the controller, waiting, interrupting, aborting.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rparallel_cluster::ConnectionFile;
@@ -19,6 +19,24 @@ use crate::wait::{wait_until, Deadline, Until, Waited, Waiter, INTERRUPT_GRACE, 
 /// One connection to a controller, shared by a client's Python objects.
 pub struct Client {
     connection: Connection,
+    /// The msg_ids of the work submitted, oldest first (`rc.history`);
+    /// the last [`HISTORY_LIMIT`] of them, so a long session's memory
+    /// stays flat.
+    history: Mutex<VecDeque<String>>,
+}
+
+/// How many msg_ids [`Client::history`] keeps.
+pub const HISTORY_LIMIT: usize = 1 << 16;
+
+/// One engine's queues as this client sees them (`rc.queue_status()`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct QueueStatus {
+    /// Requests sent to it directly, not finished.
+    pub queue: Vec<String>,
+    /// Load-balanced tasks it was given, not finished.
+    pub tasks: Vec<String>,
+    /// How many requests it finished.
+    pub completed: u64,
 }
 
 impl Client {
@@ -26,7 +44,10 @@ impl Client {
     /// Ask it for its engines next ([`Client::handshake`]).
     pub fn connect(file: &ConnectionFile, timeout: Duration) -> anyhow::Result<Arc<Client>> {
         let connection = Connection::connect(file, timeout)?;
-        Ok(Arc::new(Client { connection }))
+        Ok(Arc::new(Client {
+            connection,
+            history: Mutex::default(),
+        }))
     }
 
     /// Learns the controller's engines (`connection_request`); false when
@@ -282,6 +303,72 @@ impl Client {
         );
         self.tracker().forget(&sent);
         waited.map(|_| ())
+    }
+
+    /// Adds submitted work to [`Client::history`].
+    pub fn remember(&self, msg_ids: &[String]) {
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        history.extend(msg_ids.iter().cloned());
+        let excess = history.len().saturating_sub(HISTORY_LIMIT);
+        history.drain(..excess);
+    }
+
+    /// The msg_ids of the work submitted, oldest first.
+    pub fn history(&self) -> Vec<String> {
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        history.iter().cloned().collect()
+    }
+
+    /// Empties [`Client::history`].
+    pub fn forget_history(&self) {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// msg_ids of the requests to engines not finished yet.
+    pub fn outstanding(&self) -> Vec<String> {
+        let state = self.tracker().lock();
+        state
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.status == Status::Pending && (t.engine.is_some() || t.balanced))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Each live engine's queues, and the load-balanced tasks not given
+    /// to an engine yet ("unassigned").
+    pub fn queue_status(&self) -> (BTreeMap<u32, QueueStatus>, Vec<String>) {
+        let state = self.tracker().lock();
+        let mut engines: BTreeMap<u32, QueueStatus> = state
+            .engines
+            .keys()
+            .map(|&id| {
+                let completed = state.completed.get(&id).copied().unwrap_or(0);
+                (
+                    id,
+                    QueueStatus {
+                        completed,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let mut unassigned = Vec::new();
+        for (msg_id, task) in &state.tasks {
+            if task.status != Status::Pending {
+                continue;
+            }
+            match (task.engine.and_then(|e| engines.get_mut(&e)), task.balanced) {
+                (Some(status), true) => status.tasks.push(msg_id.clone()),
+                (Some(status), false) => status.queue.push(msg_id.clone()),
+                (None, true) => unassigned.push(msg_id.clone()),
+                (None, false) => {}
+            }
+        }
+        (engines, unassigned)
     }
 
     /// Closes the connection.

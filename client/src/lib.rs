@@ -31,7 +31,7 @@ pub mod task_flags;
 pub mod tracker;
 pub mod wait;
 
-pub use client::Client;
+pub use client::{Client, QueueStatus, HISTORY_LIMIT};
 pub use request::{Request, Route};
 pub use shape::{Call, Shape};
 pub use targets::{TargetError, Targets};

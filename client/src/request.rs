@@ -25,6 +25,9 @@ pub enum Request {
     Shutdown,
     /// Raises KeyboardInterrupt in the engine's running code.
     Interrupt,
+    /// Delivers a signal to the engine process (SIGINT interrupts the
+    /// running code, as a real Ctrl-C would).
+    Signal(i32),
 }
 
 impl Request {
@@ -38,13 +41,17 @@ impl Request {
             Request::Abort(_) => "abort_request",
             Request::Shutdown => "shutdown_request",
             Request::Interrupt => "interrupt_request",
+            Request::Signal(_) => "signal_request",
         }
     }
 
     /// Sent at once, ahead of the in-flight limit: they stop work rather
     /// than add to it.
     pub fn is_urgent(&self) -> bool {
-        matches!(self, Request::Interrupt | Request::Abort(_))
+        matches!(
+            self,
+            Request::Interrupt | Request::Abort(_) | Request::Signal(_)
+        )
     }
 
     /// Whether the engine's reply carries a value (frames) back.
@@ -68,6 +75,7 @@ impl Request {
             Request::Apply(frames) | Request::Push(frames) => (json!({}), frames),
             Request::Pull(names) => (json!({ "names": names }), vec![]),
             Request::Abort(msg_ids) => (json!({ "msg_ids": msg_ids }), vec![]),
+            Request::Signal(sig) => (json!({ "sig": sig }), vec![]),
             Request::Clear | Request::Shutdown | Request::Interrupt => (json!({}), vec![]),
         };
         (msg_type, content, buffers)

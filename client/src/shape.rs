@@ -60,6 +60,7 @@ impl Call {
     pub const CLEAR: Call = Call::new("clear", Shape::Nothing);
     pub const ABORT: Call = Call::new("abort", Shape::Nothing);
     pub const SHUTDOWN: Call = Call::new("shutdown", Shape::Nothing);
+    pub const SIGNAL: Call = Call::new("signal", Shape::Nothing);
 
     pub const fn new(method: &'static str, shape: Shape) -> Call {
         Call { method, shape }

@@ -48,6 +48,9 @@ pub struct State {
     pub engines: BTreeMap<u32, Value>,
     /// Why the controller can no longer be reached, once it cannot.
     pub controller_lost: Option<String>,
+    /// How many of this client's requests each engine finished (its
+    /// `queue_status()` "completed"; kept after the records go).
+    pub completed: BTreeMap<u32, u64>,
 }
 
 /// How long a waiter polls before it sleeps on the condvar.
@@ -391,11 +394,21 @@ fn drop_if_orphan(state: &mut State, message: &Message) {
 }
 
 fn complete(state: &mut State, message: &Arc<Message>, in_flight: &AtomicUsize) {
+    let mut finished_on = None;
     if let Some(task) = parent_task(state, message) {
         if task.status == Status::Pending {
             finish(task, Status::Done, in_flight);
+            finished_on = task.engine;
         }
         task.reply = Some(message.clone());
+    }
+    // Requests that stop work are not work done.
+    let control = matches!(
+        message.msg_type(),
+        "abort_reply" | "interrupt_reply" | "signal_reply"
+    );
+    if let Some(engine) = finished_on.filter(|_| !control) {
+        *state.completed.entry(engine).or_default() += 1;
     }
 }
 

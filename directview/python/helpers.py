@@ -457,18 +457,125 @@ def load_ipython_extension(ip):
     register_magics(ip)
 
 
+class Metadata(dict):
+    """One request's metadata (``ar.metadata``): a dict with a fixed set of
+    keys, also readable as attributes (``md.engine_id``), as ipyparallel's.
+    Timestamps are timezone-aware UTC datetimes."""
+
+    KEYS = ("msg_id", "submitted", "started", "completed", "received",
+            "engine_uuid", "engine_id", "follow", "after", "status",
+            "execute_input", "execute_result", "error", "stdout", "stderr",
+            "outputs", "data", "label")
+
+    def __init__(self, *args, **kwargs):
+        dict.__init__(self)
+        for key in self.KEYS:
+            dict.__setitem__(self, key, None)
+        dict.__setitem__(self, "stdout", "")
+        dict.__setitem__(self, "stderr", "")
+        dict.__setitem__(self, "outputs", [])
+        dict.__setitem__(self, "data", {})
+        self.update(dict(*args, **kwargs))
+
+    def update(self, *args, **kwargs):
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __getattr__(self, key):
+        if key in self:
+            return self[key]
+        raise AttributeError(key)
+
+    def __setattr__(self, key, value):
+        if key not in self:
+            raise AttributeError(key)
+        self[key] = value
+
+    def __setitem__(self, key, value):
+        if key not in self:
+            raise KeyError(key)
+        dict.__setitem__(self, key, value)
+
+
+def parse_date(text):
+    """An ISO 8601 timestamp as an aware datetime (None stays None)."""
+    if not text:
+        return None
+    import datetime
+    stamp = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=datetime.timezone.utc)
+    return stamp
+
+
+def metadata(fields):
+    """A Metadata from the client's fields, timestamps parsed."""
+    for key in ("submitted", "started", "completed", "received"):
+        fields[key] = parse_date(fields.get(key))
+    return Metadata(fields)
+
+
+def get_dict(values, engine_ids):
+    """``AsyncResult.get_dict``: values keyed by the engine that made each."""
+    out = {}
+    for engine_id, value in zip(engine_ids, values):
+        if engine_id in out:
+            raise ValueError("Cannot build dict, %d jobs ran on engine #%s"
+                             % (engine_ids.count(engine_id), engine_id))
+        out[engine_id] = value
+    return out
+
+
+def wait_parts(result, timeout, return_when):
+    """``AsyncResult.wait(return_when=...)``: ``(done, pending)``, sets of
+    the single-request results of ``result.split()``, as
+    ``concurrent.futures.wait`` returns them."""
+    import time
+    from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION
+    parts = result.split()
+    deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+    while True:
+        done = {p for p in parts if p.ready()}
+        pending = set(parts) - done
+        if not pending:
+            break
+        if return_when == FIRST_COMPLETED and done:
+            break
+        if return_when == FIRST_EXCEPTION and any(not p.successful() for p in done):
+            break
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            break
+        result._wait_any([i for i, p in enumerate(parts) if p in pending], left)
+    return done, pending
+
+
 class ExecuteReply:
     """What ``execute`` gives for one engine: its execution count and the
     value of the code's last expression (``data``, a MIME bundle; empty if
-    there was none). Shown as ``Out[N:k]: value``."""
+    there was none). Shown as ``Out[N:k]: value``. The request's metadata
+    reads as attributes too (``reply.stdout``, ``reply.engine_uuid``)."""
 
-    def __init__(self, msg_id, engine_id, execution_count, data, metadata, shown):
+    def __init__(self, msg_id, engine_id, execution_count, data, metadata, shown,
+                 request_metadata=None):
         self.msg_id = msg_id
         self.engine_id = engine_id
         self.execution_count = execution_count
         self.data = data
         self.metadata = metadata
         self._shown = shown
+        self._request_metadata = request_metadata or {}
+
+    def __getattr__(self, key):
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self._request_metadata[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __getitem__(self, key):
+        return self._request_metadata[key]
 
     def __repr__(self):
         text = self.data.get("text/plain", "")
@@ -539,3 +646,65 @@ def in_thread(fn, *args):
 
     threading.Thread(target=run, daemon=True).start()
     return future
+
+
+def awaitable(result):
+    """``await ar``: an asyncio future completed from a waiting thread."""
+    import asyncio
+    import concurrent.futures
+    future = concurrent.futures.Future()
+
+    def settle(r):
+        try:
+            future.set_result(r.get())
+        except BaseException as e:  # the remote error, or an interrupt
+            future.set_exception(e)
+
+    when_done(result, settle)
+    return asyncio.wrap_future(future)
+
+
+def signal_number(sig):
+    """A signal given by number or name ("SIGINT", "INT") as its number;
+    ValueError for anything that is not a signal here."""
+    import signal
+    if isinstance(sig, str):
+        name = sig.upper()
+        if not name.startswith("SIG"):
+            name = "SIG" + name
+        found = getattr(signal, name, None)
+        if not isinstance(found, signal.Signals):
+            raise ValueError("%r is not a signal name" % sig)
+        return int(found)
+    try:
+        number = int(sig)
+    except (TypeError, ValueError):
+        raise ValueError("a signal is a number or a name, not %r" % (sig,)) from None
+    if number not in signal.valid_signals():
+        raise ValueError("%d is not a valid signal" % number)
+    return number
+
+
+def client_wait_interactive(client, jobs, interval, timeout):
+    """``Client.wait_interactive``: a progress bar until ``jobs`` finish."""
+    import time
+    ids = set(client._job_ids(jobs)) if jobs is not None else set(client.outstanding)
+    total = len(ids)
+    bar = Progress(total, "tasks", "wait_interactive")
+    started = time.monotonic()
+    while True:
+        left = ids & client.outstanding
+        done = total - len(left)
+        if not left:
+            break
+        if timeout is not None and timeout >= 0 and time.monotonic() - started >= timeout:
+            break
+        bar.update(done)
+        client.wait(list(left), interval)
+    bar.close(total - len(ids & client.outstanding))
+
+
+def wait_futures(futures, timeout):
+    """``concurrent.futures.wait`` for Futures given to ``rc.wait``."""
+    import concurrent.futures
+    return concurrent.futures.wait(futures, timeout=timeout)

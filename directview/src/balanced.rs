@@ -31,7 +31,7 @@ pub struct LoadBalancedView {
     /// Wait for results (true) or return AsyncResults (false, the default).
     #[pyo3(get, set)]
     pub(crate) block: bool,
-    /// Accepted for ipyparallel's sake: sends never need tracking here.
+    /// Results watch their sends (`ar.sent`, `ar.wait_for_send()`).
     #[pyo3(get, set)]
     pub(crate) track: bool,
     /// How often a failed task runs again on another engine.
@@ -113,6 +113,8 @@ impl LoadBalancedView {
         let flags = self.flags(py, targets)?;
         let submitted = Instant::now();
         let (client, count) = (self.client.clone(), requests.len());
+        let mut requests = requests;
+        let sending = self.track.then(|| crate::view::tracked(&mut requests));
         // Sending may wait for credit (too much in flight): not with the GIL.
         let msg_ids = py.detach(move || {
             requests
@@ -130,7 +132,9 @@ impl LoadBalancedView {
             submitted,
             label,
         );
-        Bound::new(py, result)
+        let result = Bound::new(py, result)?;
+        result.borrow_mut().sending = sending;
+        Ok(result)
     }
 
     pub(crate) fn apply_task<'py>(

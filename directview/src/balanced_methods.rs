@@ -244,7 +244,7 @@ impl LoadBalancedView {
         block: Option<bool>,
     ) -> PyResult<()> {
         let _ = (targets, block);
-        let mut ids = job_ids(jobs)?;
+        let mut ids = job_ids(&self.client, jobs)?;
         if ids.is_empty() {
             ids = self.queued_tasks();
         }

@@ -22,7 +22,38 @@ pub struct PyClient {
     client: Arc<Client>,
     #[pyo3(get)]
     profile: String,
+    /// The default of `block=` for the client's own calls (`clear`,
+    /// `send_signal`, `abort`).
+    #[pyo3(get, set)]
+    block: bool,
+    /// `rc.results` / `rc.metadata`: results kept by msg_id for results
+    /// that own nothing (fetched with `get_result`); a view's own results
+    /// keep theirs, as ipyparallel's owning AsyncResults do.
+    #[pyo3(get)]
+    results: Py<PyDict>,
+    #[pyo3(get)]
+    metadata: Py<PyDict>,
 }
+
+/// Keywords ipyparallel's `Client` takes that mean nothing here (its
+/// ZeroMQ context, ssh tunnels, Session settings): accepted and ignored,
+/// so an ipyparallel script runs; anything else is a TypeError.
+const IGNORED_CLIENT_OPTIONS: &[&str] = &[
+    "profile_dir",
+    "ipython_dir",
+    "context",
+    "debug",
+    "sshserver",
+    "sshkey",
+    "password",
+    "paramiko",
+    "connection_info",
+    "packer",
+    "unpacker",
+    "session",
+    "username",
+    "signature_scheme",
+];
 
 /// Connects to the controller of `profile` (or the one `url_file` names)
 /// and learns its engines.
@@ -74,20 +105,238 @@ impl PyClient {
 impl PyClient {
     /// Connects to the cluster of `profile` (or the one `url_file` names).
     #[new]
-    #[pyo3(signature = (url_file=None, profile=None, timeout=10.0, **_kwargs))]
+    /// `cluster_id` names a cluster as `Cluster.cluster_id` gives it (its
+    /// profile).
+    #[pyo3(signature = (url_file=None, profile=None, timeout=10.0, cluster_id=None, **kwargs))]
     fn new(
         py: Python<'_>,
         url_file: Option<PathBuf>,
         profile: Option<String>,
         timeout: f64,
-        _kwargs: Option<&Bound<'_, PyDict>>,
+        cluster_id: Option<String>,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
+        for key in kwargs.iter().flat_map(|k| k.keys()) {
+            let key: String = key.extract()?;
+            if !IGNORED_CLIENT_OPTIONS.contains(&key.as_str()) {
+                return Err(PyTypeError::new_err(format!(
+                    "Client() got an unexpected keyword argument '{key}'"
+                )));
+            }
+        }
+        let profile = profile.or(cluster_id.filter(|id| !id.is_empty()));
         let profile = Profile::new(profile.as_deref()).map_err(os_error)?;
         let client = connect(py, &profile, url_file, timeout)?;
         Ok(PyClient {
             client,
             profile: profile.name,
+            block: false,
+            results: PyDict::new(py).unbind(),
+            metadata: PyDict::new(py).unbind(),
         })
+    }
+
+    /// This client's cluster (its profile name).
+    #[getter]
+    fn cluster_id(&self) -> String {
+        self.profile.clone()
+    }
+
+    /// msg_ids of the work submitted, oldest first (the last 65,536).
+    #[getter]
+    fn history(&self) -> Vec<String> {
+        self.client.history()
+    }
+
+    /// msg_ids of the requests not finished yet.
+    #[getter]
+    fn outstanding(&self) -> std::collections::HashSet<String> {
+        self.client.outstanding().into_iter().collect()
+    }
+
+    /// Each engine's queue as this client sees it: `{id: {'queue': n,
+    /// 'completed': n, 'tasks': n}, 'unassigned': n}` (lists of msg_ids
+    /// instead of counts with `verbose=True`); one engine's dict when
+    /// `targets` is an int.
+    #[pyo3(signature = (targets=None, verbose=false))]
+    fn queue_status(
+        &self,
+        py: Python<'_>,
+        targets: Option<&Bound<'_, PyAny>>,
+        verbose: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let (engines, unassigned) = self.client.queue_status();
+        let wanted = match targets.filter(|t| !t.is_none()) {
+            Some(t) => {
+                let targets = crate::convert::targets(&self.client, t)?;
+                let ids = targets
+                    .resolve(&self.client.ids())
+                    .map_err(|e| target_error(py, &self.client, e))?;
+                Some((ids, targets.is_single()))
+            }
+            None => None,
+        };
+        let list_or_len = |ids: &Vec<String>| -> PyResult<Py<PyAny>> {
+            Ok(if verbose {
+                ids.clone().into_pyobject(py)?.into_any().unbind()
+            } else {
+                ids.len().into_pyobject(py)?.into_any().unbind()
+            })
+        };
+        let out = PyDict::new(py);
+        for (id, status) in &engines {
+            if wanted.as_ref().is_some_and(|(ids, _)| !ids.contains(id)) {
+                continue;
+            }
+            let one = PyDict::new(py);
+            one.set_item("queue", list_or_len(&status.queue)?)?;
+            one.set_item("completed", status.completed)?;
+            one.set_item("tasks", list_or_len(&status.tasks)?)?;
+            if let Some((ids, true)) = &wanted {
+                if ids.first() == Some(id) {
+                    return Ok(one.into_any().unbind());
+                }
+            }
+            out.set_item(id, one)?;
+        }
+        out.set_item("unassigned", list_or_len(&unassigned)?)?;
+        Ok(out.into_any().unbind())
+    }
+
+    /// Empties the namespace of `targets` (all engines by default).
+    #[pyo3(signature = (targets=None, block=None))]
+    fn clear(
+        slf: &Bound<'_, Self>,
+        targets: Option<&Bound<'_, PyAny>>,
+        block: Option<bool>,
+    ) -> PyResult<Py<PyAny>> {
+        let block = block.unwrap_or(slf.borrow().block);
+        let view = PyClient::direct_view(slf, targets)?;
+        view.send_each(
+            slf.py(),
+            None,
+            rparallel_client::Call::CLEAR,
+            rparallel_client::Request::Clear,
+            Some(block),
+        )
+    }
+
+    /// Sends signal `sig` (a number or a name such as "SIGINT") to the
+    /// engine processes of `targets`: SIGINT interrupts their running
+    /// code; others have their usual effect (SIGTERM stops an engine). An
+    /// invalid signal is a ValueError, before anything is sent.
+    #[pyo3(signature = (sig, targets=None, block=None))]
+    fn send_signal(
+        slf: &Bound<'_, Self>,
+        sig: &Bound<'_, PyAny>,
+        targets: Option<&Bound<'_, PyAny>>,
+        block: Option<bool>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let number: i32 = crate::convert::helpers(py)?
+            .call_method1("signal_number", (sig,))?
+            .extract()?;
+        let block = block.unwrap_or(slf.borrow().block);
+        let view = PyClient::direct_view(slf, targets)?;
+        view.send_each(
+            py,
+            None,
+            rparallel_client::Call::SIGNAL,
+            rparallel_client::Request::Signal(number),
+            Some(block),
+        )
+    }
+
+    /// Prints progress while waiting for `jobs` (all outstanding work by
+    /// default), every `interval` seconds, up to `timeout` (-1: no limit).
+    #[pyo3(signature = (jobs=None, interval=1.0, timeout=-1.0))]
+    fn wait_interactive(
+        slf: &Bound<'_, Self>,
+        jobs: Option<&Bound<'_, PyAny>>,
+        interval: f64,
+        timeout: f64,
+    ) -> PyResult<()> {
+        crate::convert::helpers(slf.py())?.call_method1(
+            "client_wait_interactive",
+            (slf.clone(), jobs, interval, timeout),
+        )?;
+        Ok(())
+    }
+
+    /// A view that sends one request to all its engines at once. Every
+    /// DirectView here fans out so (one pass through the controller), so
+    /// this is a DirectView; `is_coalescing` is accepted for ipyparallel's
+    /// sake.
+    #[pyo3(signature = (targets=None, is_coalescing=false, **flags))]
+    fn broadcast_view(
+        slf: &Bound<'_, Self>,
+        targets: Option<&Bound<'_, PyAny>>,
+        is_coalescing: bool,
+        flags: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let _ = is_coalescing;
+        let view = Bound::new(slf.py(), PyClient::direct_view(slf, targets)?)?;
+        if let Some(flags) = flags.filter(|f| !f.is_empty()) {
+            view.call_method("set_flags", (), Some(flags))?;
+        }
+        Ok(view.into_any().unbind())
+    }
+
+    /// Forgets results kept in `rc.results` / `rc.metadata`: those of
+    /// `jobs` (msg_ids or AsyncResults), or all with `jobs='all'`.
+    /// Outstanding work cannot be purged (RuntimeError).
+    #[pyo3(signature = (jobs=None, targets=None))]
+    fn purge_local_results(
+        &self,
+        py: Python<'_>,
+        jobs: Option<&Bound<'_, PyAny>>,
+        targets: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let _ = targets;
+        let results = self.results.bind(py);
+        let metadata = self.metadata.bind(py);
+        let all = jobs.is_some_and(|j| j.extract::<String>().is_ok_and(|s| s == "all"));
+        if all {
+            results.clear();
+            metadata.clear();
+            return Ok(());
+        }
+        let ids = crate::jobs::job_ids(&self.client, jobs)?;
+        let outstanding = self.client.outstanding();
+        if let Some(busy) = ids.iter().find(|id| outstanding.contains(id)) {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "Can't purge outstanding tasks: {busy}"
+            )));
+        }
+        for id in ids {
+            results.del_item(&id).ok();
+            metadata.del_item(&id).ok();
+        }
+        Ok(())
+    }
+
+    /// Forgets everything this client kept: results, metadata, history.
+    fn purge_everything(&self, py: Python<'_>) -> PyResult<()> {
+        self.results.bind(py).clear();
+        self.metadata.bind(py).clear();
+        self.client.forget_history();
+        Ok(())
+    }
+
+    /// Iterates one single-engine view per engine.
+    fn __iter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let views = slf
+            .borrow()
+            .client
+            .ids()
+            .into_iter()
+            .map(|id| Bound::new(py, PyClient::view(slf, Targets::One(id))))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(pyo3::types::PyList::new(py, views)?
+            .try_iter()?
+            .into_any()
+            .unbind())
     }
 
     /// Sorted ids of the live engines.
@@ -287,6 +536,12 @@ impl PyClient {
         let view = Bound::new(py, PyClient::direct_view(slf, targets)?)?;
         view.call_method1("shutdown", (py.None(), block.unwrap_or(true)))?;
         Ok(())
+    }
+
+    /// msg_ids of a `jobs` argument (for the Python helpers).
+    #[pyo3(signature = (jobs=None))]
+    fn _job_ids(&self, jobs: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+        crate::jobs::job_ids(&self.client, jobs)
     }
 
     /// Closes the connection.

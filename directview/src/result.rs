@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::BoundObject;
 use rparallel_client::{
     Call, Client, Deadline, Shape, Status, Task, Until, Waited, Waiter, INTERRUPT_GRACE,
@@ -46,11 +47,27 @@ pub struct AsyncResult {
     /// Errors take their parts' places in the value instead of being
     /// raised (a load-balanced map with `return_exceptions=True`).
     pub(crate) return_exceptions: bool,
+    /// The records this result reads; shared with the results `split()`
+    /// and `join()` make of it, so they stay while any of them lives.
+    records: Vec<Arc<Records>>,
+    /// What `split()` gave, so it gives the same objects again.
+    pub(crate) split_parts: PyOnceLock<Py<PyTuple>>,
+    /// Alive while a send of `track=True` still holds the caller's
+    /// buffers (see `view::tracked`).
+    pub(crate) sending: Option<std::sync::Weak<()>>,
+}
+
+/// The tracker's records of some requests, and their values once
+/// unpickled: dropped (and the records forgotten) with the last result
+/// reading them.
+struct Records {
+    client: Arc<Client>,
+    msg_ids: Vec<String>,
     /// Replies already unpickled, by request msg_id.
     decoded: Mutex<HashMap<String, Py<PyAny>>>,
 }
 
-impl Drop for AsyncResult {
+impl Drop for Records {
     fn drop(&mut self) {
         self.client.tracker().forget(&self.msg_ids);
     }
@@ -72,6 +89,12 @@ impl AsyncResult {
         submitted: Instant,
         label: Option<&str>,
     ) -> Self {
+        client.remember(&msg_ids);
+        let records = Arc::new(Records {
+            client: client.clone(),
+            msg_ids: msg_ids.clone(),
+            decoded: Mutex::default(),
+        });
         AsyncResult {
             client,
             msg_ids,
@@ -82,7 +105,76 @@ impl AsyncResult {
             label: label.map(str::to_string),
             ordered: true,
             return_exceptions: false,
-            decoded: Mutex::default(),
+            records: vec![records],
+            split_parts: PyOnceLock::new(),
+            sending: None,
+        }
+    }
+
+    /// A result for part of this one's requests (`indices`), reading the
+    /// same records.
+    pub(crate) fn part(&self, indices: &[usize], single: bool) -> Self {
+        AsyncResult {
+            client: self.client.clone(),
+            msg_ids: indices.iter().map(|&i| self.msg_ids[i].clone()).collect(),
+            engines: indices.iter().map(|&i| self.engines[i]).collect(),
+            call: self.call,
+            single,
+            submitted: self.submitted,
+            label: self.label.clone(),
+            ordered: self.ordered,
+            return_exceptions: self.return_exceptions,
+            records: self.records.clone(),
+            split_parts: PyOnceLock::new(),
+            sending: self.sending.clone(),
+        }
+    }
+
+    /// One result for the requests of all `parts`, in order.
+    pub(crate) fn joined(parts: &[&AsyncResult]) -> Self {
+        let first = parts[0];
+        let mut records: Vec<Arc<Records>> = Vec::new();
+        for part in parts {
+            for r in &part.records {
+                if !records.iter().any(|known| Arc::ptr_eq(known, r)) {
+                    records.push(r.clone());
+                }
+            }
+        }
+        AsyncResult {
+            client: first.client.clone(),
+            msg_ids: parts.iter().flat_map(|p| p.msg_ids.clone()).collect(),
+            engines: parts.iter().flat_map(|p| p.engines.clone()).collect(),
+            call: first.call,
+            single: parts.len() == 1 && first.single,
+            submitted: parts
+                .iter()
+                .map(|p| p.submitted)
+                .min()
+                .unwrap_or(first.submitted),
+            label: first.label.clone(),
+            ordered: first.ordered,
+            return_exceptions: first.return_exceptions,
+            records,
+            split_parts: PyOnceLock::new(),
+            sending: None,
+        }
+    }
+
+    /// Whether every buffer of a tracked send was written (always, for
+    /// untracked sends: they are not watched).
+    pub(crate) fn sends_done(&self) -> bool {
+        self.sending.as_ref().is_none_or(|w| w.strong_count() == 0)
+    }
+
+    /// The records holding `msg_id`.
+    fn records_of(&self, msg_id: &str) -> &Records {
+        match self.records.as_slice() {
+            [only] => only,
+            all => all
+                .iter()
+                .find(|r| r.msg_ids.iter().any(|id| id == msg_id))
+                .unwrap_or(&all[0]),
         }
     }
 
@@ -361,7 +453,11 @@ impl AsyncResult {
             .as_ref()
             .map(|p| p.msg_id.clone())
             .unwrap_or_default();
-        let mut decoded = self.decoded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut decoded = self
+            .records_of(&msg_id)
+            .decoded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(value) = decoded.get(&msg_id) {
             return Ok(Some(value.clone_ref(py)));
         }
@@ -373,6 +469,90 @@ impl AsyncResult {
         let value = rparallel_pyexec::serialize::deserialize_exclusive(py, buffers)?.unbind();
         decoded.insert(msg_id, value.clone_ref(py));
         Ok(Some(value))
+    }
+
+    /// Request `i`'s metadata: a `rparallel._helpers.Metadata` (keys and
+    /// meanings as ipyparallel's), as far as it got.
+    pub(crate) fn metadata_of<'py>(
+        &self,
+        py: Python<'py>,
+        i: usize,
+        task: Option<&Task>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let fields = PyDict::new(py);
+        fields.set_item("msg_id", &self.msg_ids[i])?;
+        let engine = task.and_then(|t| t.engine).or(match self.engines[i] {
+            UNASSIGNED => None,
+            e => Some(e),
+        });
+        fields.set_item("engine_id", engine)?;
+        let submitted = task.map_or(self.submitted, |t| t.submitted);
+        fields.set_item("submitted", wall_clock(submitted))?;
+        if let Some(task) = task {
+            fields.set_item("received", task.finished.map(wall_clock))?;
+            let stream = |name: &str| -> String {
+                task.outputs
+                    .iter()
+                    .filter(|m| m.msg_type() == "stream" && m.content_str("name") == name)
+                    .map(|m| m.content_str("text").to_string())
+                    .collect()
+            };
+            fields.set_item("stdout", stream("stdout"))?;
+            fields.set_item("stderr", stream("stderr"))?;
+            let outputs = PyList::empty(py);
+            for m in &task.outputs {
+                match m.msg_type() {
+                    "display_data" => {
+                        let bundle =
+                            json!({"data": m.content["data"], "metadata": m.content["metadata"]});
+                        outputs.append(to_python(py, &bundle)?)?;
+                    }
+                    "execute_input" => fields.set_item("execute_input", m.content_str("code"))?,
+                    "execute_result" => {
+                        fields.set_item("execute_result", to_python(py, &m.content)?)?
+                    }
+                    _ => {}
+                }
+            }
+            fields.set_item("outputs", outputs)?;
+            if let Some(reply) = &task.reply {
+                let md = &reply.metadata;
+                for key in ["started", "completed", "engine_uuid"] {
+                    if let Some(text) = md[key].as_str() {
+                        fields.set_item(key, text)?;
+                    }
+                }
+                fields.set_item("status", reply.content["status"].as_str().unwrap_or("ok"))?;
+            }
+            match task.status {
+                Status::Pending => {}
+                Status::Failed(_) => fields.set_item("status", "error")?,
+                Status::Done => {}
+            }
+            let failed = match &task.status {
+                Status::Pending => false,
+                Status::Failed(_) => true,
+                Status::Done => task
+                    .reply
+                    .as_ref()
+                    .is_some_and(|r| r.content["status"].as_str().unwrap_or("ok") != "ok"),
+            };
+            if failed {
+                let engine_id = engine.unwrap_or(UNASSIGNED);
+                if let Ok(Err(e)) = self.outcome(py, engine_id, Some(task.clone())) {
+                    fields.set_item("error", e)?;
+                }
+            }
+        }
+        if fields.get_item("engine_uuid")?.is_none() {
+            let state = self.client.tracker().lock();
+            let uuid = engine
+                .and_then(|e| state.engines.get(&e))
+                .and_then(|info| info["uuid"].as_str().map(str::to_string));
+            drop(state);
+            fields.set_item("engine_uuid", uuid)?;
+        }
+        helpers(py)?.call_method1("metadata", (fields,))
     }
 
     /// An execute request's value: `rparallel._helpers.ExecuteReply`.
@@ -388,6 +568,15 @@ impl AsyncResult {
             None => (json!({}), json!({})),
         };
         let shown = render::result_bundle(engine, count, &data, Frontend::new(py)?.colour());
+        let msg_id = reply.parent_header.as_ref().map(|p| p.msg_id.as_str());
+        let index = self
+            .msg_ids
+            .iter()
+            .position(|id| Some(id.as_str()) == msg_id);
+        let request_metadata = match index {
+            Some(i) => Some(self.metadata_of(py, i, Some(task))?),
+            None => None,
+        };
         Ok(helpers(py)?
             .getattr("ExecuteReply")?
             .call1((
@@ -397,6 +586,7 @@ impl AsyncResult {
                 to_python(py, &data)?,
                 to_python(py, &metadata)?,
                 to_python(py, &shown)?,
+                request_metadata,
             ))?
             .unbind())
     }
@@ -471,6 +661,13 @@ impl AsyncResult {
             .max()?;
         Some(last.duration_since(self.submitted).as_secs_f64())
     }
+}
+
+/// `instant` as an RFC 3339 UTC timestamp (what the engines stamp).
+fn wall_clock(instant: Instant) -> String {
+    let age = instant.elapsed();
+    let when = chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
+    when.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// Says where a value that cannot be unpickled here came from (a class

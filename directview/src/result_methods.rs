@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use pyo3::exceptions::{PyIndexError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyAttributeError, PyIndexError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyList, PySlice, PyTuple};
 use rparallel_client::{Deadline, Until};
 use rparallel_magics::GroupBy;
 use serde_json::json;
@@ -16,6 +16,9 @@ use crate::errors::timeout_error;
 use crate::result::AsyncResult;
 use crate::waiting::PyWaiter;
 
+/// `concurrent.futures.FIRST_EXCEPTION`.
+const FIRST_EXCEPTION: &str = "FIRST_EXCEPTION";
+
 fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
     chrono::DateTime::parse_from_rfc3339(text).ok()
 }
@@ -24,16 +27,257 @@ fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
 impl AsyncResult {
     /// The result; waits up to `timeout` seconds (None/-1: as long as it
     /// takes). Raises rparallel.error.TimeoutError if not ready by then,
-    /// and the remote exception(s) if the work failed.
-    #[pyo3(signature = (timeout=None))]
-    pub fn get(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
-        self.get_within(py, Deadline::returning(timeout))
+    /// and the remote exception(s) if the work failed; with
+    /// `return_exceptions=True` the errors take their results' places.
+    /// `return_when=FIRST_EXCEPTION` raises the first error as soon as it
+    /// arrives.
+    #[pyo3(signature = (timeout=None, return_exceptions=None, return_when=None))]
+    pub fn get(
+        slf: &Bound<'_, Self>,
+        timeout: Option<f64>,
+        return_exceptions: Option<bool>,
+        return_when: Option<&str>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let me = slf.borrow();
+        let with_exceptions = |r: &AsyncResult| -> PyResult<Py<PyAny>> {
+            match return_exceptions {
+                Some(flag) => {
+                    let mut copy = r.part(&(0..r.msg_ids.len()).collect::<Vec<_>>(), r.single);
+                    copy.return_exceptions = flag;
+                    copy.values(py)
+                }
+                None => r.values(py),
+            }
+        };
+        if return_when == Some(FIRST_EXCEPTION) && !me.is_ready() {
+            let waited = helpers(py)?.call_method1(
+                "wait_parts",
+                (slf.clone(), timeout.unwrap_or(-1.0), FIRST_EXCEPTION),
+            )?;
+            if !me.is_ready() {
+                let done = waited.get_item(0)?;
+                for part in done.try_iter()? {
+                    let part = part?;
+                    let part = part.cast::<AsyncResult>()?.borrow();
+                    if part.values(py).is_err() {
+                        return with_exceptions(&part);
+                    }
+                }
+                return Err(timeout_error(py, "Result not ready.".into()));
+            }
+        }
+        me.wait_with(
+            py,
+            Deadline::returning(timeout),
+            Until::AllDoneOrLost,
+            &mut PyWaiter::new(py),
+        )?;
+        with_exceptions(&me)
     }
 
-    /// Waits up to `timeout` seconds; true when ready.
-    #[pyo3(signature = (timeout=None))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        self.wait_for(py, timeout)
+    /// Waits up to `timeout` seconds (None/-1: as long as it takes); true
+    /// when ready. With `return_when` (`concurrent.futures`'
+    /// FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED) it returns
+    /// `(done, pending)`: sets of the results of `split()`.
+    #[pyo3(signature = (timeout=-1.0, return_when=None))]
+    fn wait(
+        slf: &Bound<'_, Self>,
+        timeout: Option<f64>,
+        return_when: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        match return_when.filter(|w| !w.is_none()) {
+            Some(when) => Ok(helpers(py)?
+                .call_method1("wait_parts", (slf.clone(), timeout.unwrap_or(-1.0), when))?
+                .unbind()),
+            None => {
+                let ready = slf.borrow().wait_for(py, timeout)?;
+                Ok(ready.into_pyobject(py)?.to_owned().into_any().unbind())
+            }
+        }
+    }
+
+    /// One result per request (engine, or task), sharing this one's
+    /// records: for `concurrent.futures`-style waiting on parts.
+    fn split(slf: &Bound<'_, Self>) -> PyResult<Py<PyTuple>> {
+        let py = slf.py();
+        let me = slf.borrow();
+        if let Some(parts) = me.split_parts.get(py) {
+            return Ok(parts.clone_ref(py));
+        }
+        let parts: Vec<Py<PyAny>> = if me.msg_ids.len() == 1 {
+            vec![slf.clone().into_any().unbind()]
+        } else {
+            let single = !me.call.shape.joins();
+            (0..me.msg_ids.len())
+                .map(|i| Ok(Bound::new(py, me.part(&[i], single))?.into_any().unbind()))
+                .collect::<PyResult<_>>()?
+        };
+        let parts = PyTuple::new(py, parts)?.unbind();
+        let _ = me.split_parts.set(py, parts.clone_ref(py));
+        Ok(parts)
+    }
+
+    /// One result for the requests of several (the inverse of `split`).
+    #[staticmethod]
+    #[pyo3(signature = (*results))]
+    fn join(results: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
+        let py = results.py();
+        if results.is_empty() {
+            return Err(PyValueError::new_err(
+                "Must specify at least one AsyncResult to join",
+            ));
+        }
+        if results.len() == 1 {
+            return Ok(results.get_item(0)?.unbind());
+        }
+        let borrowed: Vec<PyRef<'_, AsyncResult>> = results
+            .iter()
+            .map(|r| {
+                r.cast::<AsyncResult>()
+                    .map(|r| r.borrow())
+                    .map_err(Into::into)
+            })
+            .collect::<PyResult<_>>()?;
+        let refs: Vec<&AsyncResult> = borrowed.iter().map(|r| &**r).collect();
+        Ok(Bound::new(py, AsyncResult::joined(&refs))?
+            .into_any()
+            .unbind())
+    }
+
+    /// The results keyed by engine id; ValueError when an engine ran more
+    /// than one of them.
+    #[pyo3(signature = (timeout=-1.0))]
+    fn get_dict(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let values = Self::get(slf, timeout, None, None)?;
+        let me = slf.borrow();
+        let values = if me.single {
+            PyList::new(py, [values])?.into_any()
+        } else {
+            values.into_bound(py)
+        };
+        let engines = me.known_engines();
+        Ok(helpers(py)?
+            .call_method1("get_dict", (values, engines))?
+            .unbind())
+    }
+
+    #[getter]
+    fn result_dict(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::get_dict(slf, None)
+    }
+
+    /// Each request's metadata (`engine_id`, `engine_uuid`, `submitted`,
+    /// `started`, `completed`, `received`, `status`, `stdout`, `stderr`,
+    /// `outputs`, `error`, `execute_result`...): one for a single-engine
+    /// result, else a list.
+    #[getter]
+    fn metadata(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let tasks = self.tasks();
+        let all = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.metadata_of(py, i, t.as_ref()))
+            .collect::<PyResult<Vec<_>>>()?;
+        self.per_engine(py, all)
+    }
+
+    /// `ar[i]` / `ar[a:b]`: the value(s) (TimeoutError until ready);
+    /// `ar['key']`: that metadata key of each request.
+    fn __getitem__(slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        if let Ok(name) = key.extract::<String>() {
+            let md = slf.borrow().metadata(py)?.into_bound(py);
+            return Ok(if slf.borrow().single {
+                md.get_item(&name)?.unbind()
+            } else {
+                let values = md
+                    .try_iter()?
+                    .map(|m| m?.get_item(&name))
+                    .collect::<PyResult<Vec<_>>>()?;
+                PyList::new(py, values)?.into_any().unbind()
+            });
+        }
+        if !(key.is_instance_of::<pyo3::types::PyInt>() || key.is_instance_of::<PySlice>()) {
+            return Err(PyTypeError::new_err(format!(
+                "Invalid key type {}, must be 'int','slice', or 'str'",
+                key.get_type().repr()?
+            )));
+        }
+        if !slf.borrow().is_ready() {
+            return Err(timeout_error(py, "Result not ready.".into()));
+        }
+        Ok(Self::get(slf, None, None, None)?
+            .into_bound(py)
+            .get_item(key)?
+            .unbind())
+    }
+
+    /// Metadata keys read as attributes (`ar.engine_uuid`, `ar.started`).
+    fn __getattr__(slf: &Bound<'_, Self>, name: &str) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let known = helpers(py)?
+            .getattr("Metadata")?
+            .getattr("KEYS")?
+            .contains(name)?;
+        if !known {
+            return Err(PyAttributeError::new_err(format!(
+                "'AsyncResult' object has no attribute '{name}'"
+            )));
+        }
+        Self::__getitem__(slf, &name.into_pyobject(py)?.into_any())
+    }
+
+    /// Whether the requests have been handed to the connection: sending
+    /// copies nothing the caller could still change... see `wait_for_send`.
+    #[getter]
+    fn sent(&self) -> bool {
+        self.sends_done()
+    }
+
+    /// Waits until the requests' buffers were written to the socket (an
+    /// array sent with `track=True` may then be changed in place);
+    /// TimeoutError after `timeout` seconds.
+    #[pyo3(signature = (timeout=-1.0))]
+    fn wait_for_send(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let deadline = timeout
+            .filter(|t| *t >= 0.0)
+            .map(|t| Instant::now() + std::time::Duration::from_secs_f64(t));
+        py.detach(|| loop {
+            if self.sends_done() {
+                return Ok(true);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(());
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        })
+        .map_err(|()| timeout_error(py, "Still waiting to be sent".into()))
+    }
+
+    /// `await ar`: the value, from a thread that waits for it.
+    fn __await__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let awaitable = helpers(py)?.call_method1("awaitable", (slf.clone(),))?;
+        Ok(awaitable.call_method0("__await__")?.unbind())
+    }
+
+    /// Waits up to `timeout` seconds until one of the requests `indices`
+    /// finished (for `wait_parts`).
+    fn _wait_any(&self, py: Python<'_>, indices: Vec<usize>, timeout: Option<f64>) -> PyResult<()> {
+        let ids: Vec<String> = indices
+            .iter()
+            .filter_map(|&i| self.msg_ids.get(i).cloned())
+            .collect();
+        self.client.wait(
+            &ids,
+            Deadline::returning(timeout),
+            Until::AnyDone,
+            &mut PyWaiter::new(py),
+        )?;
+        Ok(())
     }
 
     /// Aborts this result's tasks that have not started: their `get()`
@@ -57,8 +301,8 @@ impl AsyncResult {
 
     // concurrent.futures.Future protocol
     #[pyo3(signature = (timeout=None))]
-    fn result(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
-        self.get(py, timeout)
+    fn result(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        Self::get(slf, timeout, None, None)
     }
 
     fn done(&self) -> bool {
@@ -74,8 +318,9 @@ impl AsyncResult {
     }
 
     #[pyo3(signature = (timeout=None))]
-    fn exception(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
-        match self.get(py, timeout) {
+    fn exception(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
+        let py = slf.py();
+        match Self::get(slf, timeout, None, None) {
             Ok(_) => Ok(None),
             Err(e) if e.is_instance_of::<pyo3::exceptions::PyTimeoutError>(py) => Err(e),
             Err(e) => Ok(Some(e.value(py).clone().into_any().unbind())),
@@ -89,8 +334,8 @@ impl AsyncResult {
     }
 
     #[getter]
-    fn r(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.get(py, None)
+    fn r(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::get(slf, None, None, None)
     }
 
     #[getter(msg_ids)]

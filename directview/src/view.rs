@@ -3,9 +3,10 @@
 //! view to the engines (the Python methods in `view_methods`, remote
 //! functions and the `%px` magics all take it).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
+use bytes::Bytes;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -89,6 +90,8 @@ impl DirectView {
     ) -> PyResult<Bound<'py, AsyncResult>> {
         let submitted = Instant::now();
         let client = self.client.clone();
+        let mut requests = requests;
+        let sending = self.track.then(|| tracked(&mut requests));
         let pairs: Vec<(u32, Request)> = engines.iter().copied().zip(requests).collect();
         // Sending may wait for credit (too much in flight): not with the GIL.
         let msg_ids = py.detach(move || {
@@ -106,7 +109,9 @@ impl DirectView {
             submitted,
             label,
         );
-        Bound::new(py, result)
+        let result = Bound::new(py, result)?;
+        result.borrow_mut().sending = sending;
+        Ok(result)
     }
 
     /// Sends the same request to every engine of `targets`.
@@ -273,10 +278,39 @@ pub(crate) fn apply_request(
     Ok(Request::Apply(rparallel_pyexec::serialize(call.as_any())?))
 }
 
+/// Ties every frame of `requests` to one token, whose last strong
+/// reference goes once the connection has written and dropped them all:
+/// `ar.sent` of a `track=True` send.
+pub(crate) fn tracked(requests: &mut [Request]) -> Weak<()> {
+    /// A frame that holds the token while it lives.
+    struct Tracked {
+        bytes: Bytes,
+        _token: Arc<()>,
+    }
+    impl AsRef<[u8]> for Tracked {
+        fn as_ref(&self) -> &[u8] {
+            &self.bytes
+        }
+    }
+    let token = Arc::new(());
+    for request in requests {
+        if let Request::Apply(frames) | Request::Push(frames) = request {
+            for frame in frames.iter_mut() {
+                let bytes = std::mem::take(frame);
+                *frame = Bytes::from_owner(Tracked {
+                    bytes,
+                    _token: token.clone(),
+                });
+            }
+        }
+    }
+    Arc::downgrade(&token)
+}
+
 /// A result, or (`block`) its value once ready.
 pub(crate) fn finish(result: Bound<'_, AsyncResult>, block: bool) -> PyResult<Py<PyAny>> {
     if block {
-        result.borrow().get(result.py(), None)
+        AsyncResult::get(&result, None, None, None)
     } else {
         Ok(result.into_any().unbind())
     }

@@ -28,7 +28,7 @@ impl DirectView {
 
     /// Sends `request` to every engine of `targets` (None: the view's),
     /// as a `call`; waits when `block` (None: the view's) says so.
-    fn send_each(
+    pub(crate) fn send_each(
         &self,
         py: Python<'_>,
         targets: Option<&Bound<'_, PyAny>>,
@@ -359,7 +359,7 @@ impl DirectView {
         targets: Option<&Bound<'_, PyAny>>,
         block: Option<bool>,
     ) -> PyResult<Py<PyAny>> {
-        let msg_ids = job_ids(jobs)?;
+        let msg_ids = job_ids(&self.client, jobs)?;
         self.send_each(py, targets, Call::ABORT, Request::Abort(msg_ids), block)
     }
 

@@ -116,6 +116,9 @@ impl Scheduler {
                 self.reply(&message, json!({ "status": "ok" })).await;
                 self.python.interrupt();
             }
+            "signal_request" => {
+                self.signal(&message).await;
+            }
             "abort_request" => {
                 let ids: Vec<String> = message.content["msg_ids"]
                     .as_array()
@@ -148,6 +151,36 @@ impl Scheduler {
             _ => self.queue.push(message),
         }
         None
+    }
+
+    /// `signal_request`: SIGINT interrupts the running code, as Ctrl-C
+    /// would (the engine stays up); any other signal is raised in this
+    /// process with its usual effect. Answered first, so a signal that
+    /// ends the engine still has its reply.
+    async fn signal(&mut self, message: &Parent) {
+        let sig = message.content["sig"]
+            .as_i64()
+            .and_then(|s| i32::try_from(s).ok())
+            .filter(|&s| (1..=64).contains(&s));
+        let Some(sig) = sig else {
+            let error = json!({
+                "status": "error",
+                "ename": "ValueError",
+                "evalue": format!("invalid signal {}", message.content["sig"]),
+                "traceback": [],
+            });
+            self.reply(message, error).await;
+            return;
+        };
+        self.reply(message, json!({ "status": "ok" })).await;
+        if sig == libc::SIGINT {
+            self.python.interrupt();
+        } else {
+            // Let the reply leave before a deadly signal lands.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            // SAFETY: kill(2) on our own pid.
+            unsafe { libc::kill(libc::getpid(), sig) };
+        }
     }
 
     async fn reply(&self, request: &Parent, content: serde_json::Value) {
