@@ -370,6 +370,17 @@ impl AsyncResult {
             info.set_item("engine_id", engine)?;
         }
         info.set_item("method", self.call.method)?;
+        let uuid = task
+            .reply
+            .as_ref()
+            .and_then(|r| r.metadata["engine_uuid"].as_str().map(str::to_string))
+            .or_else(|| {
+                let state = self.client.tracker().lock();
+                state.engines.get(&engine)?["uuid"]
+                    .as_str()
+                    .map(str::to_string)
+            });
+        info.set_item("engine_uuid", uuid)?;
         let reply = match task.status {
             Status::Pending => return Err(PyRuntimeError::new_err("result not ready")),
             Status::Failed(reason) => {

@@ -42,6 +42,22 @@ impl DirectView {
     }
 }
 
+/// The flags of a DirectView (`set_flags`, `temp_flags`).
+const DIRECT_FLAGS: &[&str] = &["targets", "block", "track"];
+
+impl DirectView {
+    /// Switches serialization (`rparallel_serialize.<switch>`) here, then
+    /// on the engines; their AsyncResult, as the view's `apply`.
+    fn use_serializer(slf: Bound<'_, Self>, switch: &str) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let switch = py.import("rparallel_serialize")?.getattr(switch)?;
+        switch.call0()?;
+        let view = slf.borrow();
+        let result = view.apply(py, &switch, &PyTuple::empty(py), None)?;
+        finish(result, view.block)
+    }
+}
+
 #[pymethods]
 impl DirectView {
     #[getter(targets)]
@@ -305,6 +321,67 @@ impl DirectView {
         only_block_distribution(dist)?;
         let request = Request::Pull(vec![key.to_string()]);
         self.send_each(py, targets, Call::GATHER, request, block)
+    }
+
+    /// Sets flags by keyword (`block`, `track`, `targets`); returns the
+    /// view. An unknown flag is a KeyError, as in ipyparallel.
+    #[pyo3(signature = (**flags))]
+    fn set_flags<'py>(
+        slf: Bound<'py, Self>,
+        flags: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, Self>> {
+        for (key, value) in flags.iter().flat_map(|f| f.iter()) {
+            let name: String = key.extract()?;
+            if !DIRECT_FLAGS.contains(&name.as_str()) {
+                return Err(pyo3::exceptions::PyKeyError::new_err(format!(
+                    "Invalid name: '{name}' (flags: {})",
+                    DIRECT_FLAGS.join(", ")
+                )));
+            }
+            slf.setattr(name.as_str(), value)?;
+        }
+        Ok(slf)
+    }
+
+    /// A context manager: the flags set for the `with` block only.
+    #[pyo3(signature = (**flags))]
+    fn temp_flags<'py>(
+        slf: Bound<'py, Self>,
+        flags: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let flags = flags.cloned().unwrap_or_else(|| PyDict::new(py));
+        helpers(py)?.call_method1("temp_flags", (slf, flags))
+    }
+
+    /// The flags `set_flags` and `temp_flags` take.
+    #[classattr]
+    fn _flag_names() -> Vec<&'static str> {
+        DIRECT_FLAGS.to_vec()
+    }
+
+    /// `sync_imports(local=True)`, as a property: `with view.importer:`.
+    #[getter]
+    fn importer(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        DirectView::sync_imports(slf, true, false)
+    }
+
+    /// Functions and classes travel with cloudpickle, here and on the
+    /// view's engines (the default); the engines' AsyncResult.
+    fn use_cloudpickle(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        DirectView::use_serializer(slf, "use_cloudpickle")
+    }
+
+    /// ipyparallel's return to its default serialization, which here is
+    /// `use_cloudpickle()` (it already ships notebook functions).
+    fn use_pickle(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        DirectView::use_serializer(slf, "use_pickle")
+    }
+
+    /// Functions, closures and classes travel with dill, here and on the
+    /// view's engines (dill must be installed on both).
+    fn use_dill(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        DirectView::use_serializer(slf, "use_dill")
     }
 
     /// A context manager: imports in the block also happen on the engines.

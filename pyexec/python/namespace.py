@@ -11,6 +11,7 @@ Each operation returns ("ok", value) or ("error", (ename, evalue,
 traceback)).
 """
 
+import re
 import types
 
 from rparallel_serialize import deserialize, serialize
@@ -85,9 +86,31 @@ def _guarded(shell, job, *args):
 
 # ---------------------------------------------------------------- namespace operations
 
+# Searches a pickle in place (frames are buffers, not bytes).
+_NAMES_REFERENCE = re.compile(b"Reference")
+
+
+def _dereference(value, ns):
+    """value with every ``rparallel.Reference`` in it (itself, or inside
+    lists, tuples, sets and dict values) replaced by what its name means in
+    ns (NameError when undefined)."""
+    from rparallel._remote import Reference
+    t = type(value)
+    if t is Reference:
+        return eval(value.name, ns)
+    if t in (list, tuple, set, frozenset):
+        return t(_dereference(v, ns) for v in value)
+    if t is dict:
+        return {k: _dereference(v, ns) for k, v in value.items()}
+    return value
+
+
 def _apply(shell, frames):
     ns = shell.user_ns
     f, args, kwargs = deserialize(frames)
+    # Only a pickle that names the class can hold a Reference.
+    if _NAMES_REFERENCE.search(frames[0]):
+        f, args, kwargs = _dereference((f, tuple(args), dict(kwargs)), ns)
     extra = {}
     f = _rebind_value(f, ns, extra)
     args = [_rebind_value(a, ns, extra) for a in args]

@@ -24,8 +24,37 @@ if importlib.util.find_spec("cloudpickle") is None:
 
 
 def _cloudpickle_dumps(obj, **kwargs):
+    if _PICKLER == "dill":
+        import dill
+        return dill.dumps(obj, protocol=PROTOCOL, recurse=True, **kwargs)
     import cloudpickle
     return cloudpickle.dumps(obj, protocol=PROTOCOL, **kwargs)
+
+
+# Which pickler ships what plain pickle cannot (functions defined in a
+# notebook, lambdas, closures): "cloudpickle" (the default) or "dill",
+# switched on both sides by ``view.use_dill()`` / ``use_cloudpickle()``.
+_PICKLER = "cloudpickle"
+
+
+def use_cloudpickle():
+    """Functions and classes travel by value with cloudpickle (the default)."""
+    global _PICKLER
+    _PICKLER = "cloudpickle"
+
+
+def use_pickle():
+    """ipyparallel's return to its default serialization. Here the default
+    already ships interactively defined functions (cloudpickle), so this is
+    ``use_cloudpickle()``."""
+    use_cloudpickle()
+
+
+def use_dill():
+    """Functions, closures and classes travel with dill (must be installed)."""
+    import dill  # noqa: F401  (ImportError here, not at the first send)
+    global _PICKLER
+    _PICKLER = "dill"
 
 PROTOCOL = 5
 _MISSING = object()
@@ -164,7 +193,8 @@ def _fast_dumps(obj):
     """obj pickled by the shortcuts above, or None."""
     if _simple(obj):
         return pickle.dumps(obj, protocol=PROTOCOL)
-    if (type(obj) is tuple and len(obj) == 3 and type(obj[0]) is types.FunctionType
+    if (_PICKLER == "cloudpickle" and type(obj) is tuple and len(obj) == 3
+            and type(obj[0]) is types.FunctionType
             and _simple(obj[1]) and _simple(obj[2])):
         pickled = _pickled_function(obj[0])
         if pickled is not None:

@@ -75,7 +75,7 @@ pub fn install(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
         let name = name?;
         package.setattr(name.extract::<String>()?, error.getattr(name.str()?)?)?;
     }
-    for name in ["require", "interactive", "depend", "dependent"] {
+    for name in ["require", "interactive", "depend", "dependent", "Reference"] {
         package.setattr(name, remote.getattr(name)?)?;
     }
     package.setattr(INSTALLED, true)?;

@@ -88,3 +88,27 @@ class depend:
 
     def __call__(self, f):
         return dependent(f, self.f, *self.args, **self.kwargs)
+
+
+class Reference:
+    """A name in the engine's namespace, given as an argument (or as the
+    function) of ``apply``/``map``: the engine passes the value the name
+    has there. ``Reference('a.b')`` evaluates the dotted name; an undefined
+    one raises NameError on the engine."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        if not isinstance(name, str):
+            raise TypeError("Reference needs a name (str), not %r" % (name,))
+        self.name = name
+
+    def __reduce__(self):
+        return (Reference, (self.name,))
+
+    def __repr__(self):
+        return "<Reference: %r>" % self.name
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError("a Reference is resolved on the engine; %r cannot be called here"
+                        % self.name)

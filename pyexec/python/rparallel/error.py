@@ -4,13 +4,17 @@ IPython's parallel tools show them (``[n:execute]:`` blocks)."""
 import builtins
 
 __all__ = [
-    "KernelError", "RemoteError", "CompositeError", "TimeoutError", "EngineError",
+    "IPythonError", "KernelError", "AlreadyDisplayedError", "TaskRejectError", "RemoteError", "CompositeError", "TimeoutError", "EngineError",
     "NoEnginesRegistered", "TaskAborted", "TaskTimeout", "UnmetDependency",
     "ImpossibleDependency", "DependencyTimeout", "InvalidDependency",
 ]
 
 
-class KernelError(Exception):
+class IPythonError(Exception):
+    """Base of every rparallel error (ipyparallel's name)."""
+
+
+class KernelError(IPythonError):
     """Base of the errors of remote execution and task scheduling."""
 
 
@@ -18,8 +22,13 @@ class TimeoutError(KernelError, builtins.TimeoutError):
     """A result was asked for before it was ready."""
 
 
-class NoEnginesRegistered(Exception):
+class NoEnginesRegistered(KernelError):
     """No engines are registered with the controller."""
+
+
+class TaskRejectError(KernelError):
+    """A task was refused (kept for ipyparallel's sake: the scheduler here
+    answers refusals with ImpossibleDependency)."""
 
 
 class TaskTimeout(KernelError):
@@ -63,8 +72,22 @@ class RemoteError(KernelError):
         self.engine_info = dict(engine_info or {})
 
     def __repr__(self):
-        return "<Remote[%s]:%s(%s)>" % (self.engine_info.get("engine_id", "?"),
-                                        self.ename, self.evalue)
+        return "<%s[%s]:%s(%s)>" % (type(self).__name__, self.engine_info.get("engine_id", " "),
+                                    self.ename, self.evalue)
+
+    # An entry of ``CompositeError.elist`` also reads as ipyparallel's
+    # tuple: ``ename, evalue, traceback, engine_info = err.elist[0]``.
+    def _fields(self):
+        return (self.ename, self.evalue, self.traceback, self.engine_info)
+
+    def __iter__(self):
+        return iter(self._fields())
+
+    def __getitem__(self, index):
+        return self._fields()[index]
+
+    def __len__(self):
+        return 4
 
     def __str__(self):
         return "%s %s: %s" % (_engine_str(self.engine_info), self.ename, self.evalue)
@@ -132,7 +155,7 @@ class CompositeError(RemoteError):
         first = self.elist[0] if self.elist else RemoteError("Exception", "")
         RemoteError.__init__(self, first.ename, first.evalue, first.traceback,
                              first.engine_info)
-        self.args = tuple(self.elist)
+        self.args = (message, self.elist)
 
     def _methods(self):
         methods = []
@@ -173,8 +196,38 @@ class CompositeError(RemoteError):
 
     def raise_exception(self, excid=0):
         """Raises the error of entry ``excid`` as a RemoteError."""
-        e = self.elist[excid]
+        try:
+            e = self.elist[excid]
+        except IndexError:
+            raise IndexError("an exception with index %s does not exist" % excid) from None
         raise RemoteError(e.ename, e.evalue, e.traceback, e.engine_info) from None
+
+    # A CompositeError is one error, not a sequence of fields.
+    __iter__ = None
+    __getitem__ = None
+    __len__ = None
+
+
+class AlreadyDisplayedError(RemoteError):
+    """Errors whose tracebacks were already shown (as the output of a
+    ``%px`` cell): raised so the cell fails without showing them again."""
+
+    def __init__(self, original_error):
+        self.original_error = original_error
+        self.n = len(getattr(original_error, "elist", [original_error]))
+        RemoteError.__init__(self, getattr(original_error, "ename", "Exception"),
+                             getattr(original_error, "evalue", ""),
+                             getattr(original_error, "traceback", []),
+                             getattr(original_error, "engine_info", {}))
+
+    def __repr__(self):
+        return "<%s(%d errors)>" % (type(self).__name__, self.n)
+
+    def __str__(self):
+        return "%d errors" % self.n
+
+    def render_traceback(self):
+        return [str(self)]
 
 
 class _InterruptedRemote(RemoteError, KeyboardInterrupt):
