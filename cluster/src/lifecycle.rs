@@ -147,7 +147,9 @@ pub fn start_cluster(options: &ClusterOptions) -> anyhow::Result<StartedCluster>
             .map(|r| r.launches.as_slice())
             .unwrap_or(&[]);
         progress.show(alive, launches);
-        if alive >= options.engines {
+        // The record comes once the controller listens (with 0 engines
+        // asked for, that is all there is to wait for).
+        if record.is_some() && alive >= options.engines {
             progress.finish();
             break record;
         }
@@ -298,6 +300,15 @@ impl StartedCluster {
         }
         Ok(())
     }
+}
+
+/// Whether a cluster's controller runs in `profile` (its record exists and
+/// names a live process).
+pub fn is_running(profile: &str) -> bool {
+    Profile::new(Some(profile))
+        .ok()
+        .and_then(|p| p.read_record())
+        .is_some_and(|record| process_alive(record.controller_pid))
 }
 
 /// `rparallel cluster stop`.

@@ -708,3 +708,196 @@ def wait_futures(futures, timeout):
     """``concurrent.futures.wait`` for Futures given to ``rc.wait``."""
     import concurrent.futures
     return concurrent.futures.wait(futures, timeout=timeout)
+
+
+class Completed:
+    """What ipyparallel's coroutine methods of ``Cluster`` return here: the
+    work is done when the method is called, and awaiting gives its value,
+    so both ``await cluster.start_engines(2)`` and a plain call work."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __await__(self):
+        return self.value
+        yield  # a generator: awaitable
+
+    def __repr__(self):
+        return "<Completed: %r>" % (self.value,)
+
+
+class ClusterManager:
+    """The clusters of this machine's user, by key (``profile:cluster_id``
+    in ipyparallel; here the profile, which is the cluster's id):
+    ``load_clusters()`` finds the running ones, ``new_cluster(**kw)`` makes
+    one (not started), ``get_cluster(key)``, ``remove_cluster(key)``
+    (forgets it; stopping is the cluster's own business)."""
+
+    def __init__(self, **kwargs):
+        self.clusters = {}
+
+    def load_clusters(self, **kwargs):
+        """Adds every running cluster, drops stopped ones; the clusters."""
+        import rparallel
+        for key in list(self.clusters):
+            if not self.clusters[key]._is_running():
+                self.clusters.pop(key)
+        for profile in rparallel.Cluster._running_profiles():
+            if profile not in self.clusters:
+                self.clusters[profile] = rparallel.Cluster.from_file(profile=profile)
+        return self.clusters
+
+    def new_cluster(self, **kwargs):
+        """``(key, cluster)`` of a new Cluster(**kwargs)."""
+        import rparallel
+        cluster = rparallel.Cluster(**kwargs)
+        key = cluster.cluster_id
+        if key in self.clusters:
+            raise KeyError("Cluster %s already exists!" % key)
+        self.clusters[key] = cluster
+        return key, cluster
+
+    def get_cluster(self, cluster_id):
+        return self.clusters[cluster_id]
+
+    def remove_cluster(self, cluster_id):
+        del self.clusters[cluster_id]
+
+
+# ------------------------------------------------------- joblib and dask
+
+def joblib_backend(view=None, **kwargs):
+    """A joblib backend running joblib's batches as tasks of ``view`` (a
+    load-balanced view). Without a view: the cluster of the default
+    profile, or a new local one (stopped when joblib is done with it)."""
+    from joblib.parallel import AutoBatchingMixin, ParallelBackendBase
+
+    class RparallelBackend(AutoBatchingMixin, ParallelBackendBase):
+        supports_retrieve_callback = True
+
+        def __init__(self, view=None, **kwargs):
+            super().__init__(**kwargs)
+            self._cluster = None
+            self._client = None
+            if view is None:
+                import rparallel
+                try:
+                    cluster = rparallel.Cluster.from_file()
+                except FileNotFoundError:
+                    cluster = self._cluster = rparallel.Cluster()
+                    cluster.start_cluster_sync()
+                self._client = cluster.connect_client_sync()
+                view = self._client.load_balanced_view()
+            self._view = view
+
+        def effective_n_jobs(self, n_jobs):
+            return max(1, len(self._view))
+
+        def submit(self, func, callback=None):
+            result = self._view.apply_async(func)
+            if callback is not None:
+                result.add_done_callback(callback)
+            return result
+
+        def retrieve_result_callback(self, out):
+            return out.get()
+
+        def terminate(self):
+            if self._client is not None:
+                self._client.close()
+            if self._cluster is not None:
+                self._cluster.stop_cluster_sync()
+
+    return RparallelBackend(view=view, **kwargs)
+
+
+def register_joblib_backend(view=None, name="ipyparallel", make_default=False):
+    """Registers ``name`` as a joblib backend running on ``view`` (see
+    ``joblib_backend``)."""
+    from joblib.parallel import register_parallel_backend
+    register_parallel_backend(name, lambda **kwargs: joblib_backend(view, **kwargs),
+                              make_default=make_default)
+
+
+class DaskScheduler:
+    """A dask.distributed Scheduler on an event loop of its own thread in
+    the client's process (``rc.become_dask()``)."""
+
+    def __init__(self):
+        import asyncio
+        import logging
+        import threading
+        import distributed
+
+        # Its INFO lines (every worker and client coming and going) would
+        # fill the notebook; warnings still show.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        ready = threading.Event()
+        self._error = None
+
+        def run():
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+
+            async def start():
+                # No dashboard: it would listen on a public port.
+                self.scheduler = await distributed.Scheduler(
+                    host="127.0.0.1", port=0, dashboard=False, dashboard_address=None)
+                ready.set()
+                await self.scheduler.finished()
+
+            try:
+                self.loop.run_until_complete(start())
+            except BaseException as e:
+                self._error = e
+                ready.set()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="dask-scheduler")
+        self._thread.start()
+        ready.wait(60)
+        if self._error is not None:
+            raise self._error
+        self.address = self.scheduler.address
+
+    def close(self):
+        import asyncio
+        asyncio.run_coroutine_threadsafe(self.scheduler.close(), self.loop).result(30)
+        self._thread.join(30)
+
+
+def become_dask(client, targets, port, nthreads, kwargs):
+    """``rc.become_dask()``: a scheduler here, a worker on each engine of
+    ``targets``; a ``distributed.Client`` of them."""
+    import distributed
+    if kwargs:
+        raise TypeError("become_dask() got unexpected keyword arguments: %s"
+                        % ", ".join(sorted(kwargs)))
+    stop_dask(client)
+    scheduler = DaskScheduler()
+    client._dask_scheduler = scheduler
+    view = client.direct_view(targets)
+    from rparallel._remote import start_dask_worker
+    view.apply_sync(start_dask_worker, scheduler.address, nthreads or 1)
+    client._dask_view = view
+    return distributed.Client(scheduler.address)
+
+
+def stop_dask(client):
+    """``rc.stop_dask()``: closes the workers and the scheduler."""
+    view = getattr(client, "_dask_view", None)
+    scheduler = getattr(client, "_dask_scheduler", None)
+    client._dask_view = client._dask_scheduler = None
+    if view is not None:
+        try:
+            from rparallel._remote import stop_dask_worker
+            view.apply_sync(stop_dask_worker)
+        except Exception:
+            pass
+    if scheduler is not None:
+        scheduler.close()
+
+
+def register_module_joblib_backend(name="ipyparallel", make_default=False):
+    """``rparallel.register_joblib_backend()``: joblib's backend ``name``
+    runs on the default profile's cluster (a new local one if none runs)."""
+    register_joblib_backend(None, name, make_default)

@@ -166,6 +166,20 @@ impl LoadBalancedView {
         helpers(py)?.call_method1("temp_flags", (slf, flags))
     }
 
+    /// Registers this view as the joblib backend `name`:
+    /// `with joblib.parallel_backend('ipyparallel'): Parallel(n_jobs=...)`
+    /// runs joblib's batches as tasks here.
+    #[pyo3(signature = (name="ipyparallel", make_default=false))]
+    fn register_joblib_backend(
+        slf: Bound<'_, Self>,
+        name: &str,
+        make_default: bool,
+    ) -> PyResult<()> {
+        helpers(slf.py())?
+            .call_method1("register_joblib_backend", (slf.clone(), name, make_default))?;
+        Ok(())
+    }
+
     /// The flags `set_flags` and `temp_flags` take.
     #[classattr]
     fn _flag_names() -> Vec<&'static str> {

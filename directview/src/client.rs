@@ -17,7 +17,7 @@ use crate::jobs::wait_jobs;
 use crate::view::DirectView;
 use crate::waiting::PyWaiter;
 
-#[pyclass(module = "rparallel", name = "Client")]
+#[pyclass(module = "rparallel", name = "Client", dict)]
 pub struct PyClient {
     client: Arc<Client>,
     #[pyo3(get)]
@@ -535,6 +535,39 @@ impl PyClient {
         }
         let view = Bound::new(py, PyClient::direct_view(slf, targets)?)?;
         view.call_method1("shutdown", (py.None(), block.unwrap_or(true)))?;
+        Ok(())
+    }
+
+    /// Makes the engines of `targets` the workers of a dask.distributed
+    /// scheduler started in this process; returns a `distributed.Client`
+    /// of it. `nthreads`: threads per worker (1).
+    #[pyo3(signature = (targets=None, port=0, nanny=false, scheduler_args=None, nthreads=None, **kwargs))]
+    fn become_dask(
+        slf: &Bound<'_, Self>,
+        targets: Option<&Bound<'_, PyAny>>,
+        port: u16,
+        nanny: bool,
+        scheduler_args: Option<&Bound<'_, PyDict>>,
+        nthreads: Option<usize>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let _ = (nanny, scheduler_args);
+        let kwargs = kwargs.cloned().unwrap_or_else(|| PyDict::new(py));
+        let targets = targets
+            .map(|t| t.clone().unbind())
+            .unwrap_or_else(|| py.None());
+        Ok(crate::convert::helpers(py)?
+            .call_method1(
+                "become_dask",
+                (slf.clone(), targets, port, nthreads, kwargs),
+            )?
+            .unbind())
+    }
+
+    /// Stops the dask workers and scheduler `become_dask` started.
+    fn stop_dask(slf: &Bound<'_, Self>) -> PyResult<()> {
+        crate::convert::helpers(slf.py())?.call_method1("stop_dask", (slf.clone(),))?;
         Ok(())
     }
 

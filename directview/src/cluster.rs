@@ -19,6 +19,7 @@ use rparallel_client::wait::wait_until;
 use rparallel_client::{Client, Deadline, Request, State, Until};
 
 use crate::client::{connect, PyClient};
+use crate::convert::helpers;
 use crate::errors::{os_error, timeout_error};
 use crate::waiting::PyWaiter;
 
@@ -43,6 +44,9 @@ pub struct Cluster {
     /// The cluster's own connection to its controller, for starting and
     /// stopping engines (not a Client: it must not become `%px`'s view).
     control: Mutex<Option<Arc<Client>>>,
+    /// Found running (`from_file`, `from_dict`, `ClusterManager`) rather
+    /// than started here: stopping it stops it through its record.
+    attached: bool,
 }
 
 /// The `**options` `Cluster()` takes (ipyparallel's names).
@@ -156,35 +160,113 @@ impl Cluster {
             profile,
             options,
             control: Mutex::new(None),
+            attached: false,
         })
+    }
+
+    /// The cluster running in `profile` (or the one `cluster_id` names),
+    /// started elsewhere (`rparallel cluster start`, another process).
+    #[classmethod]
+    #[pyo3(signature = (profile=None, cluster_id=None, **_options))]
+    fn from_file(
+        cls: &Bound<'_, pyo3::types::PyType>,
+        profile: Option<String>,
+        cluster_id: Option<String>,
+        _options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let py = cls.py();
+        let name = profile.or(cluster_id.filter(|c| !c.is_empty()));
+        let found = Profile::new(name.as_deref()).map_err(os_error)?;
+        let Some(record) = found.read_record() else {
+            return Err(pyo3::exceptions::PyFileNotFoundError::new_err(format!(
+                "no cluster is running in profile {}",
+                found.name
+            )));
+        };
+        let kwargs = [("profile", found.name.clone())].into_py_dict(py)?;
+        kwargs.set_item("n", record.engines_requested.max(record.engines_alive))?;
+        let mut cluster: Cluster = cls
+            .call((), Some(&kwargs))?
+            .extract::<PyRef<Cluster>>()?
+            .detached();
+        cluster.attached = true;
+        Ok(cluster)
+    }
+
+    /// A cluster from `to_dict()`'s output (attached to it if it runs).
+    #[classmethod]
+    fn from_dict(cls: &Bound<'_, pyo3::types::PyType>, d: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let py = cls.py();
+        let info = d
+            .get_item("cluster")?
+            .ok_or_else(|| PyValueError::new_err("from_dict needs the 'cluster' of to_dict()"))?;
+        let profile: String = info.get_item("profile")?.extract()?;
+        let kwargs = [("profile", profile.clone())].into_py_dict(py)?;
+        kwargs.set_item("n", info.get_item("n")?)?;
+        kwargs.set_item("engines", info.get_item("engines")?)?;
+        let mut cluster: Cluster = cls
+            .call((), Some(&kwargs))?
+            .extract::<PyRef<Cluster>>()?
+            .detached();
+        cluster.attached = Profile::new(Some(&profile))
+            .ok()
+            .and_then(|p| p.read_record())
+            .is_some();
+        Ok(cluster)
+    }
+
+    /// What identifies the cluster and how to reach it, as plain data
+    /// (JSON-ready; `Cluster.from_dict` reads it back).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let cluster = PyDict::new(py);
+        cluster.set_item("profile", &self.profile)?;
+        cluster.set_item("cluster_id", &self.profile)?;
+        cluster.set_item("n", self.n)?;
+        cluster.set_item("engines", self.options.launch.kind.to_string())?;
+        let controller = PyDict::new(py);
+        let engines = PyDict::new(py);
+        let record = Profile::new(Some(&self.profile))
+            .ok()
+            .and_then(|p| p.read_record());
+        if let Some(record) = record.filter(|_| self.is_running()) {
+            controller.set_item("pid", record.controller_pid)?;
+            controller.set_item("listening", record.listening)?;
+            controller.set_item("started", record.started)?;
+            engines.set_item("requested", record.engines_requested)?;
+            engines.set_item("alive", record.engines_alive)?;
+        }
+        let d = PyDict::new(py);
+        d.set_item("cluster", cluster)?;
+        d.set_item("controller", controller)?;
+        d.set_item("engines", engines)?;
+        Ok(d)
+    }
+
+    /// Profiles with a running cluster (for `ClusterManager`).
+    #[staticmethod]
+    fn _running_profiles() -> PyResult<Vec<String>> {
+        Ok(Profile::all_with_clusters()
+            .map_err(os_error)?
+            .into_iter()
+            .filter(|(_, record)| rparallel_cluster::process::process_alive(record.controller_pid))
+            .map(|(profile, _)| profile.name)
+            .collect())
+    }
+
+    /// Whether the controller runs (for `ClusterManager`).
+    fn _is_running(&self) -> bool {
+        self.is_running()
+    }
+
+    /// The cluster's id: its profile (`Client(cluster_id=...)` connects).
+    #[getter]
+    fn cluster_id(&self) -> String {
+        self.profile.clone()
     }
 
     /// Starts the controller and the engines; returns once all registered.
     fn start_sync(&self, py: Python<'_>) -> PyResult<()> {
-        if self.is_running() {
-            return Ok(());
-        }
-        // A controller that died (killed) leaves its entry and files.
-        let dead: Vec<_> = {
-            let mut owned = OWNED.lock().unwrap_or_else(|e| e.into_inner());
-            let (dead, live) = std::mem::take(&mut *owned)
-                .into_iter()
-                .partition(|(p, _)| *p == self.profile);
-            *owned = live;
-            dead
-        };
-        for (_, cluster) in dead {
-            let _ = cluster.stop();
-        }
-        let options = self.options.clone();
-        let started = py
-            .detach(move || start_cluster(&options))
-            .map_err(os_error)?;
-        OWNED
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((self.profile.clone(), started));
-        Ok(())
+        self.start_with(py, self.n)
     }
 
     /// A Client connected to this cluster, with all engines registered.
@@ -204,9 +286,15 @@ impl Cluster {
         self.connect_client_sync(py)
     }
 
-    /// Stops every engine and starts `n` new ones; returns their ids once
-    /// all registered. New engines have new ids and empty namespaces.
-    fn restart_engines(&self, py: Python<'_>) -> PyResult<Vec<u32>> {
+    /// Stops every engine and starts `n` new ones; their ids once all
+    /// registered (an awaitable, as ipyparallel's coroutine; the work is
+    /// done when called). New engines have new ids and empty namespaces.
+    fn restart_engines<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        completed(py, self.restart_engines_sync(py)?)
+    }
+
+    /// `restart_engines`, returning the new ids.
+    fn restart_engines_sync(&self, py: Python<'_>) -> PyResult<Vec<u32>> {
         let client = self.control(py)?;
         let old = client.ids();
         if !old.is_empty() {
@@ -218,11 +306,6 @@ impl Cluster {
             )?;
         }
         self.replace(py, &client, &old, self.n)
-    }
-
-    /// Same as `restart_engines` (ipyparallel's blocking spelling).
-    fn restart_engines_sync(&self, py: Python<'_>) -> PyResult<Vec<u32>> {
-        self.restart_engines(py)
     }
 
     /// Stops engine `engine_id` and starts one in its place; returns the
@@ -245,12 +328,161 @@ impl Cluster {
         Ok(new[0])
     }
 
-    /// Starts `n` more engines (default: the cluster's `n`); returns their
-    /// ids once they registered.
+    /// Starts `n` more engines (default: the cluster's `n`); an awaitable
+    /// of their ids (the work is done when called).
     #[pyo3(signature = (n=None))]
-    fn start_engines(&self, py: Python<'_>, n: Option<usize>) -> PyResult<Vec<u32>> {
+    fn start_engines<'py>(&self, py: Python<'py>, n: Option<usize>) -> PyResult<Bound<'py, PyAny>> {
+        completed(py, self.start_engines_sync(py, n)?)
+    }
+
+    /// `start_engines`, returning the new engines' ids once registered.
+    #[pyo3(signature = (n=None))]
+    fn start_engines_sync(&self, py: Python<'_>, n: Option<usize>) -> PyResult<Vec<u32>> {
         let client = self.control(py)?;
         self.replace(py, &client, &[], n.unwrap_or(self.n))
+    }
+
+    /// Stops the engines `engine_set_id` names (a list of ids, as
+    /// `start_engines` gives; all when None); an awaitable.
+    #[pyo3(signature = (engine_set_id=None))]
+    fn stop_engines<'py>(
+        &self,
+        py: Python<'py>,
+        engine_set_id: Option<Vec<u32>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.stop_engines_sync(py, engine_set_id)?;
+        completed(py, py.None())
+    }
+
+    /// `stop_engines`, returning once they are gone.
+    #[pyo3(signature = (engine_set_id=None))]
+    fn stop_engines_sync(&self, py: Python<'_>, engine_set_id: Option<Vec<u32>>) -> PyResult<()> {
+        let client = self.control(py)?;
+        let ids = engine_set_id.unwrap_or_else(|| client.ids());
+        let sent: Vec<String> = ids
+            .iter()
+            .filter(|id| client.ids().contains(id))
+            .map(|&id| client.send(id, Request::Shutdown))
+            .collect();
+        let mut waiter = PyWaiter::new(py);
+        let waited = client.wait(
+            &sent,
+            Deadline::Return(RESTART_TIMEOUT),
+            Until::AllDone,
+            &mut waiter,
+        );
+        client.tracker().forget(&sent);
+        waited?;
+        let gone = wait_until(
+            client.tracker(),
+            &mut waiter,
+            Some(RESTART_TIMEOUT),
+            |state| ids.iter().all(|id| !state.engines.contains_key(id)),
+        )?;
+        if !gone {
+            return Err(timeout_error(py, format!("engines {ids:?} did not stop")));
+        }
+        Ok(())
+    }
+
+    /// Sends signal `signum` (number or name) to the engine processes
+    /// (`engine_set_id`: a list of ids; all when None); an awaitable.
+    #[pyo3(signature = (signum, engine_set_id=None))]
+    fn signal_engines<'py>(
+        &self,
+        py: Python<'py>,
+        signum: &Bound<'py, PyAny>,
+        engine_set_id: Option<Vec<u32>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.signal_engines_sync(py, signum, engine_set_id)?;
+        completed(py, py.None())
+    }
+
+    /// `signal_engines`, returning once the engines received it.
+    #[pyo3(signature = (signum, engine_set_id=None))]
+    fn signal_engines_sync(
+        &self,
+        py: Python<'_>,
+        signum: &Bound<'_, PyAny>,
+        engine_set_id: Option<Vec<u32>>,
+    ) -> PyResult<()> {
+        let number: i32 = helpers(py)?
+            .call_method1("signal_number", (signum,))?
+            .extract()?;
+        let client = self.control(py)?;
+        let ids = engine_set_id.unwrap_or_else(|| client.ids());
+        let sent: Vec<String> = ids
+            .iter()
+            .map(|&id| client.send(id, Request::Signal(number)))
+            .collect();
+        let waited = client.wait(
+            &sent,
+            Deadline::Return(Duration::from_secs(5)),
+            Until::AllDone,
+            &mut PyWaiter::new(py),
+        );
+        client.tracker().forget(&sent);
+        waited.map(|_| ())
+    }
+
+    /// Starts the controller alone (engines come with `start_engines`);
+    /// an awaitable.
+    fn start_controller<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.start_controller_sync(py)?;
+        completed(py, py.None())
+    }
+
+    fn start_controller_sync(&self, py: Python<'_>) -> PyResult<()> {
+        self.start_with(py, 0)
+    }
+
+    /// Stops the controller (and with it every engine); an awaitable.
+    fn stop_controller<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.stop_cluster_sync(py)?;
+        completed(py, py.None())
+    }
+
+    fn stop_controller_sync(&self, py: Python<'_>) -> PyResult<()> {
+        self.stop_cluster_sync(py)
+    }
+
+    /// Starts the controller and engines; an awaitable.
+    fn start_cluster<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.start_sync(py)?;
+        completed(py, py.None())
+    }
+
+    fn start_cluster_sync(&self, py: Python<'_>) -> PyResult<()> {
+        self.start_sync(py)
+    }
+
+    /// Stops the controller and engines; an awaitable.
+    fn stop_cluster<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.stop_cluster_sync(py)?;
+        completed(py, py.None())
+    }
+
+    /// A connected Client (all engines registered); an awaitable.
+    fn connect_client<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.connect_client_sync(py)?;
+        completed(py, client)
+    }
+
+    /// `async with Cluster(...) as rc:`.
+    fn __aenter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.start_and_connect_sync(py)?;
+        completed(py, client)
+    }
+
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _a: &Bound<'py, PyAny>,
+        _b: &Bound<'py, PyAny>,
+        _c: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.stop_cluster_sync(py)?;
+        completed(py, py.None())
     }
 
     /// Stops the controller and all engines.
@@ -263,6 +495,14 @@ impl Cluster {
                 client.close();
             }
             py.detach(|| cluster.stop()).map_err(os_error)?;
+        } else if self.attached && self.is_running() {
+            drop(owned);
+            if let Some(client) = self.control_slot().take() {
+                client.close();
+            }
+            let profile = self.profile.clone();
+            py.detach(|| rparallel_cluster::lifecycle::stop_cluster(Some(&profile)))
+                .map_err(os_error)?;
         }
         Ok(())
     }
@@ -354,6 +594,36 @@ fn words_of(value: Option<Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
 }
 
 impl Cluster {
+    /// Starts the controller with `engines` engines (0: the controller
+    /// alone); returns once they registered.
+    fn start_with(&self, py: Python<'_>, engines: usize) -> PyResult<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        // A controller that died (killed) leaves its entry and files.
+        let dead: Vec<_> = {
+            let mut owned = OWNED.lock().unwrap_or_else(|e| e.into_inner());
+            let (dead, live) = std::mem::take(&mut *owned)
+                .into_iter()
+                .partition(|(p, _)| *p == self.profile);
+            *owned = live;
+            dead
+        };
+        for (_, cluster) in dead {
+            let _ = cluster.stop();
+        }
+        let mut options = self.options.clone();
+        options.engines = engines;
+        let started = py
+            .detach(move || start_cluster(&options))
+            .map_err(os_error)?;
+        OWNED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((self.profile.clone(), started));
+        Ok(())
+    }
+
     fn control_slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Client>>> {
         self.control.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -448,10 +718,29 @@ impl Cluster {
     /// Started by this process, and its controller still runs (it may
     /// have been killed meanwhile).
     fn is_running(&self) -> bool {
-        OWNED
+        let owned = OWNED
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter_mut()
-            .any(|(p, cluster)| *p == self.profile && cluster.is_running())
+            .any(|(p, cluster)| *p == self.profile && cluster.is_running());
+        owned || (self.attached && rparallel_cluster::lifecycle::is_running(&self.profile))
     }
+
+    /// A copy of this (unstarted) cluster's settings, for the class
+    /// methods that build one through `Cluster(...)`.
+    fn detached(&self) -> Cluster {
+        Cluster {
+            n: self.n,
+            profile: self.profile.clone(),
+            options: self.options.clone(),
+            control: Mutex::new(None),
+            attached: false,
+        }
+    }
+}
+
+/// An awaitable of `value`, for ipyparallel's coroutine methods (the work
+/// is already done).
+fn completed<'py>(py: Python<'py>, value: impl IntoPyObject<'py>) -> PyResult<Bound<'py, PyAny>> {
+    helpers(py)?.call_method1("Completed", (value,))
 }

@@ -74,6 +74,13 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     module.add("ExecuteReply", helpers.getattr("ExecuteReply")?)?;
     module.add("Dependency", helpers.getattr("Dependency")?)?;
     module.add("ViewExecutor", helpers.getattr("ViewExecutor")?)?;
+    module.add("ClusterManager", helpers.getattr("ClusterManager")?)?;
+    module.add(
+        "register_joblib_backend",
+        helpers.getattr("register_module_joblib_backend")?,
+    )?;
+    // One fan-out path serves both (see `Client.broadcast_view`).
+    module.add("BroadcastView", module.getattr("DirectView")?)?;
     module.add_class::<px::Magics>()?;
     module.add(
         "load_ipython_extension",

@@ -112,3 +112,49 @@ class Reference:
     def __call__(self, *args, **kwargs):
         raise TypeError("a Reference is resolved on the engine; %r cannot be called here"
                         % self.name)
+
+
+def start_dask_worker(address, nthreads):
+    """On an engine: a dask.distributed Worker of the scheduler at
+    ``address``, on an event loop of its own thread (the engine's Python
+    thread stays free for requests)."""
+    import asyncio
+    import threading
+    import distributed
+
+    ready = threading.Event()
+    state = {}
+
+    def run():
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+
+        async def start():
+            worker = await distributed.Worker(address, nthreads=nthreads)
+            state["worker"], state["loop"] = worker, loop
+            ready.set()
+            await worker.finished()
+
+        try:
+            loop.run_until_complete(start())
+        except BaseException as e:  # reported to the caller
+            state["error"] = e
+            ready.set()
+
+    threading.Thread(target=run, daemon=True, name="dask-worker").start()
+    ready.wait(60)
+    if "error" in state:
+        raise state["error"]
+    import __main__
+    __main__.__dict__["_rparallel_dask_worker"] = state
+    return state["worker"].address
+
+
+def stop_dask_worker():
+    """On an engine: closes the Worker ``start_dask_worker`` started."""
+    import asyncio
+    import __main__
+    state = __main__.__dict__.pop("_rparallel_dask_worker", None)
+    if state and "worker" in state:
+        done = asyncio.run_coroutine_threadsafe(state["worker"].close(), state["loop"])
+        done.result(30)
