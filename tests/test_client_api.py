@@ -588,9 +588,9 @@ two.get(timeout=10)
 
 
 def test_len_index_slice(k):
-    """`len(ar)` is the number of results (engines for apply, items for
-    a map); `ar[0]`, `ar[-1]` and `ar[0:2]` index the results; `ar[0]`
-    before the result is ready raises rparallel.error.TimeoutError."""
+    """`len(ar)` is the number of results (one per engine for apply); `ar[0]`,
+    `ar[-1]` and `ar[0:2]` index the results (also of a map: its items);
+    `ar[0]` before the result is ready raises rparallel.error.TimeoutError."""
     got = value(
         k,
         """
@@ -606,15 +606,33 @@ try:
 except Exception as e:
     early_cls = [isinstance(e, ipp.error.TimeoutError), type(e).__module__]
 slow.get(timeout=10)
-[len(ar), ar[0], ar[-1], ar[0:2], len(m), m[0], m[5], m[2:4], early, early_cls, slow[1], pids]
+[len(ar), ar[0], ar[-1], ar[0:2], m[0], m[5], m[2:4], early, early_cls, slow[1], pids]
 """,
     )
-    n, first, last, two, nm, m0, m5, m24, early, early_cls, after, pids = got
+    n, first, last, two, m0, m5, m24, early, early_cls, after, pids = got
     assert n == N and first == pids[0] and last == pids[-1] and two == pids[:2], got
-    assert nm == 7 and m0 == 0 and m5 == 50 and m24 == [20, 30], got
+    assert m0 == 0 and m5 == 50 and m24 == [20, 30], got
     assert early is not None and early[0] == "TimeoutError", f"ar[0] before ready: {early}"
     assert early_cls and early_cls[0], f"ar[0] before ready is not rparallel.error.TimeoutError: {early_cls}"
     assert after is None, got
+
+
+def test_len_of_a_map_counts_its_items(k):
+    """`len(ar)` of a DirectView map counts the items mapped, not the
+    messages sent (ipyparallel counts each message's chunk size, so that
+    `ar.progress / len(ar)` is the fraction done): 7 for 7 items on N
+    engines; likewise for a load-balanced map with chunksize 2."""
+    got = value(
+        k,
+        """
+m = rc[:].map_async(lambda x: x * 10, range(7))
+m.get(timeout=10)
+lb = rc.load_balanced_view().map_async(lambda x: x, range(7), chunksize=2)
+lb.get(timeout=10)
+[len(m), len(m.msg_ids), len(lb), len(lb.msg_ids)]
+""",
+    )
+    assert got == [7, N, 7, 4], f"[len(map of 7), its messages, len(lb map of 7 by 2), its messages] = {got}"
 
 
 def test_split_and_join(k):

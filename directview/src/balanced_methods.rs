@@ -27,6 +27,7 @@ impl LoadBalancedView {
         finish(self.apply_task(py, f, args, kwargs)?, self.block)
     }
 
+    /// `apply`, waiting for the result (block=True).
     #[pyo3(signature = (f, *args, **kwargs))]
     fn apply_sync(
         &self,
@@ -38,6 +39,7 @@ impl LoadBalancedView {
         finish(self.apply_task(py, f, args, kwargs)?, true)
     }
 
+    /// `apply`, returning an AsyncResult at once (block=False).
     #[pyo3(signature = (f, *args, **kwargs))]
     fn apply_async(
         &self,
@@ -71,6 +73,7 @@ impl LoadBalancedView {
         )
     }
 
+    /// `map`, waiting for the results (block=True).
     #[pyo3(signature = (f, *sequences, chunksize=1, ordered=true, return_exceptions=false))]
     fn map_sync(
         &self,
@@ -85,6 +88,7 @@ impl LoadBalancedView {
         finish(self.chunked(py, f, sequences, map)?, true)
     }
 
+    /// `map`, returning an AsyncMapResult at once (block=False).
     #[pyo3(signature = (f, *sequences, chunksize=1, ordered=true, return_exceptions=false))]
     fn map_async(
         &self,
@@ -186,21 +190,25 @@ impl LoadBalancedView {
         FLAG_NAMES.to_vec()
     }
 
+    /// How many times a failed task is tried again, on other engines.
     #[getter]
     fn get_retries(&self) -> u32 {
         self.retries
     }
 
+    /// Seconds a task may wait in the scheduler before TaskTimeout (None: no limit).
     #[getter]
     fn get_timeout(&self) -> Option<f64> {
         self.timeout
     }
 
+    /// Tasks this one waits for (a Dependency), or None.
     #[getter]
     fn get_after(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.after.as_ref().map(|a| a.clone_ref(py))
     }
 
+    /// Tasks whose engine this one must run on (a Dependency), or None.
     #[getter]
     fn get_follow(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.follow.as_ref().map(|f| f.clone_ref(py))

@@ -20,6 +20,7 @@ use crate::waiting::PyWaiter;
 #[pyclass(module = "rparallel", name = "Client", dict)]
 pub struct PyClient {
     client: Arc<Client>,
+    /// The profile of the cluster this client is connected to.
     #[pyo3(get)]
     profile: String,
     /// The default of `block=` for the client's own calls (`clear`,
@@ -29,8 +30,10 @@ pub struct PyClient {
     /// `rc.results` / `rc.metadata`: results kept by msg_id for results
     /// that own nothing (fetched with `get_result`); a view's own results
     /// keep theirs, as ipyparallel's owning AsyncResults do.
+    /// Results by msg_id that no AsyncResult owns (see `metadata`).
     #[pyo3(get)]
     results: Py<PyDict>,
+    /// Metadata by msg_id, for the results in `results`.
     #[pyo3(get)]
     metadata: Py<PyDict>,
 }

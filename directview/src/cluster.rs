@@ -36,8 +36,10 @@ pub fn stop_owned_clusters() {
 
 #[pyclass(module = "rparallel", name = "Cluster")]
 pub struct Cluster {
+    /// How many engines the cluster starts.
     #[pyo3(get)]
     n: usize,
+    /// The profile: where the cluster's files live, and its id.
     #[pyo3(get)]
     profile: String,
     options: ClusterOptions,
@@ -281,6 +283,7 @@ impl Cluster {
         Ok(client.unbind())
     }
 
+    /// Starts the cluster and returns a connected Client.
     fn start_and_connect_sync(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.start_sync(py)?;
         self.connect_client_sync(py)
@@ -432,6 +435,7 @@ impl Cluster {
         completed(py, py.None())
     }
 
+    /// `start_controller`, returning once the controller listens.
     fn start_controller_sync(&self, py: Python<'_>) -> PyResult<()> {
         self.start_with(py, 0)
     }
@@ -442,6 +446,7 @@ impl Cluster {
         completed(py, py.None())
     }
 
+    /// `stop_controller`, returning once it stopped.
     fn stop_controller_sync(&self, py: Python<'_>) -> PyResult<()> {
         self.stop_cluster_sync(py)
     }
@@ -452,6 +457,7 @@ impl Cluster {
         completed(py, py.None())
     }
 
+    /// Starts the controller and engines; returns once all registered.
     fn start_cluster_sync(&self, py: Python<'_>) -> PyResult<()> {
         self.start_sync(py)
     }

@@ -62,6 +62,7 @@ impl RemoteDecorator {
 #[pyclass(module = "rparallel")]
 pub struct RemoteFunction {
     view: AnyView,
+    /// The function it runs remotely.
     #[pyo3(get)]
     f: Py<PyAny>,
     block: Option<bool>,
@@ -80,11 +81,13 @@ impl RemoteFunction {
         finish(self.view.apply(py, self.f.bind(py), args, kwargs)?, block)
     }
 
+    /// The view it runs on.
     #[getter]
     fn view(&self, py: Python<'_>) -> Py<PyAny> {
         self.view.object(py)
     }
 
+    /// Whether a call waits for the result (None: the view's `block`).
     #[getter]
     fn block(&self) -> Option<bool> {
         self.block
@@ -97,6 +100,7 @@ impl RemoteFunction {
 #[pyclass(module = "rparallel")]
 pub struct ParallelFunction {
     view: AnyView,
+    /// The function it runs remotely.
     #[pyo3(get)]
     f: Py<PyAny>,
     block: Option<bool>,
@@ -129,11 +133,14 @@ impl ParallelFunction {
         self.run(py, sequences, false)
     }
 
+    /// Runs the function on each element (zipped across `sequences`),
+    /// the elements split across the engines as a call splits them.
     #[pyo3(signature = (*sequences))]
     fn map(&self, py: Python<'_>, sequences: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
         self.run(py, sequences, true)
     }
 
+    /// The view it runs on.
     #[getter]
     fn view(&self, py: Python<'_>) -> Py<PyAny> {
         self.view.object(py)

@@ -164,6 +164,7 @@ impl AsyncResult {
             .unbind())
     }
 
+    /// The results keyed by engine id: `get_dict()`.
     #[getter]
     fn result_dict(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         Self::get_dict(slf, None)
@@ -287,6 +288,7 @@ impl AsyncResult {
         self.client.abort(&self.msg_ids, &mut PyWaiter::new(py))
     }
 
+    /// Whether every request finished.
     fn ready(&self) -> bool {
         self.is_ready()
     }
@@ -300,23 +302,28 @@ impl AsyncResult {
     }
 
     // concurrent.futures.Future protocol
+    /// `concurrent.futures.Future.result`: `get(timeout)`.
     #[pyo3(signature = (timeout=None))]
     fn result(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         Self::get(slf, timeout, None, None)
     }
 
+    /// `concurrent.futures.Future.done`: whether it is ready.
     fn done(&self) -> bool {
         self.is_ready()
     }
 
+    /// Always False: requests are aborted (`abort()`), not cancelled.
     fn cancelled(&self) -> bool {
         false
     }
 
+    /// Whether some request has not finished.
     fn running(&self) -> bool {
         !self.is_ready()
     }
 
+    /// The error the work raised, or None; waits up to `timeout`.
     #[pyo3(signature = (timeout=None))]
     fn exception(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
         let py = slf.py();
@@ -333,26 +340,31 @@ impl AsyncResult {
         Ok(())
     }
 
+    /// The result: `get()`.
     #[getter]
     fn r(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         Self::get(slf, None, None, None)
     }
 
+    /// The msg_ids of the requests, in order.
     #[getter(msg_ids)]
     fn py_msg_ids(&self) -> Vec<String> {
         self.msg_ids.clone()
     }
 
+    /// The engine of each request (one for a single-engine result).
     #[getter]
     fn engine_id(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.per_engine(py, self.known_engines())
     }
 
+    /// What each request printed to stdout.
     #[getter]
     fn stdout(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.per_engine(py, self.stream("stdout"))
     }
 
+    /// What each request printed to stderr.
     #[getter]
     fn stderr(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.per_engine(py, self.stream("stderr"))

@@ -26,6 +26,8 @@ pub struct DirectView {
     /// Wait for results (true) or return AsyncResults (false, the default).
     #[pyo3(get, set)]
     pub(crate) block: bool,
+    /// Watch sends, so `ar.sent` / `ar.wait_for_send()` say when the
+    /// arguments' buffers may be changed again.
     #[pyo3(get, set)]
     pub(crate) track: bool,
 }

@@ -60,6 +60,7 @@ impl DirectView {
 
 #[pymethods]
 impl DirectView {
+    /// The engines this view sends to: an id, a list of ids, or "all".
     #[getter(targets)]
     fn py_targets(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         targets_to_python(py, &self.targets)
@@ -71,6 +72,7 @@ impl DirectView {
         Ok(())
     }
 
+    /// The Client this view belongs to.
     #[getter(client)]
     fn py_client(&self, py: Python<'_>) -> Py<PyAny> {
         self.py_client.clone_ref(py)
@@ -88,6 +90,7 @@ impl DirectView {
         finish(self.apply(py, f, args, kwargs)?, self.block)
     }
 
+    /// `apply`, waiting for the result (block=True).
     #[pyo3(signature = (f, *args, **kwargs))]
     fn apply_sync(
         &self,
@@ -99,6 +102,7 @@ impl DirectView {
         finish(self.apply(py, f, args, kwargs)?, true)
     }
 
+    /// `apply`, returning an AsyncResult at once (block=False).
     #[pyo3(signature = (f, *args, **kwargs))]
     fn apply_async(
         &self,
@@ -162,6 +166,7 @@ impl DirectView {
         finish(self.chunked(py, f, sequences, true)?, self.block_for(block))
     }
 
+    /// `map`, waiting for the results (block=True).
     #[pyo3(signature = (f, *sequences))]
     fn map_sync(
         &self,
@@ -172,6 +177,7 @@ impl DirectView {
         finish(self.chunked(py, f, sequences, true)?, true)
     }
 
+    /// `map`, returning an AsyncMapResult at once (block=False).
     #[pyo3(signature = (f, *sequences))]
     fn map_async(
         &self,
