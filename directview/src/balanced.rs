@@ -20,6 +20,9 @@ use crate::errors::target_error;
 use crate::result::{AsyncResult, UNASSIGNED};
 use crate::view::{apply_request, Sequences};
 
+/// A view whose calls run as tasks on whichever engine is free (the
+/// controller's scheduler), with retries, timeouts and dependencies
+/// (`after`, `follow`); `rc.load_balanced_view()`.
 #[pyclass(module = "rparallel", name = "LoadBalancedView")]
 pub struct LoadBalancedView {
     pub(crate) client: Arc<Client>,

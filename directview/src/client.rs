@@ -17,6 +17,10 @@ use crate::jobs::wait_jobs;
 use crate::view::DirectView;
 use crate::waiting::PyWaiter;
 
+/// A connection to a cluster's controller: views on its engines
+/// (`rc[:]`, `rc[0]`, `load_balanced_view()`), waiting, and the cluster's
+/// queues. `Client(profile=...)`, `Client(url_file=...)` or
+/// `Client(cluster=...)` say which cluster.
 #[pyclass(module = "rparallel", name = "Client", dict)]
 pub struct PyClient {
     client: Arc<Client>,
@@ -27,10 +31,8 @@ pub struct PyClient {
     /// `send_signal`, `abort`).
     #[pyo3(get, set)]
     block: bool,
-    /// `rc.results` / `rc.metadata`: results kept by msg_id for results
-    /// that own nothing (fetched with `get_result`); a view's own results
-    /// keep theirs, as ipyparallel's owning AsyncResults do.
-    /// Results by msg_id that no AsyncResult owns (see `metadata`).
+    /// Results by msg_id that no AsyncResult owns. A view's results own
+    /// theirs (they leave with the AsyncResult), as ipyparallel's do.
     #[pyo3(get)]
     results: Py<PyDict>,
     /// Metadata by msg_id, for the results in `results`.
@@ -50,7 +52,6 @@ const IGNORED_CLIENT_OPTIONS: &[&str] = &[
     "sshkey",
     "password",
     "paramiko",
-    "connection_info",
     "packer",
     "unpacker",
     "session",
@@ -110,15 +111,20 @@ impl PyClient {
     #[new]
     /// `cluster_id` names a cluster as `Cluster.cluster_id` gives it (its
     /// profile).
-    #[pyo3(signature = (url_file=None, profile=None, timeout=10.0, cluster_id=None, **kwargs))]
+    #[pyo3(signature = (url_file=None, profile=None, timeout=10.0, cluster_id=None, cluster=None, **kwargs))]
     fn new(
         py: Python<'_>,
         url_file: Option<PathBuf>,
         profile: Option<String>,
         timeout: f64,
         cluster_id: Option<String>,
+        cluster: Option<&Bound<'_, PyAny>>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
+        let cluster_id = match cluster.filter(|c| !c.is_none()) {
+            Some(c) => Some(c.getattr("cluster_id")?.extract::<String>()?),
+            None => cluster_id,
+        };
         for key in kwargs.iter().flat_map(|k| k.keys()) {
             let key: String = key.extract()?;
             if !IGNORED_CLIENT_OPTIONS.contains(&key.as_str()) {
@@ -416,10 +422,8 @@ impl PyClient {
         targets: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let view = match targets.filter(|t| !t.is_none()) {
-            None => Bound::new(py, PyClient::load_balanced_view(slf, None)?)?.into_any(),
-            Some(t) => Bound::new(py, PyClient::direct_view(slf, Some(t))?)?.into_any(),
-        };
+        let targets = targets.filter(|t| !t.is_none());
+        let view = Bound::new(py, PyClient::load_balanced_view(slf, targets)?)?;
         view.getattr("executor")
     }
 

@@ -34,6 +34,9 @@ pub fn stop_owned_clusters() {
     }
 }
 
+/// A controller and engines started from Python: `Cluster(n=4)`,
+/// `start_and_connect_sync()` (or `with Cluster(n=4) as rc:`),
+/// `stop_cluster_sync()`; engines local or through ssh, mpi or slurm.
 #[pyclass(module = "rparallel", name = "Cluster")]
 pub struct Cluster {
     /// How many engines the cluster starts.

@@ -30,6 +30,9 @@ use crate::waiting::PyWaiter;
 /// The engine of a load-balanced task not yet given to one.
 pub const UNASSIGNED: u32 = u32::MAX;
 
+/// The handle on requests in flight: `get()` their value, `wait()`,
+/// `ready()`, their output (`stdout`, `outputs`), `metadata` and timing
+/// (`wall_time`, `serial_time`); a `concurrent.futures`-style future.
 #[pyclass(module = "rparallel", name = "AsyncResult")]
 pub struct AsyncResult {
     pub(crate) client: Arc<Client>,

@@ -285,6 +285,9 @@ impl AsyncResult {
     /// raises TaskAborted. Tasks already running go on (interrupt them
     /// with the kernel's interrupt, or `%%px --timeout`).
     fn abort(&self, py: Python<'_>) -> PyResult<()> {
+        if self.is_ready() {
+            return Err(PyRuntimeError::new_err("Can't abort, I am already done!"));
+        }
         self.client.abort(&self.msg_ids, &mut PyWaiter::new(py))
     }
 
@@ -476,6 +479,11 @@ impl AsyncResult {
     fn __iter__(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let (joins, ordered) = {
             let me = slf.borrow();
+            if me.single {
+                return Err(PyTypeError::new_err(
+                    "AsyncResults with a single result are not iterable.",
+                ));
+            }
             (me.call.shape.joins(), me.ordered)
         };
         Ok(helpers(slf.py())?

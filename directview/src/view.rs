@@ -17,6 +17,9 @@ use crate::convert::helpers;
 use crate::errors::target_error;
 use crate::result::AsyncResult;
 
+/// A view on some engines (`rc[:]`, `rc[0]`, `rc[::2]`): every call goes
+/// to each of them (apply, execute, map in blocks, push/pull,
+/// scatter/gather); `block` says whether calls wait.
 #[pyclass(module = "rparallel", name = "DirectView")]
 pub struct DirectView {
     pub(crate) client: Arc<Client>,

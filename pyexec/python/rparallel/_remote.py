@@ -130,7 +130,10 @@ def start_dask_worker(address, nthreads):
         asyncio.set_event_loop(loop)
 
         async def start():
-            worker = await distributed.Worker(address, nthreads=nthreads)
+            # Loopback only, no web server: a worker runs whatever it is
+            # sent, unauthenticated.
+            worker = await distributed.Worker(address, nthreads=nthreads, host="127.0.0.1",
+                                              dashboard=False, dashboard_address=None)
             state["worker"], state["loop"] = worker, loop
             ready.set()
             await worker.finished()

@@ -89,6 +89,9 @@ class RemoteError(KernelError):
     def __len__(self):
         return 4
 
+    def __bool__(self):
+        return True
+
     def __str__(self):
         return "%s %s: %s" % (_engine_str(self.engine_info), self.ename, self.evalue)
 
