@@ -285,15 +285,18 @@ def keys(d):
     for eid in map(str, range(N)):
         assert set(qs[eid]) == {"queue", "completed", "tasks"}, qs
     assert qs["0"]["queue"] == 2, f"engine 0's queue with a running and a waiting request: {qs['0']}"
-    assert qs["1"]["tasks"] == 1, f"engine 1 running a load-balanced task: {qs['1']}"
     assert qs["2"]["queue"] == 0 and qs["2"]["tasks"] == 0, qs["2"]
     assert isinstance(qs["unassigned"], int), qs
     assert q0 == qs["0"] or (q0["queue"] == 2 and set(q0) == {"queue", "completed", "tasks"}), q0
     assert verbose_queue, "queue_status(verbose=True)[0]['queue'] is not the two msg_ids"
-    assert verbose_tasks, "queue_status(verbose=True)[1]['tasks'] is not the task's msg_id"
     assert unassigned_kind == "list", f"verbose 'unassigned' is a {unassigned_kind}"
     assert done0 == 2, f"engine 0's 'completed' grew by {done0}, expected 2"
     assert queue_after == 0 and tasks_after == 0, got
+    assert qs["1"]["tasks"] == 1 and qs["unassigned"] == 0, (
+        f"a load-balanced task running on engine 1 for 0.4 s: engine 1 {qs['1']}, "
+        f"'unassigned' {qs['unassigned']} (expected 'tasks': 1, 'unassigned': 0)"
+    )
+    assert verbose_tasks, "queue_status(verbose=True)[1]['tasks'] is not the task's msg_id"
 
 
 # --------------------------------------------------------------------------
@@ -400,29 +403,30 @@ some = rc.broadcast_view(targets=[0, 2], is_coalescing=True)
 
 def test_client_constructor_and_context_manager(k):
     """`Client(profile=..., bogus=1)` is a TypeError naming 'bogus';
-    `Client(cluster_id=rc.cluster_id)` reaches the same engines;
+    `Client(cluster_id=rc.cluster_id)` (the Cluster's cluster_id) reaches
+    the same engines;
     `with Client(...) as rc2:` works inside and is closed after (using it
     fails); the first client still works."""
     got = value(
         k,
         """
-bad = raised(ipp.Client, profile=rc.cluster_id, bogus=1)
+bad = raised(ipp.Client, profile=c.profile, cluster_id=c.cluster_id, bogus=1)
 rc2 = ipp.Client(cluster_id=rc.cluster_id)
 rc2.wait_for_engines(len(ids), timeout=10)
 same = [rc2.ids, rc2[:].apply_sync(os.getpid)]
 rc2.close()
-with ipp.Client(cluster_id=rc.cluster_id) as rc3:
+with ipp.Client(profile=c.profile, cluster_id=c.cluster_id) as rc3:
     inside = rc3[0].apply_sync(os.getpid)
 closed = raised(lambda: rc3[0].apply_async(os.getpid).get(timeout=5))
-[bad, same, inside, closed, rc[:].apply_sync(os.getpid)]
+[bad, same, inside, closed, rc[:].apply_sync(os.getpid), rc.cluster_id == c.cluster_id]
 """,
     )
-    bad, (ids2, pids2), inside, closed, still = got
+    bad, (ids2, pids2), inside, closed, still, same_id = got
     assert bad is not None and bad[0] == "TypeError" and "bogus" in bad[1], f"Client(bogus=1): {bad}"
     assert ids2 == list(range(N)) and pids2 == still, got
     assert inside == still[0], got
     assert closed is not None, "a Client used after its `with` block still ran work"
-    assert len(still) == N, got
+    assert len(still) == N and same_id, got
 
 
 def test_purges(k):
@@ -642,7 +646,11 @@ def test_split_and_join(k):
     got = value(
         k,
         """
-ar = rc[:].apply_async(lambda t: (time.sleep(t), os.getpid())[1], 0.2)
+def nap_pid(t):
+    import os, time
+    time.sleep(t)
+    return os.getpid()
+ar = rc[:].apply_async(nap_pid, 0.2)
 parts = ar.split()
 joined = ipp.AsyncResult.join(*parts)
 [type(parts).__name__, len(parts), ar.split() is parts,
@@ -666,14 +674,24 @@ def test_split_parts_with_concurrent_futures(k):
     got = value(
         k,
         """
-ar = rc[:].apply_async(lambda slow: (time.sleep(1.0 if os.getpid() == slow else 0.05), os.getpid())[1], pids[0])
+def nap_pid(slow):
+    import os, time
+    time.sleep(1.0 if os.getpid() == slow else 0.05)
+    return os.getpid()
+ar = rc[:].apply_async(nap_pid, pids[0])
 parts = ar.split()
-done, pending = concurrent.futures.wait(parts, timeout=0.8, return_when=concurrent.futures.ALL_COMPLETED)
-early = [len(done), len(pending), sorted(p.get(timeout=0) for p in done)]
-order = [f.get(timeout=0) for f in concurrent.futures.as_completed(parts, timeout=10)]
-[early, order[-1], sorted(order) == sorted(pids)]
+try:
+    done, pending = concurrent.futures.wait(parts, timeout=0.8, return_when=concurrent.futures.ALL_COMPLETED)
+    early = [len(done), len(pending), sorted(p.get(timeout=0) for p in done)]
+    order = [f.get(timeout=0) for f in concurrent.futures.as_completed(parts, timeout=10)]
+    res = [early, order[-1], sorted(order) == sorted(pids)]
+except Exception as e:
+    ar.get(timeout=10)
+    res = ['raised', type(e).__name__, str(e)]
+res
 """,
     )
+    assert got[0] != "raised", f"concurrent.futures.wait/as_completed on ar.split() raised {got[1]}: {got[2]}"
     early, last, every = got
     pids = value(k, "pids")
     assert early == [N - 1, 1, sorted(pids[1:])], f"concurrent.futures.wait(parts, 0.8 s) gave {early}"

@@ -125,6 +125,18 @@ impl Client {
         content: Value,
         timeout: Duration,
     ) -> Result<Option<Value>, W::Error> {
+        let reply = self.ask_controller_message(waiter, msg_type, content, timeout)?;
+        Ok(reply.map(|r| r.content.clone()))
+    }
+
+    /// [`Client::ask_controller`], with the whole reply (its buffers too).
+    pub fn ask_controller_message<W: Waiter>(
+        &self,
+        waiter: &mut W,
+        msg_type: &str,
+        content: Value,
+        timeout: Duration,
+    ) -> Result<Option<Arc<Message>>, W::Error> {
         let msg_id = self.send_controller(msg_type, content);
         let ids = std::slice::from_ref(&msg_id);
         let waited = self.wait(ids, Deadline::Return(timeout), Until::AllDone, waiter);
@@ -133,7 +145,7 @@ impl Client {
             .lock()
             .tasks
             .get(&msg_id)
-            .and_then(|t| t.reply.as_ref().map(|r| r.content.clone()));
+            .and_then(|t| t.reply.clone());
         self.tracker().forget(ids);
         Ok(if waited? == Waited::Done { reply } else { None })
     }

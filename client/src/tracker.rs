@@ -153,6 +153,32 @@ impl Tracker {
         );
     }
 
+    /// Finishes a request waited for here ([`Tracker::submit`] with
+    /// [`Route::Task`]) with what the controller's task record had: its
+    /// `reply` and `outputs`, as if they had come from its engine. One
+    /// that finished meanwhile is left as it is.
+    pub fn finish_from_record(
+        &self,
+        msg_id: &str,
+        engine: Option<u32>,
+        reply: Message,
+        outputs: Vec<Message>,
+    ) {
+        let mut state = self.lock();
+        let Some(task) = state.tasks.get_mut(msg_id) else {
+            return;
+        };
+        if task.status != Status::Pending {
+            return;
+        }
+        task.engine = task.engine.or(engine);
+        task.outputs = outputs.into_iter().map(Arc::new).collect();
+        task.reply = Some(Arc::new(reply));
+        finish(task, Status::Done, &self.in_flight);
+        drop(state);
+        self.changed.notify_all();
+    }
+
     /// Records a message from the controller or an engine.
     pub fn on_message(&self, message: Message) {
         let message = Arc::new(message);

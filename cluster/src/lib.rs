@@ -14,7 +14,7 @@
 //!   listing clusters (`rparallel cluster start|stop|list`,
 //!   `rparallel.Cluster`).
 //! - [`scheduling`]: the controller's task scheduler settings
-//!   ([`SchedulerSpec`]: scheme, high-water mark).
+//!   ([`SchedulerSpec`]: scheme, high-water mark, task record).
 //! - [`process`]: process facts and bindings the others need (alive?,
 //!   exit reasons, dying with the parent, the host's name).
 
@@ -29,4 +29,4 @@ pub use connection::ConnectionFile;
 pub use launch::{HostSlots, LaunchProgress, LaunchSpec, LauncherKind};
 pub use lifecycle::{start_cluster, ClusterOptions, StartedCluster};
 pub use profile::{ClusterRecord, Profile};
-pub use scheduling::{SchedulerSpec, Scheme};
+pub use scheduling::{SchedulerSpec, Scheme, TaskDb};

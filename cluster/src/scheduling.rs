@@ -67,12 +67,52 @@ impl fmt::Display for Scheme {
     }
 }
 
-/// The scheduler's settings.
+/// Where the controller keeps its record of requests and results
+/// (`--db`, ipyparallel's `--db` / `TaskScheduler` database).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskDb {
+    /// In memory, bounded (the last 4,096 requests, 64 MiB of buffers).
+    #[default]
+    Memory,
+    /// Nothing kept: `db_query`, `get_result` and `resubmit` refuse.
+    None,
+}
+
+/// The names `--db` takes.
+pub const TASK_DBS: &[&str] = &["memory", "none"];
+
+impl std::str::FromStr for TaskDb {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "memory" | "dict" => Ok(TaskDb::Memory),
+            "none" | "nodb" => Ok(TaskDb::None),
+            other => Err(format!(
+                "unknown task database {other:?} (databases: {})",
+                TASK_DBS.join(", ")
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TaskDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TaskDb::Memory => "memory",
+            TaskDb::None => "none",
+        })
+    }
+}
+
+/// The settings of the controller's task handling: the scheduler, and the
+/// record it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerSpec {
     pub scheme: Scheme,
     /// Unfinished tasks an engine is given at most; 0: no limit.
     pub hwm: usize,
+    pub db: TaskDb,
 }
 
 impl Default for SchedulerSpec {
@@ -80,6 +120,7 @@ impl Default for SchedulerSpec {
         SchedulerSpec {
             scheme: Scheme::default(),
             hwm: 1,
+            db: TaskDb::default(),
         }
     }
 }
@@ -92,6 +133,8 @@ impl SchedulerSpec {
             self.scheme.to_string(),
             "--hwm".into(),
             self.hwm.to_string(),
+            "--db".into(),
+            self.db.to_string(),
         ]
     }
 }
@@ -109,7 +152,7 @@ mod tests {
         assert!(err.contains("leastload, lru"), "{err}");
         assert_eq!(
             SchedulerSpec::default().args(),
-            ["--scheme", "leastload", "--hwm", "1"]
+            ["--scheme", "leastload", "--hwm", "1", "--db", "memory"]
         );
     }
 }

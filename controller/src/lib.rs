@@ -14,6 +14,8 @@
 //! - [`launch`]: starts engines (local processes, ssh, mpiexec, Slurm)
 //!   and reports their exits and progress; [`launch::agent`] is the
 //!   remote half of the ssh launcher (`rparallel host-engines`).
+//! - [`record`]: the task record (`--db`): every request and its result,
+//!   for `hub_history`, `db_query`, `get_result`, `resubmit`.
 //! - [`events`]: what the launchers and signals tell the hub.
 //!
 //! The wire protocol is described in `docs/cluster-protocol.md`.
@@ -21,6 +23,7 @@
 pub mod events;
 pub mod hub;
 pub mod launch;
+pub mod record;
 pub mod registry;
 pub mod scheduler;
 pub mod server;

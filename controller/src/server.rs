@@ -15,6 +15,7 @@ use zeromq::{Endpoint, RouterSocket, Socket, SocketEvent};
 use crate::events::HubEvent;
 use crate::hub::{Hub, HubConfig};
 use crate::launch::{check_python, EngineCommand, Launcher};
+use crate::record::Recorder;
 
 /// Options of `rparallel controller`.
 #[derive(Debug, Clone)]
@@ -172,7 +173,10 @@ async fn controller(options: ControllerOptions) -> anyhow::Result<()> {
         restart_engines: options.restart_engines,
         scheduler: options.scheduler,
     };
+    let keep_record = options.scheduler.db != rparallel_cluster::TaskDb::None;
+    let (recorder, recorder_out) = Recorder::start(session.clone(), keep_record);
     let hub = Hub::new(session, config, client_tx, engine_tx, on_change)
+        .with_recorder(recorder, recorder_out)
         .with_launcher(launcher, options.engines)
         .await
         .context("cannot start engines")?;

@@ -901,3 +901,57 @@ def register_module_joblib_backend(name="ipyparallel", make_default=False):
     """``rparallel.register_joblib_backend()``: joblib's backend ``name``
     runs on the default profile's cluster (a new local one if none runs)."""
     register_joblib_backend(None, name, make_default)
+
+
+# ------------------------------------------------------- the task record
+
+_DATE_KEYS = ("submitted", "started", "completed", "received")
+
+
+def query_to_json(query):
+    """A ``db_query`` filter with datetimes as the record's ISO strings."""
+    import datetime
+
+    def plain(value):
+        if isinstance(value, datetime.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=datetime.timezone.utc)
+            stamp = value.astimezone(datetime.timezone.utc)
+            return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple, set)):
+            return [plain(v) for v in value]
+        return value
+
+    if not isinstance(query, dict):
+        raise TypeError("a query is a dict, not %s" % type(query).__name__)
+    return plain(query)
+
+
+def hub_records(records, buffers):
+    """Records from the controller: timestamps as datetimes, buffer
+    counts replaced by the buffers (which follow in record order)."""
+    at = 0
+    for record in records:
+        for key in _DATE_KEYS:
+            if key in record:
+                record[key] = parse_date(record[key])
+        for key in ("buffers", "result_buffers"):
+            if key in record:
+                n = record[key]
+                record[key] = buffers[at:at + n]
+                at += n
+    return records
+
+
+def keep_results(client, result):
+    """``get_result(owner=False)``: finished values and metadata also go
+    to ``client.results`` / ``client.metadata``."""
+    for part, msg_id in zip(result.split(), result.msg_ids):
+        if part.ready():
+            try:
+                client.results[msg_id] = part.get(0)
+            except Exception as e:
+                client.results[msg_id] = e
+            client.metadata[msg_id] = part.metadata

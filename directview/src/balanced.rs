@@ -126,6 +126,7 @@ impl LoadBalancedView {
                 .collect::<Vec<_>>()
         });
         let engines = vec![UNASSIGNED; count];
+        self.client.remember(&msg_ids);
         let result = AsyncResult::new(
             self.client.clone(),
             msg_ids,

@@ -324,12 +324,113 @@ impl PyClient {
         Ok(())
     }
 
-    /// Forgets everything this client kept: results, metadata, history.
+    /// Forgets everything: this client's results, metadata and history,
+    /// and every finished request in the controller's record.
     fn purge_everything(&self, py: Python<'_>) -> PyResult<()> {
         self.results.bind(py).clear();
         self.metadata.bind(py).clear();
         self.client.forget_history();
-        Ok(())
+        crate::hub_record::purge(py, &self.client, json!("all"), vec![])
+    }
+
+    /// Every msg_id in the controller's task record (all clients'), oldest
+    /// first.
+    fn hub_history(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        crate::hub_record::hub_history(py, &self.client)
+    }
+
+    /// Records of the controller's task record matching `query` (a dict:
+    /// `{key: value}` or `{key: {"$in"|"$nin"|"$lt"|"$gt"|"$lte"|"$gte"|"$ne":
+    /// value}}`), each a dict with the `keys` asked for (all by default;
+    /// `msg_id` always).
+    #[pyo3(signature = (query, keys=None))]
+    fn db_query(
+        &self,
+        py: Python<'_>,
+        query: &Bound<'_, PyAny>,
+        keys: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        crate::hub_record::db_query(py, &self.client, query, keys)
+    }
+
+    /// The result of requests by msg_id (any client's) or index in this
+    /// client's history (default: the last): an AsyncHubResult, from the
+    /// controller's record (waiting for unfinished ones). With
+    /// `owner=False` finished values also go to `rc.results`.
+    #[pyo3(signature = (indices_or_msg_ids=None, block=None, owner=true))]
+    fn get_result(
+        slf: &Bound<'_, Self>,
+        indices_or_msg_ids: Option<&Bound<'_, PyAny>>,
+        block: Option<bool>,
+        owner: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let me = slf.borrow();
+        let msg_ids = crate::hub_record::msg_ids_of(&me.client, indices_or_msg_ids)?;
+        let result = crate::hub_record::get_result(py, &me.client, msg_ids)?;
+        let result = Bound::new(py, result)?;
+        if !owner {
+            crate::convert::helpers(py)?
+                .call_method1("keep_results", (slf.clone(), result.clone()))?;
+        }
+        crate::view::finish(result, block.unwrap_or(me.block))
+    }
+
+    /// Runs requests (msg_ids or history indices) again, under new
+    /// msg_ids: an AsyncHubResult of the new ones.
+    #[pyo3(signature = (indices_or_msg_ids=None, metadata=None, block=None))]
+    fn resubmit(
+        slf: &Bound<'_, Self>,
+        indices_or_msg_ids: Option<&Bound<'_, PyAny>>,
+        metadata: Option<&Bound<'_, PyAny>>,
+        block: Option<bool>,
+    ) -> PyResult<Py<PyAny>> {
+        let _ = metadata;
+        let py = slf.py();
+        let me = slf.borrow();
+        let msg_ids = crate::hub_record::msg_ids_of(&me.client, indices_or_msg_ids)?;
+        let result = crate::hub_record::resubmit(py, &me.client, msg_ids)?;
+        crate::view::finish(Bound::new(py, result)?, block.unwrap_or(me.block))
+    }
+
+    /// Removes finished requests from the controller's record: `jobs`
+    /// (msg_ids, AsyncResults, history indices; 'all' for all) and those
+    /// run by `targets`.
+    #[pyo3(signature = (jobs=None, targets=None))]
+    fn purge_hub_results(
+        &self,
+        py: Python<'_>,
+        jobs: Option<&Bound<'_, PyAny>>,
+        targets: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let all = jobs.is_some_and(|j| j.extract::<String>().is_ok_and(|s| s == "all"));
+        let msg_ids = if all {
+            json!("all")
+        } else {
+            json!(crate::jobs::job_ids(&self.client, jobs)?)
+        };
+        let engines = match targets.filter(|t| !t.is_none()) {
+            Some(t) => {
+                let targets = crate::convert::targets(&self.client, t)?;
+                targets
+                    .resolve(&self.client.ids())
+                    .map_err(|e| target_error(py, &self.client, e))?
+            }
+            None => vec![],
+        };
+        crate::hub_record::purge(py, &self.client, msg_ids, engines)
+    }
+
+    /// `purge_local_results` and `purge_hub_results` of the same jobs.
+    #[pyo3(signature = (jobs=None, targets=None))]
+    fn purge_results(
+        &self,
+        py: Python<'_>,
+        jobs: Option<&Bound<'_, PyAny>>,
+        targets: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.purge_local_results(py, jobs, targets)?;
+        self.purge_hub_results(py, jobs, targets)
     }
 
     /// Iterates one single-engine view per engine.

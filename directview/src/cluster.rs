@@ -55,7 +55,7 @@ pub struct Cluster {
 }
 
 /// The `**options` `Cluster()` takes (ipyparallel's names).
-const OPTIONS: [&str; 11] = [
+const OPTIONS: [&str; 12] = [
     "engine_timeout",
     "heartbeat_timeout",
     "restart_engines",
@@ -67,6 +67,7 @@ const OPTIONS: [&str; 11] = [
     "remote_rparallel",
     "scheme",
     "hwm",
+    "db",
 ];
 
 /// How long restarted engines get to stop and to register.
@@ -156,6 +157,11 @@ impl Cluster {
                     Some(v) => v.extract()?,
                     None => 1,
                 },
+                db: text("db")?
+                    .map(|s| s.parse())
+                    .transpose()
+                    .map_err(PyValueError::new_err)?
+                    .unwrap_or_default(),
             },
             ephemeral,
             output: rparallel_pyexec::fdcapture::original_stderr().map(Arc::new),

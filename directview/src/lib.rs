@@ -15,6 +15,8 @@
 //!   one wait loop (GIL released, Ctrl-C, live output, progress).
 //! - [`display`], [`relay`]: showing engine output (live while waiting,
 //!   or grouped afterwards) with the labels `rparallel_magics` renders.
+//! - [`hub_record`]: the controller's task record (`db_query`,
+//!   `get_result`, `resubmit`, purges).
 //! - [`jobs`], [`convert`], [`errors`]: `jobs` arguments, Python ↔ Rust
 //!   values, the exceptions raised.
 //! - [`px`]: the `%px` family as IPython magics.
@@ -33,6 +35,7 @@ pub mod cluster;
 pub mod convert;
 pub mod display;
 pub mod errors;
+pub mod hub_record;
 pub mod jobs;
 pub mod px;
 pub mod relay;
@@ -68,6 +71,7 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     module.add_class::<balanced::LoadBalancedView>()?;
     module.add_class::<result::AsyncResult>()?;
     module.add("AsyncMapResult", module.getattr("AsyncResult")?)?;
+    module.add("AsyncHubResult", module.getattr("AsyncResult")?)?;
     module.add_class::<remote::RemoteFunction>()?;
     module.add_class::<remote::ParallelFunction>()?;
     module.add_class::<cluster::Cluster>()?;

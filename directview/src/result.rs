@@ -65,14 +65,36 @@ pub struct AsyncResult {
 /// reading them.
 struct Records {
     client: Arc<Client>,
+    /// The requests whose records go with these (others are borrowed: a
+    /// `get_result` of requests another result here already holds).
     msg_ids: Vec<String>,
-    /// Replies already unpickled, by request msg_id.
-    decoded: Mutex<HashMap<String, Py<PyAny>>>,
+}
+
+/// Replies already unpickled, by request msg_id: shared by every result
+/// reading a request (its own, `split()` parts, `get_result`), and
+/// dropped with the records that own it.
+/// Keyed by client (several may share a request: `get_result`) and msg_id.
+static DECODED: std::sync::LazyLock<Mutex<Decoded>> = std::sync::LazyLock::new(Mutex::default);
+
+type Decoded = HashMap<(usize, String), Py<PyAny>>;
+
+fn decoded() -> std::sync::MutexGuard<'static, Decoded> {
+    DECODED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A client's key in [`DECODED`].
+fn client_key(client: &Arc<Client>) -> usize {
+    Arc::as_ptr(client) as usize
 }
 
 impl Drop for Records {
     fn drop(&mut self) {
         self.client.tracker().forget(&self.msg_ids);
+        let mut decoded = decoded();
+        let client = client_key(&self.client);
+        for id in &self.msg_ids {
+            decoded.remove(&(client, id.clone()));
+        }
     }
 }
 
@@ -92,11 +114,9 @@ impl AsyncResult {
         submitted: Instant,
         label: Option<&str>,
     ) -> Self {
-        client.remember(&msg_ids);
         let records = Arc::new(Records {
             client: client.clone(),
             msg_ids: msg_ids.clone(),
-            decoded: Mutex::default(),
         });
         AsyncResult {
             client,
@@ -112,6 +132,15 @@ impl AsyncResult {
             split_parts: PyOnceLock::new(),
             sending: None,
         }
+    }
+
+    /// A result of requests some of which (`borrowed`) other results
+    /// here already hold: their records stay when this one goes.
+    pub(crate) fn borrowing(mut self, borrowed: &[String]) -> Self {
+        if let Some(records) = self.records.first_mut().and_then(Arc::get_mut) {
+            records.msg_ids.retain(|id| !borrowed.contains(id));
+        }
+        self
     }
 
     /// A result for part of this one's requests (`indices`), reading the
@@ -168,17 +197,6 @@ impl AsyncResult {
     /// untracked sends: they are not watched).
     pub(crate) fn sends_done(&self) -> bool {
         self.sending.as_ref().is_none_or(|w| w.strong_count() == 0)
-    }
-
-    /// The records holding `msg_id`.
-    fn records_of(&self, msg_id: &str) -> &Records {
-        match self.records.as_slice() {
-            [only] => only,
-            all => all
-                .iter()
-                .find(|r| r.msg_ids.iter().any(|id| id == msg_id))
-                .unwrap_or(&all[0]),
-        }
     }
 
     pub fn msg_ids(&self) -> &[String] {
@@ -467,21 +485,23 @@ impl AsyncResult {
             .as_ref()
             .map(|p| p.msg_id.clone())
             .unwrap_or_default();
-        let mut decoded = self
-            .records_of(&msg_id)
-            .decoded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(value) = decoded.get(&msg_id) {
+        let key = (client_key(&self.client), msg_id.clone());
+        if let Some(value) = decoded().get(&key) {
             return Ok(Some(value.clone_ref(py)));
         }
         if reply.buffers.is_empty() {
             return Ok(None);
         }
         drop(reply);
+        // Not under the lock: unpickling runs Python, which may let
+        // another thread in to decode.
         let buffers = self.client.tracker().take_buffers(&msg_id);
+        if buffers.is_empty() {
+            // Another thread took them first.
+            return Ok(decoded().get(&key).map(|v| v.clone_ref(py)));
+        }
         let value = rparallel_pyexec::serialize::deserialize_exclusive(py, buffers)?.unbind();
-        decoded.insert(msg_id, value.clone_ref(py));
+        decoded().insert(key, value.clone_ref(py));
         Ok(Some(value))
     }
 

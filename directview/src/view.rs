@@ -105,6 +105,7 @@ impl DirectView {
                 .map(|(engine, request)| client.send(engine, request))
                 .collect::<Vec<_>>()
         });
+        self.client.remember(&msg_ids);
         let result = AsyncResult::new(
             self.client.clone(),
             msg_ids,

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use rparallel_cluster::launch::split_words;
 use rparallel_cluster::lifecycle::{self as cluster, ClusterOptions};
 use rparallel_cluster::process::default_engines;
-use rparallel_cluster::{HostSlots, LaunchSpec, SchedulerSpec, Scheme};
+use rparallel_cluster::{HostSlots, LaunchSpec, SchedulerSpec, Scheme, TaskDb};
 use rparallel_controller::ControllerOptions;
 use rparallel_pyexec::PythonEnv;
 
@@ -114,6 +114,9 @@ struct SchedulerArgs {
     /// Unfinished tasks an engine is given at most (0: no limit).
     #[arg(long, default_value_t = 1)]
     hwm: usize,
+    /// Where the record of requests and results is kept: memory or none.
+    #[arg(long, default_value = "memory", value_parser = parse_db)]
+    db: TaskDb,
 }
 
 impl SchedulerArgs {
@@ -121,11 +124,16 @@ impl SchedulerArgs {
         SchedulerSpec {
             scheme: self.scheme,
             hwm: self.hwm,
+            db: self.db,
         }
     }
 }
 
 fn parse_scheme(name: &str) -> Result<Scheme, String> {
+    name.parse()
+}
+
+fn parse_db(name: &str) -> Result<TaskDb, String> {
     name.parse()
 }
 

@@ -177,6 +177,10 @@ class Shell:
         except ImportError:
             pass
         sys.argv = [""]
+        # As ipykernel: modules in the working directory (a notebook's
+        # folder, `%%file mod.py`) import.
+        if not sys.path or sys.path[0] != "":
+            sys.path.insert(0, "")
         os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
         try:
             signal.signal(signal.SIGINT, self._on_sigint)

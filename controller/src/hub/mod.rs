@@ -18,6 +18,7 @@ use rparallel_cluster::LaunchProgress;
 
 use crate::events::{HubEvent, LaunchNews};
 use crate::launch::{Batch, Launcher};
+use crate::record::{self, Recorder};
 use crate::registry::{Registration, Registry};
 use crate::scheduler::{Scheduler, SchedulerSpec, TASK_ROUTE};
 
@@ -80,6 +81,10 @@ pub struct Hub {
     scheduler: Scheduler,
     /// Set once the whole cluster is stopping: nothing is restarted then.
     stopping: bool,
+    /// The task record (`--db`).
+    recorder: Recorder,
+    /// What the recorder sends (replies to clients, resubmitted requests).
+    recorder_out: Option<mpsc::Receiver<record::Out>>,
 }
 
 impl Hub {
@@ -102,7 +107,17 @@ impl Hub {
             launcher: None,
             launches: BTreeMap::new(),
             stopping: false,
+            recorder: Recorder::none(),
+            recorder_out: None,
         }
+    }
+
+    /// Keeps the task record with `recorder`, whose messages come out of
+    /// `out`.
+    pub fn with_recorder(mut self, recorder: Recorder, out: mpsc::Receiver<record::Out>) -> Self {
+        self.recorder = recorder;
+        self.recorder_out = Some(out);
+        self
     }
 
     /// Starts engines through `launcher`: `count` now, more when clients
@@ -139,6 +154,7 @@ impl Hub {
         mut engine_rx: RouterRecvHalf,
         mut events: mpsc::Receiver<HubEvent>,
     ) -> HubExit {
+        let mut recorder_out = self.recorder_out.take();
         let mut tick = tokio::time::interval(self.config.heartbeat_period / 2);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -148,6 +164,12 @@ impl Hub {
                     self.scheduler.expire(Instant::now());
                     self.send_task_failures().await;
                 }
+                Some(out) = async { recorder_out.as_mut()?.recv().await }, if recorder_out.is_some() => match out {
+                    record::Out::ToClient(message) => {
+                        let _ = self.client_tx.send(message).await;
+                    }
+                    record::Out::Route(frames) => self.route_request(frames, 2).await,
+                },
                 received = client_rx.recv() => match received {
                     Ok(message) => {
                         if self.on_client_message(message).await {
@@ -204,24 +226,9 @@ impl Hub {
                 return false;
             }
         };
-        if split == 2 && frames[1] == TASK_ROUTE {
-            self.submit_task(frames, split).await;
-            return false;
-        }
         if split == 2 {
-            let route = &frames[1];
-            let target = engine_route(route);
-            match target.and_then(|id| self.registry.get(id).map(|e| e.identity.clone())) {
-                Some(identity) => self.send_engine(to_engine(frames, identity)).await,
-                None => {
-                    let reason = match target {
-                        Some(id) => format!("engine {id} is not registered (it may have died)"),
-                        None => format!("bad route {:?}", String::from_utf8_lossy(route)),
-                    };
-                    self.unavailable(client, frames, split, target, &reason)
-                        .await;
-                }
-            }
+            self.recorder.request(&frames);
+            self.route_request(frames, split).await;
             return false;
         }
         if split != 1 {
@@ -261,6 +268,7 @@ impl Hub {
                 }
                 self.shutdown_engines().await;
             }
+            t if record::REQUESTS.contains(&t) => self.recorder.ask(request).await,
             "start_engines_request" => {
                 let content = match engines_to_start(&request.content) {
                     Ok(n) => self.start_engines(n),
@@ -272,6 +280,29 @@ impl Hub {
             other => tracing::warn!("controller: unsupported client message {other}"),
         }
         false
+    }
+
+    /// A client's request for an engine (`engine:N`) or the scheduler
+    /// (`task`), verified: `[client, route, <IDS|MSG>, …]`.
+    async fn route_request(&mut self, frames: Vec<Bytes>, split: usize) {
+        if frames[1] == TASK_ROUTE {
+            self.submit_task(frames, split).await;
+            return;
+        }
+        let client = frames[0].clone();
+        let route = &frames[1];
+        let target = engine_route(route);
+        match target.and_then(|id| self.registry.get(id).map(|e| e.identity.clone())) {
+            Some(identity) => self.send_engine(to_engine(frames, identity)).await,
+            None => {
+                let reason = match target {
+                    Some(id) => format!("engine {id} is not registered (it may have died)"),
+                    None => format!("bad route {:?}", String::from_utf8_lossy(route)),
+                };
+                self.unavailable(client, frames, split, target, &reason)
+                    .await;
+            }
+        }
     }
 
     async fn on_engine_message(&mut self, message: ZmqMessage) {
@@ -297,6 +328,7 @@ impl Hub {
             if frames[1] == tasks::SCHEDULER {
                 return;
             }
+            self.recorder.from_engine(id, &frames);
             // Only an engine with tasks has its replies read: the end of a
             // task gives it room for the next.
             if self.scheduler.is_running_on(id) && !self.task_replied(id, &frames, split).await {

@@ -21,6 +21,7 @@ fn with_hwm(hwm: usize) -> Scheduler {
     Scheduler::new(SchedulerSpec {
         scheme: Scheme::LeastLoad,
         hwm,
+        ..Default::default()
     })
 }
 
@@ -333,6 +334,7 @@ fn schemes_spread_tasks_and_pure_has_no_high_water_mark() {
         let mut s = Scheduler::new(SchedulerSpec {
             scheme: name.parse().unwrap(),
             hwm: 1,
+            ..Default::default()
         });
         for i in 0..8 {
             s.submit(task(&i.to_string(), json!({})));

@@ -14,18 +14,24 @@ def map_chunk(f, *chunks):
     return list(map(f, *chunks))
 
 
-def require(*mods):
-    """Decorator: import these modules (names or module objects) on the
-    engine before the function runs, into its globals. A module that cannot
-    be imported raises UnmetDependency."""
+def require(*objects, **mapping):
+    """Decorator: what the function needs on the engine. Modules (names or
+    module objects) are imported there before it runs, into its globals;
+    functions given positionally, and any object given by keyword, are
+    sent along and put in its globals under their names. A module that
+    cannot be imported raises UnmetDependency."""
     names = []
-    for m in mods:
+    values = dict(mapping)
+    for m in objects:
         if isinstance(m, types.ModuleType):
             names.append(m.__name__)
         elif isinstance(m, str):
             names.append(m)
+        elif callable(m) and hasattr(m, "__name__"):
+            values[m.__name__] = m
         else:
-            raise TypeError("require takes module names or modules, not %r" % (m,))
+            raise TypeError("require takes modules, module names and functions "
+                            "(other objects by keyword), not %r" % (m,))
 
     def decorate(f):
         @functools.wraps(f)
@@ -39,6 +45,7 @@ def require(*mods):
                     raise UnmetDependency("cannot import %s: %s" % (name, e)) from None
                 f.__globals__[name.split(".")[0]] = sys.modules[name.split(".")[0]]
                 del module
+            f.__globals__.update(values)
             return f(*args, **kwargs)
         return with_requirements
     return decorate

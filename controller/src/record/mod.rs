@@ -1,0 +1,499 @@
+//! The task record: what every client asked of the engines and what came
+//! of it, as ipyparallel's hub keeps it, so a client can look back
+//! (`hub_history`, `db_query`), fetch another client's results
+//! (`get_result`), run requests again (`resubmit`) and forget them
+//! (`purge_hub_results`).
+//!
+//! The recorder is an actor: the hub hands it clones of the frames it
+//! routes (reference counts, no copies) over a bounded channel and never
+//! waits for it; a full channel drops the record, never a message. It
+//! answers clients' record requests itself, through the hub's sockets
+//! ([`Out`]).
+//!
+//! - [`store`]: the records (raw frames, bounded in count and bytes);
+//! - [`query`]: `db_query`'s filters.
+
+pub mod query;
+pub mod store;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use rparallel_protocol::{Message, Session};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+use zeromq::ZmqMessage;
+
+use store::{Parts, Store, TaskRecord};
+
+/// How many routed messages may wait for the recorder.
+const BACKLOG: usize = 1 << 16;
+
+/// The record requests a client may send the controller.
+pub const REQUESTS: [&str; 5] = [
+    "history_request",
+    "db_request",
+    "result_request",
+    "resubmit_request",
+    "purge_request",
+];
+
+/// What the hub tells the recorder.
+enum Event {
+    /// A client's request to an engine or the scheduler: `[client, route,
+    /// <IDS|MSG>, …]`.
+    Request(Vec<Bytes>),
+    /// An engine's output or reply: `[engine, client, <IDS|MSG>, …]`.
+    FromEngine(u32, Vec<Bytes>),
+    /// A client's record request.
+    Ask(Box<Message>),
+}
+
+/// What the recorder asks the hub to send.
+pub enum Out {
+    ToClient(ZmqMessage),
+    /// A resubmitted request, signed, as if from its client: `[client,
+    /// route, <IDS|MSG>, …]`.
+    Route(Vec<Bytes>),
+}
+
+/// The hub's side: cheap to call on every routed message.
+pub struct Recorder {
+    events: Option<mpsc::Sender<Event>>,
+}
+
+impl Recorder {
+    /// A recorder keeping `store`'s records, answering with `session`;
+    /// what it sends comes out of the returned receiver. `enabled: false`
+    /// keeps nothing and answers record requests with an error.
+    pub fn start(session: Session, enabled: bool) -> (Recorder, mpsc::Receiver<Out>) {
+        let (out_tx, out_rx) = mpsc::channel(256);
+        if !enabled {
+            let (tx, mut rx) = mpsc::channel::<Event>(16);
+            tokio::spawn(async move {
+                while let Some(event) = rx.recv().await {
+                    if let Event::Ask(request) = event {
+                        let content = json!({
+                            "status": "error",
+                            "reason": "this controller keeps no task record (started with --db none)",
+                        });
+                        let reply = reply(&session, &request, content, vec![]);
+                        let _ = out_tx.send(Out::ToClient(reply)).await;
+                    }
+                }
+            });
+            return (Recorder { events: Some(tx) }, out_rx);
+        }
+        let (tx, rx) = mpsc::channel(BACKLOG);
+        let actor = Actor {
+            session,
+            store: Store::default(),
+            watchers: HashMap::new(),
+            out: out_tx,
+        };
+        tokio::spawn(actor.run(rx));
+        (Recorder { events: Some(tx) }, out_rx)
+    }
+
+    /// A recorder that keeps nothing and answers nothing (tests).
+    pub fn none() -> Recorder {
+        Recorder { events: None }
+    }
+
+    fn tell(&self, event: Event) {
+        if let Some(events) = &self.events {
+            if events.try_send(event).is_err() {
+                tracing::debug!("task record: behind, a message went unrecorded");
+            }
+        }
+    }
+
+    pub fn request(&self, frames: &[Bytes]) {
+        self.tell(Event::Request(frames.to_vec()));
+    }
+
+    pub fn from_engine(&self, engine: u32, frames: &[Bytes]) {
+        self.tell(Event::FromEngine(engine, frames.to_vec()));
+    }
+
+    /// A client's record request (one of [`REQUESTS`]).
+    pub async fn ask(&self, request: Message) {
+        if let Some(events) = &self.events {
+            let _ = events.send(Event::Ask(Box::new(request))).await;
+        }
+    }
+}
+
+struct Actor {
+    session: Session,
+    store: Store,
+    /// Clients waiting (`get_result`) for requests not finished, by msg_id:
+    /// they get copies of the requests' output and reply.
+    watchers: HashMap<String, Vec<Bytes>>,
+    out: mpsc::Sender<Out>,
+}
+
+/// The fields of a header the recorder reads (borrowed).
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    msg_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    msg_type: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    session: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    date: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct Parent<'a> {
+    #[serde(borrow)]
+    msg_id: std::borrow::Cow<'a, str>,
+}
+
+/// Frames are `[id, id, <IDS|MSG>, sig, header, parent, metadata,
+/// content, buffers…]`: routed messages carry two identities.
+const SPLIT: usize = 2;
+
+impl Actor {
+    async fn run(mut self, mut events: mpsc::Receiver<Event>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Request(frames) => self.record_request(frames),
+                Event::FromEngine(engine, frames) => self.record_from_engine(engine, frames).await,
+                Event::Ask(request) => self.answer(*request).await,
+            }
+        }
+    }
+
+    fn record_request(&mut self, frames: Vec<Bytes>) {
+        let Some(header) = frames
+            .get(SPLIT + 2)
+            .and_then(|h| serde_json::from_slice::<Header>(h).ok())
+        else {
+            return;
+        };
+        // Stopping work (abort, interrupt) is not work to keep.
+        if matches!(
+            header.msg_type.as_ref(),
+            "abort_request" | "interrupt_request" | "signal_request" | "shutdown_request"
+        ) {
+            return;
+        }
+        let route = frames[1].clone();
+        let queue = if route.as_ref() == b"task" {
+            "task"
+        } else {
+            "mux"
+        };
+        let engine_id = route
+            .strip_prefix(b"engine:".as_slice())
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .and_then(|id| id.parse().ok());
+        let record = TaskRecord {
+            msg_id: header.msg_id.to_string(),
+            msg_type: header.msg_type.to_string(),
+            queue,
+            route,
+            submitted: header.date.to_string(),
+            client_uuid: header.session.to_string(),
+            request: Parts::of(&frames, SPLIT),
+            buffers: frames
+                .get(SPLIT + 6..)
+                .map(<[Bytes]>::to_vec)
+                .unwrap_or_default(),
+            engine_id,
+            reply: None,
+            result_buffers: vec![],
+            received: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            execute_input: None,
+            execute_result: None,
+            error: None,
+            outputs: vec![],
+            resubmitted: None,
+            buffers_dropped: false,
+        };
+        self.store.insert(record);
+    }
+
+    async fn record_from_engine(&mut self, engine: u32, frames: Vec<Bytes>) {
+        let parse = || -> Option<(String, String)> {
+            let header: Header = serde_json::from_slice(frames.get(SPLIT + 2)?).ok()?;
+            let parent: Parent = serde_json::from_slice(frames.get(SPLIT + 3)?).ok()?;
+            Some((header.msg_type.into_owned(), parent.msg_id.into_owned()))
+        };
+        let Some((msg_type, parent)) = parse() else {
+            return;
+        };
+        let content = frames.get(SPLIT + 5).map(store::kept).unwrap_or_default();
+        let now = rparallel_protocol::message::now_iso8601();
+        let is_reply = msg_type.ends_with("_reply");
+        self.store.update(&parent, |record| {
+            record.engine_id = Some(engine);
+            match msg_type.as_str() {
+                "stream" => {
+                    #[derive(Deserialize)]
+                    struct Stream {
+                        name: String,
+                        text: String,
+                    }
+                    if let Ok(s) = serde_json::from_slice::<Stream>(&content) {
+                        match s.name.as_str() {
+                            "stderr" => record.stderr.push_str(&s.text),
+                            _ => record.stdout.push_str(&s.text),
+                        }
+                    }
+                }
+                "execute_input" => {
+                    #[derive(Deserialize)]
+                    struct Input {
+                        code: String,
+                    }
+                    record.execute_input = serde_json::from_slice::<Input>(&content)
+                        .ok()
+                        .map(|i| i.code);
+                }
+                "execute_result" => record.execute_result = Some(content.clone()),
+                "error" => record.error = Some(content.clone()),
+                "display_data" => record.outputs.push(content.clone()),
+                _ if is_reply => {
+                    record.reply = Some(Parts::of(&frames, SPLIT));
+                    record.result_buffers =
+                        frames.get(SPLIT + 6..).map(kept_all).unwrap_or_default();
+                    record.received = Some(now.clone());
+                }
+                _ => {}
+            }
+        });
+        // Clients that asked for this result while it ran get copies.
+        let watching = match is_reply {
+            true => self.watchers.remove(&parent),
+            false => self.watchers.get(&parent).cloned(),
+        };
+        for client in watching.into_iter().flatten() {
+            let mut copy = Vec::with_capacity(frames.len() - 1);
+            copy.push(client);
+            copy.extend(frames[SPLIT..].iter().cloned());
+            if let Ok(message) = ZmqMessage::try_from(copy) {
+                let _ = self.out.send(Out::ToClient(message)).await;
+            }
+        }
+    }
+
+    async fn answer(&mut self, request: Message) {
+        let (content, buffers) = match request.msg_type() {
+            "history_request" => (
+                json!({"status": "ok", "history": self.store.history()}),
+                vec![],
+            ),
+            "db_request" => self.db_query(&request.content),
+            "result_request" => self.results(&request),
+            "resubmit_request" => self.resubmit(&request).await,
+            "purge_request" => self.purge(&request.content),
+            other => (
+                json!({"status": "error", "reason": format!("unknown request {other}")}),
+                vec![],
+            ),
+        };
+        let message = reply(&self.session, &request, content, buffers);
+        let _ = self.out.send(Out::ToClient(message)).await;
+    }
+
+    /// `db_query`: the records matching, with the keys asked for (all when
+    /// none); their buffers follow as frames, counted in each record.
+    fn db_query(&self, content: &Value) -> (Value, Vec<Bytes>) {
+        let query = match query::Query::parse(&content["query"]) {
+            Ok(q) => q,
+            Err(reason) => return (json!({"status": "error", "reason": reason}), vec![]),
+        };
+        let keys: Option<Vec<String>> = content["keys"].as_array().map(|k| {
+            k.iter()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect()
+        });
+        let mut records = Vec::new();
+        let mut buffers = Vec::new();
+        for record in self.store.iter() {
+            let full = record.to_json();
+            if !query.matches(&full) {
+                continue;
+            }
+            let mut picked = Map::new();
+            for (key, value) in full {
+                let wanted = key == "msg_id" || keys.as_ref().is_none_or(|k| k.contains(&key));
+                if wanted {
+                    picked.insert(key, value);
+                }
+            }
+            if picked.contains_key("buffers") {
+                buffers.extend(record.buffers.iter().cloned());
+            }
+            if picked.contains_key("result_buffers") {
+                buffers.extend(record.result_buffers.iter().cloned());
+            }
+            records.push(Value::Object(picked));
+        }
+        (json!({"status": "ok", "records": records}), buffers)
+    }
+
+    /// `get_result`: finished requests' replies and outputs (buffers as
+    /// frames, in order); unfinished ones are listed as pending, and the
+    /// asking client gets their output and reply when they come.
+    fn results(&mut self, request: &Message) -> (Value, Vec<Bytes>) {
+        let msg_ids = string_list(&request.content["msg_ids"]);
+        if let Some(unknown) = msg_ids.iter().find(|id| self.store.get(id).is_none()) {
+            return (
+                json!({"status": "error", "reason": format!("no task {unknown} in the record (unknown, purged, or too old)")}),
+                vec![],
+            );
+        }
+        let client = request.identities.first().cloned().unwrap_or_default();
+        let mut pending = Vec::new();
+        let mut results = Map::new();
+        let mut buffers = Vec::new();
+        for msg_id in &msg_ids {
+            let record = self.store.get(msg_id).expect("checked");
+            if !record.is_done() {
+                pending.push(msg_id.clone());
+                let watchers = self.watchers.entry(msg_id.clone()).or_default();
+                if !watchers.contains(&client) {
+                    watchers.push(client.clone());
+                }
+                continue;
+            }
+            if record.buffers_dropped && record.result_buffers.is_empty() {
+                return (
+                    json!({"status": "error", "reason": format!("the result of {msg_id} was too large to keep in the record")}),
+                    vec![],
+                );
+            }
+            let mut full = record.to_json();
+            full.remove("content");
+            full.remove("header");
+            full.remove("metadata");
+            results.insert(msg_id.clone(), Value::Object(full));
+            buffers.extend(record.result_buffers.iter().cloned());
+        }
+        (
+            json!({"status": "ok", "pending": pending, "results": results}),
+            buffers,
+        )
+    }
+
+    /// `resubmit`: each request again, as a new request (new msg_id) of
+    /// the asking client, to the same engine or the scheduler.
+    async fn resubmit(&mut self, request: &Message) -> (Value, Vec<Bytes>) {
+        let msg_ids = string_list(&request.content["msg_ids"]);
+        for msg_id in &msg_ids {
+            let reason = match self.store.get(msg_id) {
+                None => format!("no task {msg_id} in the record (unknown, purged, or too old)"),
+                Some(r) if !r.is_done() => format!("task {msg_id} has not finished"),
+                Some(r) if r.buffers_dropped => {
+                    format!("the request {msg_id} was too large to keep in the record")
+                }
+                Some(_) => continue,
+            };
+            return (json!({"status": "error", "reason": reason}), vec![]);
+        }
+        let client = request.identities.first().cloned().unwrap_or_default();
+        let mut resubmitted = Map::new();
+        for msg_id in &msg_ids {
+            let old = self.store.get(msg_id).expect("checked").clone();
+            let mut header: Value =
+                serde_json::from_slice(&old.request.header).unwrap_or(json!({}));
+            let fresh = uuid::Uuid::new_v4().to_string();
+            header["msg_id"] = fresh.clone().into();
+            header["date"] = rparallel_protocol::message::now_iso8601().into();
+            let message = Message {
+                identities: vec![client.clone(), old.route.clone()],
+                header: match serde_json::from_value(header) {
+                    Ok(h) => h,
+                    Err(_) => continue,
+                },
+                parent_header: None,
+                metadata: serde_json::from_slice(&old.request.metadata).unwrap_or(json!({})),
+                content: serde_json::from_slice(&old.request.content).unwrap_or(json!({})),
+                buffers: old.buffers.clone(),
+            };
+            let frames = self.session.encode(&message).into_vec();
+            self.record_request(frames.clone());
+            self.store
+                .update(msg_id, |r| r.resubmitted = Some(fresh.clone()));
+            resubmitted.insert(msg_id.clone(), fresh.into());
+            let _ = self.out.send(Out::Route(frames)).await;
+        }
+        (json!({"status": "ok", "resubmitted": resubmitted}), vec![])
+    }
+
+    /// `purge_hub_results`: forgets finished records (`msg_ids`, or those
+    /// of `engine_ids`, or `"all"`).
+    fn purge(&mut self, content: &Value) -> (Value, Vec<Bytes>) {
+        if content["msg_ids"] == "all" {
+            let unfinished: Vec<TaskRecord> = self
+                .store
+                .iter()
+                .filter(|r| !r.is_done())
+                .cloned()
+                .collect();
+            self.store.clear();
+            for record in unfinished {
+                self.store.insert(record);
+            }
+            return (json!({"status": "ok"}), vec![]);
+        }
+        let mut msg_ids = string_list(&content["msg_ids"]);
+        let engines: Vec<u64> = content["engine_ids"]
+            .as_array()
+            .map(|e| e.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        if !engines.is_empty() {
+            msg_ids.extend(
+                self.store
+                    .iter()
+                    .filter(|r| r.engine_id.is_some_and(|e| engines.contains(&(e as u64))))
+                    .map(|r| r.msg_id.clone()),
+            );
+        }
+        if let Some(busy) = msg_ids
+            .iter()
+            .find(|id| self.store.get(id).is_some_and(|r| !r.is_done()))
+        {
+            return (
+                json!({"status": "error", "reason": format!("cannot purge task {busy}: it has not finished")}),
+                vec![],
+            );
+        }
+        for msg_id in msg_ids {
+            self.store.remove(&msg_id);
+        }
+        (json!({"status": "ok"}), vec![])
+    }
+}
+
+fn kept_all(frames: &[Bytes]) -> Vec<Bytes> {
+    frames.iter().map(store::kept).collect()
+}
+
+fn string_list(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The signed reply to a client's `request`.
+fn reply(session: &Session, request: &Message, content: Value, buffers: Vec<Bytes>) -> ZmqMessage {
+    let reply_type = rparallel_protocol::message::reply_type(request.msg_type());
+    let mut message = session.message(&reply_type, content, Some(request));
+    message.identities = request.identities.clone();
+    message.buffers = buffers;
+    session.encode(&message)
+}
