@@ -32,6 +32,11 @@ demo: kernelspec
 	    --ExecutePreprocessor.timeout=120 \
 	    --output-dir target/demo notebooks/load-balanced.ipynb
 	@$(PY) tools/show_notebook.py target/demo/load-balanced.ipynb
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute \
+	    --ExecutePreprocessor.kernel_name=rparallel \
+	    --ExecutePreprocessor.timeout=120 \
+	    --output-dir target/demo notebooks/ipyparallel-examples.ipynb
+	@$(PY) tools/show_notebook.py target/demo/ipyparallel-examples.ipynb
 
 ## test: every test (format and clippy, cargo, then end-to-end through real Jupyter clients, a browser, the wheel in a fresh venv, and the multi-host lab)
 test: kernelspec browser wheel lab-packages

@@ -351,8 +351,41 @@ impl Client {
     }
 
     /// Each live engine's queues, and the load-balanced tasks not given
-    /// to an engine yet ("unassigned").
-    pub fn queue_status(&self) -> (BTreeMap<u32, QueueStatus>, Vec<String>) {
+    /// to an engine yet ("unassigned"). Direct requests are this client's;
+    /// load-balanced tasks are every client's, as the controller's
+    /// scheduler has them (`queue_request`), when it answers.
+    pub fn queue_status<W: Waiter>(
+        &self,
+        waiter: &mut W,
+    ) -> Result<(BTreeMap<u32, QueueStatus>, Vec<String>), W::Error> {
+        let scheduler = self.ask_controller(
+            waiter,
+            "queue_request",
+            Value::Object(Default::default()),
+            Duration::from_secs(10),
+        )?;
+        let (mut engines, mut unassigned) = self.own_queues();
+        if let Some(scheduler) = scheduler.filter(|s| s["status"] == "ok") {
+            let ids = |v: &Value| -> Vec<String> {
+                v.as_array()
+                    .map(|l| l.iter().filter_map(|i| i.as_str().map(String::from)).collect())
+                    .unwrap_or_default()
+            };
+            for status in engines.values_mut() {
+                status.tasks.clear();
+            }
+            for (engine, tasks) in scheduler["tasks"].as_object().into_iter().flatten() {
+                if let Some(status) = engine.parse().ok().and_then(|e: u32| engines.get_mut(&e)) {
+                    status.tasks = ids(tasks);
+                }
+            }
+            unassigned = ids(&scheduler["unassigned"]);
+        }
+        Ok((engines, unassigned))
+    }
+
+    /// [`Client::queue_status`] from what this client knows alone.
+    fn own_queues(&self) -> (BTreeMap<u32, QueueStatus>, Vec<String>) {
         let state = self.tracker().lock();
         let mut engines: BTreeMap<u32, QueueStatus> = state
             .engines

@@ -89,7 +89,7 @@ def when_done(result, callback):
 def iterate(result, concat, ordered=True):
     """Iterates an AsyncResult's values as they arrive: in order, or
     (`ordered=False`) each part as soon as it finished."""
-    pending = list(range(len(result)))
+    pending = list(range(len(result.msg_ids)))
     while pending:
         i = pending[0] if ordered else result._first_done(pending)
         pending.remove(i)
@@ -955,3 +955,53 @@ def keep_results(client, result):
             except Exception as e:
                 client.results[msg_id] = e
             client.metadata[msg_id] = part.metadata
+
+
+class FutureShim:
+    """What ``concurrent.futures.wait`` and ``as_completed`` use of a
+    Future besides its methods (its condition and waiter list), for an
+    AsyncResult: a thread waits for the result and wakes the waiters."""
+
+    def __init__(self, result):
+        import threading
+        self._condition = threading.Condition()
+        self._waiters = []
+        self._finished = False
+        when_done(result, self._notify)
+
+    def _notify(self, result):
+        with self._condition:
+            self._finished = True
+            failed = False
+            try:
+                result.get(0)
+            except BaseException:
+                failed = True
+            for waiter in self._waiters:
+                if failed:
+                    waiter.add_exception(result)
+                else:
+                    waiter.add_result(result)
+            self._condition.notify_all()
+
+    def state(self):
+        return "FINISHED" if self._finished else "RUNNING"
+
+
+def in_loop(callback, context=None):
+    """``callback`` as an AsyncResult runs it when done: in the event loop
+    running in this thread, if one is (as an asyncio future would: asyncio
+    itself registers callbacks so), else in the thread that waited."""
+    import asyncio
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return callback
+
+    def call(result):
+        if context is None:
+            loop.call_soon_threadsafe(callback, result)
+        else:
+            loop.call_soon_threadsafe(callback, result, context=context)
+
+    return call

@@ -190,13 +190,16 @@ impl LoadBalancedView {
         }
         let seqs = Sequences::new(py, sequences)?;
         let mut requests = Vec::with_capacity(seqs.len.div_ceil(map.chunksize));
+        let mut sizes = Vec::with_capacity(requests.capacity());
         for lo in (0..seqs.len).step_by(map.chunksize) {
             let hi = (lo + map.chunksize).min(seqs.len);
             requests.push(seqs.request(f, lo, hi, map.elementwise)?);
+            sizes.push(hi - lo);
         }
         let result = self.submit(py, requests, Call::MAP, false, &self.targets, None)?;
         {
             let mut r = result.borrow_mut();
+            r.chunk_sizes = Some(sizes);
             r.ordered = map.ordered;
             r.return_exceptions = map.return_exceptions;
         }

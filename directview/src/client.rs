@@ -174,7 +174,7 @@ impl PyClient {
         targets: Option<&Bound<'_, PyAny>>,
         verbose: bool,
     ) -> PyResult<Py<PyAny>> {
-        let (engines, unassigned) = self.client.queue_status();
+        let (engines, unassigned) = self.client.queue_status(&mut PyWaiter::new(py))?;
         let wanted = match targets.filter(|t| !t.is_none()) {
             Some(t) => {
                 let targets = crate::convert::targets(&self.client, t)?;

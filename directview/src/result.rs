@@ -53,6 +53,12 @@ pub struct AsyncResult {
     /// The records this result reads; shared with the results `split()`
     /// and `join()` make of it, so they stay while any of them lives.
     records: Vec<Arc<Records>>,
+    /// How many items each request carries (a map's chunks): `len()` and
+    /// `progress` count items, as ipyparallel's. None: one each.
+    pub(crate) chunk_sizes: Option<Vec<usize>>,
+    /// `concurrent.futures`' view of it (`_condition`, `_waiters`,
+    /// `_state`), made when first asked for.
+    pub(crate) future_shim: PyOnceLock<Py<PyAny>>,
     /// What `split()` gave, so it gives the same objects again.
     pub(crate) split_parts: PyOnceLock<Py<PyTuple>>,
     /// Alive while a send of `track=True` still holds the caller's
@@ -129,6 +135,8 @@ impl AsyncResult {
             ordered: true,
             return_exceptions: false,
             records: vec![records],
+            chunk_sizes: None,
+            future_shim: PyOnceLock::new(),
             split_parts: PyOnceLock::new(),
             sending: None,
         }
@@ -157,6 +165,11 @@ impl AsyncResult {
             ordered: self.ordered,
             return_exceptions: self.return_exceptions,
             records: self.records.clone(),
+            chunk_sizes: self
+                .chunk_sizes
+                .as_ref()
+                .map(|sizes| indices.iter().map(|&i| sizes[i]).collect()),
+            future_shim: PyOnceLock::new(),
             split_parts: PyOnceLock::new(),
             sending: self.sending.clone(),
         }
@@ -188,9 +201,33 @@ impl AsyncResult {
             ordered: first.ordered,
             return_exceptions: first.return_exceptions,
             records,
+            chunk_sizes: parts.iter().any(|p| p.chunk_sizes.is_some()).then(|| {
+                parts
+                    .iter()
+                    .flat_map(|p| p.chunk_sizes.clone().unwrap_or_else(|| vec![1; p.msg_ids.len()]))
+                    .collect()
+            }),
+            future_shim: PyOnceLock::new(),
             split_parts: PyOnceLock::new(),
             sending: None,
         }
+    }
+
+    /// Items in request `i` (1 unless it is a map's chunk).
+    pub(crate) fn items_in(&self, i: usize) -> usize {
+        self.chunk_sizes.as_ref().map_or(1, |sizes| sizes[i])
+    }
+
+    /// The `FutureShim` behind `_condition`, `_waiters` and `_state`.
+    pub(crate) fn shim<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let me = slf.borrow();
+        let shim = me.future_shim.get_or_try_init(py, || {
+            helpers(py)?
+                .call_method1("FutureShim", (slf.clone(),))
+                .map(Bound::unbind)
+        })?;
+        Ok(shim.bind(py).clone())
     }
 
     /// Whether every buffer of a tracked send was written (always, for
@@ -235,12 +272,14 @@ impl AsyncResult {
         rparallel_client::Tracker::all_done(&state, &self.msg_ids)
     }
 
-    /// How many of its requests finished.
+    /// How many of its items (requests, or a map's elements) finished.
     pub fn finished(&self) -> usize {
         self.tasks()
             .into_iter()
-            .filter(|t| t.as_ref().is_none_or(|t| t.status != Status::Pending))
-            .count()
+            .enumerate()
+            .filter(|(_, t)| t.as_ref().is_none_or(|t| t.status != Status::Pending))
+            .map(|(i, _)| self.items_in(i))
+            .sum()
     }
 
     /// A relay for showing this result's output live.

@@ -258,6 +258,22 @@ impl AsyncResult {
         .map_err(|()| timeout_error(py, "Still waiting to be sent".into()))
     }
 
+    /// `concurrent.futures.wait` / `as_completed` read these of a Future.
+    #[getter]
+    fn _condition(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Ok(Self::shim(slf)?.getattr("_condition")?.unbind())
+    }
+
+    #[getter]
+    fn _waiters(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Ok(Self::shim(slf)?.getattr("_waiters")?.unbind())
+    }
+
+    #[getter]
+    fn _state(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Ok(Self::shim(slf)?.call_method0("state")?.unbind())
+    }
+
     /// `await ar`: the value, from a thread that waits for it.
     fn __await__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
@@ -337,10 +353,46 @@ impl AsyncResult {
         }
     }
 
-    /// Calls `callback(self)` once the result is ready (from a thread).
-    fn add_done_callback(slf: Bound<'_, Self>, callback: Bound<'_, PyAny>) -> PyResult<()> {
-        helpers(slf.py())?.call_method1("when_done", (slf.clone(), callback))?;
+    /// Calls `callback(self)` once the result is ready: in the event loop
+    /// running in this thread if there is one (as an asyncio future does;
+    /// `context` as asyncio's), else from the thread that waited.
+    #[pyo3(signature = (callback, *, context=None))]
+    fn add_done_callback(
+        slf: Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let helpers = helpers(slf.py())?;
+        let callback = helpers.call_method1("in_loop", (callback, context))?;
+        helpers.call_method1("when_done", (slf.clone(), callback))?;
         Ok(())
+    }
+
+    /// Callbacks cannot be taken back: 0, none removed.
+    fn remove_done_callback(&self, _callback: &Bound<'_, PyAny>) -> usize {
+        0
+    }
+
+    /// Requests cannot be cancelled (`abort()` stops queued ones): False.
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn cancel(
+        &self,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
+    ) -> bool {
+        false
+    }
+
+    /// The event loop running now (asyncio asks its futures).
+    fn get_loop(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(py.import("asyncio")?.call_method0("get_running_loop")?.unbind())
+    }
+
+    /// Marks it as an asyncio future, so `asyncio.wrap_future(ar)`,
+    /// `asyncio.gather(ar)` and `await ar` take it as it is.
+    #[classattr]
+    fn _asyncio_future_blocking() -> bool {
+        false
     }
 
     /// The result: `get()`.
@@ -436,7 +488,7 @@ impl AsyncResult {
     ) -> PyResult<()> {
         let started = Instant::now();
         let bar =
-            Frontend::new(py)?.progress_bar(self.msg_ids.len(), "tasks", "wait_interactive")?;
+            Frontend::new(py)?.progress_bar(self.__len__(), "tasks", "wait_interactive")?;
         let deadline = Deadline::returning(timeout);
         loop {
             let ready = self.wait_for(py, Some(interval.max(0.01)))?;
@@ -470,8 +522,9 @@ impl AsyncResult {
         self.show_outputs(py, by)
     }
 
+    /// How many items: requests, or a map's elements.
     fn __len__(&self) -> usize {
-        self.msg_ids.len()
+        (0..self.msg_ids.len()).map(|i| self.items_in(i)).sum()
     }
 
     /// Results as they arrive, in order: each engine's part is yielded as

@@ -186,14 +186,18 @@ impl DirectView {
         let seqs = Sequences::new(py, sequences)?;
         let mut used = Vec::new();
         let mut requests = Vec::new();
+        let mut sizes = Vec::new();
         for (engine, (lo, hi)) in engines.iter().zip(blocks(seqs.len, engines.len())) {
             if lo == hi {
                 continue;
             }
             requests.push(seqs.request(f, lo, hi, elementwise)?);
             used.push(*engine);
+            sizes.push(hi - lo);
         }
-        self.submit(py, used, requests, Call::MAP, false, None)
+        let result = self.submit(py, used, requests, Call::MAP, false, None)?;
+        result.borrow_mut().chunk_sizes = Some(sizes);
+        Ok(result)
     }
 }
 

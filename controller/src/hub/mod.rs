@@ -269,6 +269,15 @@ impl Hub {
                 self.shutdown_engines().await;
             }
             t if record::REQUESTS.contains(&t) => self.recorder.ask(request).await,
+            "queue_request" => {
+                let (engines, unassigned) = self.scheduler.queues();
+                let tasks: serde_json::Map<String, Value> = engines
+                    .into_iter()
+                    .map(|(e, ids)| (e.to_string(), json!(ids)))
+                    .collect();
+                let content = json!({"status": "ok", "tasks": tasks, "unassigned": unassigned});
+                self.reply_client(&request, "queue_reply", content).await;
+            }
             "start_engines_request" => {
                 let content = match engines_to_start(&request.content) {
                     Ok(n) => self.start_engines(n),

@@ -153,6 +153,24 @@ impl Scheduler {
         }
     }
 
+    /// msg_ids of each engine's unfinished tasks, and of the tasks not
+    /// given to an engine yet (`queue_status`).
+    pub fn queues(&self) -> (Vec<(u32, Vec<String>)>, Vec<String>) {
+        let mut engines: Vec<(u32, Vec<String>)> = self
+            .running
+            .iter()
+            .map(|(&e, tasks)| (e, tasks.iter().map(|t| t.msg_id.clone()).collect()))
+            .collect();
+        engines.sort_by_key(|(e, _)| *e);
+        let waiting = self
+            .ready
+            .iter()
+            .map(|t| t.msg_id.clone())
+            .chain(self.blocked.keys().cloned())
+            .collect();
+        (engines, waiting)
+    }
+
     /// Tasks waiting (blocked or ready).
     pub fn queued(&self) -> usize {
         self.ready.len() + self.blocked.len()
