@@ -579,17 +579,35 @@ took = time.monotonic() - t0
 
 
 def test_get_result_of_an_unknown_msg_id_is_a_key_error(k):
-    """`get_result('no-such-msg-id')` (and in a list with a known one) is a
-    KeyError."""
+    """`get_result('no-such-msg-id')`, and of a list with a known msg_id and
+    an unknown one, is a KeyError, and leaves nothing outstanding in the
+    client (`rc.outstanding` without it, `rc.wait()` true at once). On a
+    client of its own (`rc3`, closed after), so that a client left waiting
+    forever does not hold up the other tests."""
     got = value(
         k,
         """
-ok = rc[0].apply_async(lambda: 1); ok.get(timeout=10)
-[raised(rc2.get_result, 'no-such-msg-id'), raised(rc2.get_result, [ok.msg_ids[0], 'no-such-msg-id'])]
+rc3 = ipp.Client(profile=c.profile)
+try:
+    ok = rc[0].apply_async(lambda: 1); ok.get(timeout=10)
+    e1 = raised(rc3.get_result, 'no-such-msg-id')
+    left1 = sorted(rc3.outstanding)
+    e2 = raised(rc3.get_result, [ok.msg_ids[0], 'no-such-msg-id-2'])
+    left2 = sorted(rc3.outstanding)
+    waited = rc3.wait(timeout=1)
+    e3 = raised(rc3.get_result, 'no-such-msg-id')
+finally:
+    rc3.close()
+[e1, left1, e2, left2, waited, e3]
 """,
     )
-    for e in got:
-        assert e is not None and e[0] == "KeyError", got
+    e1, left1, e2, left2, waited, e3 = got
+    assert e1 is not None and e1[0] == "KeyError", f"get_result('no-such-msg-id'): {e1}"
+    assert e2 is not None and e2[0] == "KeyError", f"get_result([known, 'no-such-msg-id-2']): {e2}"
+    assert e3 is not None and e3[0] == "KeyError", f"get_result('no-such-msg-id') a second time: {e3}"
+    assert left1 == [] and left2 == [] and waited is True, (
+        f"the client waits for the unknown msg_ids: outstanding {left1} then {left2}, wait(1) {waited}"
+    )
 
 
 def test_get_result_owner_false_keeps_results_in_the_client(k):

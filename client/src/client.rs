@@ -368,7 +368,11 @@ impl Client {
         if let Some(scheduler) = scheduler.filter(|s| s["status"] == "ok") {
             let ids = |v: &Value| -> Vec<String> {
                 v.as_array()
-                    .map(|l| l.iter().filter_map(|i| i.as_str().map(String::from)).collect())
+                    .map(|l| {
+                        l.iter()
+                            .filter_map(|i| i.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default()
             };
             for status in engines.values_mut() {

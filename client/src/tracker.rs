@@ -101,13 +101,15 @@ fn finish(task: &mut Task, status: Status, in_flight: &AtomicUsize) {
 }
 
 /// Messages that are a request's output rather than its reply.
-const OUTPUT_TYPES: [&str; 6] = [
+const OUTPUT_TYPES: [&str; 7] = [
     "stream",
     "display_data",
     "update_display_data",
     "execute_result",
     "error",
     "clear_output",
+    // `rparallel.datapub.publish_data`
+    "data_message",
 ];
 
 impl Tracker {

@@ -204,7 +204,11 @@ impl AsyncResult {
             chunk_sizes: parts.iter().any(|p| p.chunk_sizes.is_some()).then(|| {
                 parts
                     .iter()
-                    .flat_map(|p| p.chunk_sizes.clone().unwrap_or_else(|| vec![1; p.msg_ids.len()]))
+                    .flat_map(|p| {
+                        p.chunk_sizes
+                            .clone()
+                            .unwrap_or_else(|| vec![1; p.msg_ids.len()])
+                    })
                     .collect()
             }),
             future_shim: PyOnceLock::new(),
@@ -544,6 +548,23 @@ impl AsyncResult {
         Ok(Some(value))
     }
 
+    /// What request `i`'s task published so far
+    /// (`rparallel.datapub.publish_data`), merged in order.
+    pub(crate) fn data_of<'py>(
+        &self,
+        py: Python<'py>,
+        task: Option<&Task>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let merged = PyDict::new(py);
+        for m in task.iter().flat_map(|t| t.outputs.iter()) {
+            if m.msg_type() == "data_message" {
+                let value = rparallel_pyexec::serialize::deserialize(py, m.buffers.clone())?;
+                merged.call_method1("update", (value,))?;
+            }
+        }
+        Ok(merged)
+    }
+
     /// Request `i`'s metadata: a `rparallel._helpers.Metadata` (keys and
     /// meanings as ipyparallel's), as far as it got.
     pub(crate) fn metadata_of<'py>(
@@ -588,6 +609,7 @@ impl AsyncResult {
                 }
             }
             fields.set_item("outputs", outputs)?;
+            fields.set_item("data", self.data_of(py, Some(task))?)?;
             if let Some(reply) = &task.reply {
                 let md = &reply.metadata;
                 for key in ["started", "completed", "engine_uuid"] {

@@ -385,7 +385,10 @@ impl AsyncResult {
 
     /// The event loop running now (asyncio asks its futures).
     fn get_loop(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(py.import("asyncio")?.call_method0("get_running_loop")?.unbind())
+        Ok(py
+            .import("asyncio")?
+            .call_method0("get_running_loop")?
+            .unbind())
     }
 
     /// Marks it as an asyncio future, so `asyncio.wrap_future(ar)`,
@@ -423,6 +426,18 @@ impl AsyncResult {
     #[getter]
     fn stderr(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.per_engine(py, self.stream("stderr"))
+    }
+
+    /// The live data each task published so far
+    /// (`rparallel.datapub.publish_data`), merged: a dict (or a list).
+    #[getter]
+    fn data(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let all = self
+            .tasks()
+            .iter()
+            .map(|t| self.data_of(py, t.as_ref()))
+            .collect::<PyResult<Vec<_>>>()?;
+        self.per_engine(py, all)
     }
 
     /// The displays each engine produced: lists of MIME bundles (dicts).
@@ -487,8 +502,7 @@ impl AsyncResult {
         timeout: Option<f64>,
     ) -> PyResult<()> {
         let started = Instant::now();
-        let bar =
-            Frontend::new(py)?.progress_bar(self.__len__(), "tasks", "wait_interactive")?;
+        let bar = Frontend::new(py)?.progress_bar(self.__len__(), "tasks", "wait_interactive")?;
         let deadline = Deadline::returning(timeout);
         loop {
             let ready = self.wait_for(py, Some(interval.max(0.01)))?;

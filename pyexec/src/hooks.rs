@@ -75,7 +75,8 @@ impl Hooks {
         self.emit(py, OutputEvent::ClearOutput { wait });
     }
 
-    /// A comm's message (`comm_open`, `comm_msg`, `comm_close`).
+    /// A comm's message (`comm_open`, `comm_msg`, `comm_close`), or a
+    /// task's live data (`data_message`).
     fn message(
         &self,
         py: Python<'_>,
@@ -88,9 +89,11 @@ impl Hooks {
             "comm_open" => "comm_open",
             "comm_msg" => "comm_msg",
             "comm_close" => "comm_close",
+            // `rparallel.datapub.publish_data`: a task's live data.
+            "data_message" => "data_message",
             other => {
                 return Err(PyRuntimeError::new_err(format!(
-                    "not a comm message: {other}"
+                    "not a comm or data message: {other}"
                 )))
             }
         };

@@ -39,6 +39,12 @@ const REMOTE: PythonSource = PythonSource {
     name: c"rparallel._remote",
 };
 
+const DATAPUB: PythonSource = PythonSource {
+    source: include_str!("../python/rparallel/datapub.py"),
+    file: c"rparallel/datapub.py",
+    name: c"rparallel.datapub",
+};
+
 /// The package's name.
 pub const NAME: &str = "rparallel";
 
@@ -70,6 +76,7 @@ pub fn install(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     let remote = load_module(py, &REMOTE)?;
     package.setattr("error", &error)?;
     package.setattr("_remote", &remote)?;
+    package.setattr("datapub", load_module(py, &DATAPUB)?)?;
     // `from .error import *`, as ipyparallel.
     for name in error.getattr("__all__")?.try_iter()? {
         let name = name?;
