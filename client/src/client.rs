@@ -28,6 +28,9 @@ pub struct Client {
 /// How many msg_ids [`Client::history`] keeps.
 pub const HISTORY_LIMIT: usize = 1 << 16;
 
+/// Each engine's queues, and the tasks given to none yet.
+pub type Queues = (BTreeMap<u32, QueueStatus>, Vec<String>);
+
 /// One engine's queues as this client sees them (`rc.queue_status()`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct QueueStatus {
@@ -357,7 +360,7 @@ impl Client {
     pub fn queue_status<W: Waiter>(
         &self,
         waiter: &mut W,
-    ) -> Result<(BTreeMap<u32, QueueStatus>, Vec<String>), W::Error> {
+    ) -> Result<Queues, W::Error> {
         let scheduler = self.ask_controller(
             waiter,
             "queue_request",
@@ -389,7 +392,7 @@ impl Client {
     }
 
     /// [`Client::queue_status`] from what this client knows alone.
-    fn own_queues(&self) -> (BTreeMap<u32, QueueStatus>, Vec<String>) {
+    fn own_queues(&self) -> Queues {
         let state = self.tracker().lock();
         let mut engines: BTreeMap<u32, QueueStatus> = state
             .engines
