@@ -223,7 +223,14 @@ impl Client {
     /// [`INTERRUPT_GRACE`] to stop (short enough that an interrupted cell
     /// ends within 2 s), showing what arrives meanwhile.
     fn stop_engines<W: Waiter>(&self, msg_ids: &[String], waiter: &mut W) -> Result<(), W::Error> {
-        let sent = self.send_interrupts(msg_ids);
+        let sent = match waiter.interrupt_signal() {
+            Some(signal) => self
+                .running_engines(msg_ids)
+                .into_iter()
+                .map(|engine| self.send(engine, Request::Signal(signal)))
+                .collect(),
+            None => self.send_interrupts(msg_ids),
+        };
         let deadline = Instant::now() + INTERRUPT_GRACE;
         let tracker = self.tracker();
         let all = AllDone::new(msg_ids);
@@ -357,10 +364,7 @@ impl Client {
     /// to an engine yet ("unassigned"). Direct requests are this client's;
     /// load-balanced tasks are every client's, as the controller's
     /// scheduler has them (`queue_request`), when it answers.
-    pub fn queue_status<W: Waiter>(
-        &self,
-        waiter: &mut W,
-    ) -> Result<Queues, W::Error> {
+    pub fn queue_status<W: Waiter>(&self, waiter: &mut W) -> Result<Queues, W::Error> {
         let scheduler = self.ask_controller(
             waiter,
             "queue_request",

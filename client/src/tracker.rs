@@ -181,6 +181,40 @@ impl Tracker {
         self.changed.notify_all();
     }
 
+    /// Takes back requests [`Tracker::submit`] recorded that will never
+    /// be answered (the controller refused to follow them): unfinished
+    /// ones go, with the credit they held.
+    pub fn withdraw(&self, msg_ids: &[String]) {
+        let mut state = self.lock();
+        for id in msg_ids {
+            if state
+                .tasks
+                .get(id)
+                .is_some_and(|t| t.status == Status::Pending)
+            {
+                if let Some(mut task) = state.tasks.remove(id) {
+                    finish(
+                        &mut task,
+                        Status::Failed("withdrawn".into()),
+                        &self.in_flight,
+                    );
+                }
+            }
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Puts `outputs` (sent before this client asked for them) ahead of
+    /// what `msg_id` has.
+    pub fn prepend_outputs(&self, msg_id: &str, outputs: Vec<Message>) {
+        let mut state = self.lock();
+        if let Some(task) = state.tasks.get_mut(msg_id) {
+            let later = std::mem::take(&mut task.outputs);
+            task.outputs = outputs.into_iter().map(Arc::new).chain(later).collect();
+        }
+    }
+
     /// Records a message from the controller or an engine.
     pub fn on_message(&self, message: Message) {
         let message = Arc::new(message);

@@ -44,6 +44,12 @@ pub trait Waiter {
     fn interrupting(&mut self, _running: &[u32], _after: Duration) -> Result<(), Self::Error> {
         Ok(())
     }
+
+    /// The signal that stops the engines when the wait is interrupted
+    /// (None: an interrupt, as Ctrl-C in a local cell).
+    fn interrupt_signal(&self) -> Option<i32> {
+        None
+    }
 }
 
 /// Waits until `ready(state)` holds or `timeout` passes (None: forever).

@@ -74,12 +74,15 @@ pub enum TaskDb {
     /// In memory, bounded (the last 4,096 requests, 64 MiB of buffers).
     #[default]
     Memory,
+    /// In memory, and all of it in `tasks.sqlite` in the profile (a table
+    /// per controller run).
+    Sqlite,
     /// Nothing kept: `db_query`, `get_result` and `resubmit` refuse.
     None,
 }
 
 /// The names `--db` takes.
-pub const TASK_DBS: &[&str] = &["memory", "none"];
+pub const TASK_DBS: &[&str] = &["memory", "sqlite", "none"];
 
 impl std::str::FromStr for TaskDb {
     type Err = String;
@@ -87,6 +90,7 @@ impl std::str::FromStr for TaskDb {
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         match name {
             "memory" | "dict" => Ok(TaskDb::Memory),
+            "sqlite" => Ok(TaskDb::Sqlite),
             "none" | "nodb" => Ok(TaskDb::None),
             other => Err(format!(
                 "unknown task database {other:?} (databases: {})",
@@ -100,6 +104,7 @@ impl fmt::Display for TaskDb {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             TaskDb::Memory => "memory",
+            TaskDb::Sqlite => "sqlite",
             TaskDb::None => "none",
         })
     }

@@ -15,7 +15,8 @@ use zeromq::{Endpoint, RouterSocket, Socket, SocketEvent};
 use crate::events::HubEvent;
 use crate::hub::{Hub, HubConfig};
 use crate::launch::{check_python, EngineCommand, Launcher};
-use crate::record::Recorder;
+use crate::record::{Keep, Recorder};
+use rparallel_cluster::TaskDb;
 
 /// Options of `rparallel controller`.
 #[derive(Debug, Clone)]
@@ -173,8 +174,16 @@ async fn controller(options: ControllerOptions) -> anyhow::Result<()> {
         restart_engines: options.restart_engines,
         scheduler: options.scheduler,
     };
-    let keep_record = options.scheduler.db != rparallel_cluster::TaskDb::None;
-    let (recorder, recorder_out) = Recorder::start(session.clone(), keep_record);
+    let keep = match options.scheduler.db {
+        TaskDb::None => Keep::Nothing,
+        TaskDb::Memory => Keep::Memory,
+        TaskDb::Sqlite => Keep::Sqlite {
+            path: profile.dir.join("tasks.sqlite"),
+            run: cluster_id.clone(),
+        },
+    };
+    let (recorder, recorder_out) =
+        Recorder::start(session.clone(), keep).context("cannot open the task record")?;
     let hub = Hub::new(session, config, client_tx, engine_tx, on_change)
         .with_recorder(recorder, recorder_out)
         .with_launcher(launcher, options.engines)

@@ -946,15 +946,21 @@ def hub_records(records, buffers):
 
 
 def keep_results(client, result):
-    """``get_result(owner=False)``: finished values and metadata also go
-    to ``client.results`` / ``client.metadata``."""
+    """``get_result(owner=False)``: values and metadata also go to
+    ``client.results`` / ``client.metadata``, as each request finishes."""
+
+    def keep(part, msg_id):
+        try:
+            client.results[msg_id] = part.get(0)
+        except Exception as e:
+            client.results[msg_id] = e
+        client.metadata[msg_id] = part.metadata
+
     for part, msg_id in zip(result.split(), result.msg_ids):
         if part.ready():
-            try:
-                client.results[msg_id] = part.get(0)
-            except Exception as e:
-                client.results[msg_id] = e
-            client.metadata[msg_id] = part.metadata
+            keep(part, msg_id)
+        else:
+            when_done(part, lambda p, m=msg_id: keep(p, m))
 
 
 class FutureShim:

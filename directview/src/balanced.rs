@@ -113,12 +113,13 @@ impl LoadBalancedView {
         targets: &Targets,
         label: Option<&str>,
     ) -> PyResult<Bound<'py, AsyncResult>> {
-        let flags = self.flags(py, targets)?;
+        let flags = Arc::new(self.flags(py, targets)?);
         let submitted = Instant::now();
         let (client, count) = (self.client.clone(), requests.len());
         let mut requests = requests;
         let sending = self.track.then(|| crate::view::tracked(&mut requests));
         // Sending may wait for credit (too much in flight): not with the GIL.
+        let flags_kept = flags.clone();
         let msg_ids = py.detach(move || {
             requests
                 .into_iter()
@@ -137,7 +138,11 @@ impl LoadBalancedView {
             label,
         );
         let result = Bound::new(py, result)?;
-        result.borrow_mut().sending = sending;
+        {
+            let mut r = result.borrow_mut();
+            r.sending = sending;
+            r.task_flags = Some(flags_kept);
+        }
         Ok(result)
     }
 

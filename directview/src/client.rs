@@ -366,14 +366,18 @@ impl PyClient {
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let me = slf.borrow();
-        let msg_ids = crate::hub_record::msg_ids_of(&me.client, indices_or_msg_ids)?;
-        let result = crate::hub_record::get_result(py, &me.client, msg_ids)?;
+        let (msg_ids, single) = crate::hub_record::msg_ids_of(&me.client, indices_or_msg_ids)?;
+        let result = crate::hub_record::get_result(py, &me.client, msg_ids, single)?;
         let result = Bound::new(py, result)?;
         if !owner {
             crate::convert::helpers(py)?
                 .call_method1("keep_results", (slf.clone(), result.clone()))?;
         }
-        crate::view::finish(result, block.unwrap_or(me.block))
+        // As ipyparallel: blocking waits, and still returns the result.
+        if block.unwrap_or(me.block) {
+            result.call_method0("wait")?;
+        }
+        Ok(result.into_any().unbind())
     }
 
     /// Runs requests (msg_ids or history indices) again, under new
@@ -388,9 +392,12 @@ impl PyClient {
         let _ = metadata;
         let py = slf.py();
         let me = slf.borrow();
-        let msg_ids = crate::hub_record::msg_ids_of(&me.client, indices_or_msg_ids)?;
-        let result = crate::hub_record::resubmit(py, &me.client, msg_ids)?;
-        crate::view::finish(Bound::new(py, result)?, block.unwrap_or(me.block))
+        let (msg_ids, _) = crate::hub_record::msg_ids_of(&me.client, indices_or_msg_ids)?;
+        let result = Bound::new(py, crate::hub_record::resubmit(py, &me.client, msg_ids)?)?;
+        if block.unwrap_or(me.block) {
+            result.call_method0("wait")?;
+        }
+        Ok(result.into_any().unbind())
     }
 
     /// Removes finished requests from the controller's record: `jobs`

@@ -87,65 +87,104 @@ pub fn db_query(
 }
 
 /// `get_result(msg_ids)`: an AsyncResult of requests from any client:
-/// finished ones from the record, unfinished ones as they finish.
+/// finished ones from the record, unfinished ones as they finish (with
+/// what they printed so far). `single`: its value is the one request's
+/// bare value.
 pub fn get_result(
     py: Python<'_>,
     client: &Arc<Client>,
     msg_ids: Vec<String>,
+    single: bool,
 ) -> PyResult<AsyncResult> {
-    let (held, wanted): (Vec<String>, Vec<String>) = {
+    // Requests another result here holds are read from it; the record is
+    // still asked, so a purged or unknown msg_id is an error.
+    let held: Vec<String> = {
         let state = client.tracker().lock();
         msg_ids
             .iter()
+            .filter(|id| state.tasks.contains_key(*id))
             .cloned()
-            .partition(|id| state.tasks.contains_key(id))
+            .collect()
     };
-    let mut engines = vec![UNASSIGNED; msg_ids.len()];
-    let mut call = Call::APPLY;
-    if !wanted.is_empty() {
-        // Waited for from now: output and replies that come before the
-        // record answers (copies the record forwards) are kept.
-        for id in &wanted {
-            client.tracker().submit(id, Route::Task);
+    let wanted: Vec<String> = msg_ids
+        .iter()
+        .filter(|id| !held.contains(id))
+        .cloned()
+        .collect();
+    // Waited for from now: output and replies forwarded before the record
+    // answers are kept.
+    for id in &wanted {
+        client.tracker().submit(id, Route::Task);
+    }
+    let asked = json!({"msg_ids": msg_ids, "follow": wanted});
+    let reply = match ask(py, client, "result_request", asked) {
+        Ok(reply) => reply,
+        // No record kept, but nothing asked that this client lacks.
+        Err(e) if wanted.is_empty() && e.to_string().contains("--db none") => {
+            let _ = e;
+            return Ok(AsyncResult::new(
+                client.clone(),
+                msg_ids.clone(),
+                known_engines(client, &msg_ids),
+                Call::APPLY,
+                single,
+                Instant::now(),
+                Some("AsyncHubResult"),
+            )
+            .borrowing(&held));
         }
-        let reply = match ask(py, client, "result_request", json!({"msg_ids": wanted})) {
-            Ok(reply) => reply,
-            Err(e) => {
-                client.tracker().forget(&wanted);
-                return Err(e);
-            }
+        Err(e) => {
+            client.tracker().withdraw(&wanted);
+            return Err(e);
+        }
+    };
+    let too_large: Vec<&str> = reply.content["too_large"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|id| wanted.iter().any(|w| w == id))
+        .collect();
+    if let Some(id) = too_large.first() {
+        let message = format!("the result of {id} was too large to keep in the record");
+        client.tracker().withdraw(&wanted);
+        return Err(PyRuntimeError::new_err(message));
+    }
+    let mut call = Call::APPLY;
+    let mut buffers = reply.buffers.iter().cloned();
+    let results = reply.content["results"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let partial = reply.content["partial"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for id in &msg_ids {
+        let Some(record) = results.get(id).or_else(|| partial.get(id)) else {
+            continue;
         };
-        let mut buffers = reply.buffers.iter().cloned();
-        let results = reply.content["results"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-        // Finished ones: their buffers come in this order.
-        for id in &wanted {
-            let Some(record) = results.get(id) else {
-                continue;
-            };
+        if record["header"]["msg_type"] == "execute_request" {
+            call = Call::EXECUTE;
+        }
+        if !wanted.contains(id) {
+            continue;
+        }
+        let engine = record["engine_id"].as_u64().map(|e| e as u32);
+        if results.contains_key(id) {
+            // Finished: its buffers come in this order.
             let count = record["result_buffers"].as_u64().unwrap_or(0) as usize;
             let taken: Vec<Bytes> = buffers.by_ref().take(count).collect();
-            let engine = record["engine_id"].as_u64().map(|e| e as u32);
-            if record["header"]["msg_type"] == "execute_request" {
-                call = Call::EXECUTE;
-            }
             let (reply, outputs) = rebuilt(id, record, taken);
             client
                 .tracker()
                 .finish_from_record(id, engine, reply, outputs);
+        } else {
+            let (_, outputs) = rebuilt(id, record, vec![]);
+            client.tracker().prepend_outputs(id, outputs);
         }
     }
-    {
-        let state = client.tracker().lock();
-        for (slot, id) in engines.iter_mut().zip(&msg_ids) {
-            if let Some(engine) = state.tasks.get(id).and_then(|t| t.engine) {
-                *slot = engine;
-            }
-        }
-    }
-    let single = msg_ids.len() == 1;
+    let engines = known_engines(client, &msg_ids);
     let result = AsyncResult::new(
         client.clone(),
         msg_ids,
@@ -156,6 +195,21 @@ pub fn get_result(
         Some("AsyncHubResult"),
     );
     Ok(result.borrowing(&held))
+}
+
+/// The engine of each request, as far as this client knows.
+fn known_engines(client: &Client, msg_ids: &[String]) -> Vec<u32> {
+    let state = client.tracker().lock();
+    msg_ids
+        .iter()
+        .map(|id| {
+            state
+                .tasks
+                .get(id)
+                .and_then(|t| t.engine)
+                .unwrap_or(UNASSIGNED)
+        })
+        .collect()
 }
 
 /// `resubmit(msg_ids)`: each request run again under a new msg_id; the
@@ -172,7 +226,8 @@ pub fn resubmit(
         .iter()
         .filter_map(|id| reply.content["resubmitted"][id].as_str().map(String::from))
         .collect();
-    let result = get_result(py, client, fresh)?;
+    // Always a list, as ipyparallel's.
+    let result = get_result(py, client, fresh, false)?;
     client.remember(result.msg_ids());
     Ok(result)
 }
@@ -240,14 +295,21 @@ fn frames<'py>(py: Python<'py>, frames: &[Bytes]) -> PyResult<Bound<'py, PyList>
 }
 
 /// msg_ids of `indices_or_msg_ids` (None: the last request; ints index
-/// the client's history).
-pub fn msg_ids_of(client: &Client, jobs: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+/// the client's history), and whether it named one request (not a list).
+pub fn msg_ids_of(
+    client: &Client,
+    jobs: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(Vec<String>, bool)> {
     match jobs.filter(|j| !j.is_none()) {
         None => {
             let history = client.history();
-            Ok(history.last().cloned().into_iter().collect())
+            Ok((history.last().cloned().into_iter().collect(), true))
         }
-        Some(jobs) => crate::jobs::job_ids(client, Some(jobs)),
+        Some(jobs) => {
+            let one =
+                jobs.extract::<String>().is_ok() || jobs.is_instance_of::<pyo3::types::PyInt>();
+            Ok((crate::jobs::job_ids(client, Some(jobs))?, one))
+        }
     }
 }
 

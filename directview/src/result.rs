@@ -53,6 +53,9 @@ pub struct AsyncResult {
     /// The records this result reads; shared with the results `split()`
     /// and `join()` make of it, so they stay while any of them lives.
     records: Vec<Arc<Records>>,
+    /// A load-balanced task's flags (its metadata's `after`, `follow`,
+    /// `label`).
+    pub(crate) task_flags: Option<Arc<rparallel_client::TaskFlags>>,
     /// How many items each request carries (a map's chunks): `len()` and
     /// `progress` count items, as ipyparallel's. None: one each.
     pub(crate) chunk_sizes: Option<Vec<usize>>,
@@ -135,6 +138,7 @@ impl AsyncResult {
             ordered: true,
             return_exceptions: false,
             records: vec![records],
+            task_flags: None,
             chunk_sizes: None,
             future_shim: PyOnceLock::new(),
             split_parts: PyOnceLock::new(),
@@ -165,6 +169,7 @@ impl AsyncResult {
             ordered: self.ordered,
             return_exceptions: self.return_exceptions,
             records: self.records.clone(),
+            task_flags: self.task_flags.clone(),
             chunk_sizes: self
                 .chunk_sizes
                 .as_ref()
@@ -201,6 +206,7 @@ impl AsyncResult {
             ordered: first.ordered,
             return_exceptions: first.return_exceptions,
             records,
+            task_flags: first.task_flags.clone(),
             chunk_sizes: parts.iter().any(|p| p.chunk_sizes.is_some()).then(|| {
                 parts
                     .iter()
@@ -580,6 +586,13 @@ impl AsyncResult {
             e => Some(e),
         });
         fields.set_item("engine_id", engine)?;
+        if let Some(flags) = &self.task_flags {
+            let value =
+                |v: &Option<serde_json::Value>| v.as_ref().map(|v| to_python(py, v)).transpose();
+            fields.set_item("after", value(&flags.after)?)?;
+            fields.set_item("follow", value(&flags.follow)?)?;
+            fields.set_item("label", flags.label.clone())?;
+        }
         let submitted = task.map_or(self.submitted, |t| t.submitted);
         fields.set_item("submitted", wall_clock(submitted))?;
         if let Some(task) = task {

@@ -19,6 +19,8 @@ pub struct PyWaiter<'py, 'a> {
     /// Who says so on stderr when a deadline interrupts engines (`%px`).
     announce: Option<&'static str>,
     frontend: Option<Frontend<'py>>,
+    /// What stops the engines on Ctrl-C (`%%px --signal-on-interrupt`).
+    signal: Option<i32>,
 }
 
 impl<'py, 'a> PyWaiter<'py, 'a> {
@@ -29,7 +31,14 @@ impl<'py, 'a> PyWaiter<'py, 'a> {
             tick: None,
             announce: None,
             frontend: None,
+            signal: None,
         }
+    }
+
+    /// Ctrl-C sends the engines `signal` (None: an interrupt).
+    pub fn signalling(mut self, signal: Option<i32>) -> Self {
+        self.signal = signal;
+        self
     }
 
     /// Shows each engine's output as it arrives (keep the relay across
@@ -61,6 +70,10 @@ impl<'py, 'a> PyWaiter<'py, 'a> {
 
 impl Waiter for PyWaiter<'_, '_> {
     type Error = PyErr;
+
+    fn interrupt_signal(&self) -> Option<i32> {
+        self.signal
+    }
 
     fn block(
         &mut self,

@@ -114,7 +114,8 @@ struct SchedulerArgs {
     /// Unfinished tasks an engine is given at most (0: no limit).
     #[arg(long, default_value_t = 1)]
     hwm: usize,
-    /// Where the record of requests and results is kept: memory or none.
+    /// Where the record of requests and results is kept: memory, sqlite
+    /// (`tasks.sqlite` in the profile, too) or none.
     #[arg(long, default_value = "memory", value_parser = parse_db)]
     db: TaskDb,
 }

@@ -52,6 +52,9 @@ pub struct PxOptions {
     pub local: bool,
     /// Store the AsyncResult in the user's namespace under this name.
     pub save_name: Option<String>,
+    /// The signal (a name or number) Ctrl-C sends the engines instead of
+    /// an interrupt.
+    pub signal_on_interrupt: Option<String>,
 }
 
 /// `%pxconfig`: new defaults for the active view.
@@ -83,8 +86,9 @@ struct ExecArgs {
     verbose: bool,
     #[arg(long = "no-verbose", overrides_with = "verbose")]
     no_verbose: bool,
-    /// Show a progress bar once a blocking cell runs this long (seconds).
-    #[arg(long = "progress-after", value_parser = non_negative, allow_hyphen_values = true)]
+    /// Show a progress bar once a blocking cell runs this long (seconds;
+    /// -1: never).
+    #[arg(long = "progress-after", value_parser = seconds_or_never, allow_hyphen_values = true)]
     progress_after: Option<f64>,
     /// Interrupt engines still running after this many seconds.
     #[arg(long, value_parser = non_negative, allow_hyphen_values = true)]
@@ -121,6 +125,9 @@ struct PxArgs {
     /// Save the AsyncResult under this name.
     #[arg(short = 'o', long = "out", visible_alias = "save-name")]
     out: Option<String>,
+    /// Send this signal (e.g. SIGTERM) to the engines on Ctrl-C.
+    #[arg(long = "signal-on-interrupt")]
+    signal_on_interrupt: Option<String>,
 }
 
 #[derive(Parser, Debug)]
@@ -153,6 +160,14 @@ fn non_negative(text: &str) -> Result<f64, String> {
         _ => Err(format!(
             "expected a number of seconds (0 or more), got {text:?}"
         )),
+    }
+}
+
+/// Seconds, or -1 (any negative number) for never.
+fn seconds_or_never(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v < 0.0 => Ok(-1.0),
+        _ => non_negative(text),
     }
 }
 
@@ -212,6 +227,7 @@ pub fn parse_px(magic: &str, line: &str) -> Result<PxOptions, UsageError> {
         exec: args.exec.into(),
         local: args.local,
         save_name: args.out,
+        signal_on_interrupt: args.signal_on_interrupt,
     })
 }
 

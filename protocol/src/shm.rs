@@ -27,7 +27,7 @@ pub const MIN_SIZE: usize = 1 << 20;
 const DIR: &str = "/dev/shm";
 const PREFIX: &str = "rparallel-";
 /// The metadata key listing moved buffers: `[{index, path, len}]`.
-const KEY: &str = "rparallel_shm";
+pub const KEY: &str = "rparallel_shm";
 /// The metadata key a client sets to its host id, so an engine on the same
 /// host answers through shared memory too.
 pub const HOST_KEY: &str = "rparallel_host";

@@ -11,12 +11,16 @@
 //! ([`Out`]).
 //!
 //! - [`store`]: the records (raw frames, bounded in count and bytes);
-//! - [`query`]: `db_query`'s filters.
+//! - [`query`]: `db_query`'s filters;
+//! - [`sqlite`]: `--db sqlite`, the record also on disk, unbounded.
 
 pub mod query;
+pub mod sqlite;
 pub mod store;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use bytes::Bytes;
 use rparallel_protocol::{Message, Session};
@@ -25,7 +29,22 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use zeromq::ZmqMessage;
 
+use sqlite::Sqlite;
 use store::{Parts, Store, TaskRecord};
+
+/// How often changed records are written to SQLite.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// Where the record is kept.
+pub enum Keep {
+    Nothing,
+    Memory,
+    /// In memory and in the SQLite file `path`, table for run `run`.
+    Sqlite {
+        path: PathBuf,
+        run: String,
+    },
+}
 
 /// How many routed messages may wait for the recorder.
 const BACKLOG: usize = 1 << 16;
@@ -67,33 +86,40 @@ impl Recorder {
     /// A recorder keeping `store`'s records, answering with `session`;
     /// what it sends comes out of the returned receiver. `enabled: false`
     /// keeps nothing and answers record requests with an error.
-    pub fn start(session: Session, enabled: bool) -> (Recorder, mpsc::Receiver<Out>) {
+    pub fn start(session: Session, keep: Keep) -> anyhow::Result<(Recorder, mpsc::Receiver<Out>)> {
         let (out_tx, out_rx) = mpsc::channel(256);
-        if !enabled {
-            let (tx, mut rx) = mpsc::channel::<Event>(16);
-            tokio::spawn(async move {
-                while let Some(event) = rx.recv().await {
-                    if let Event::Ask(request) = event {
-                        let content = json!({
-                            "status": "error",
-                            "reason": "this controller keeps no task record (started with --db none)",
-                        });
-                        let reply = reply(&session, &request, content, vec![]);
-                        let _ = out_tx.send(Out::ToClient(reply)).await;
+        let sqlite = match keep {
+            Keep::Nothing => {
+                let (tx, mut rx) = mpsc::channel::<Event>(16);
+                tokio::spawn(async move {
+                    while let Some(event) = rx.recv().await {
+                        if let Event::Ask(request) = event {
+                            let content = json!({
+                                "status": "error",
+                                "reason": "this controller keeps no task record (started with --db none)",
+                            });
+                            let reply = reply(&session, &request, content, vec![]);
+                            let _ = out_tx.send(Out::ToClient(reply)).await;
+                        }
                     }
-                }
-            });
-            return (Recorder { events: Some(tx) }, out_rx);
-        }
+                });
+                return Ok((Recorder { events: Some(tx) }, out_rx));
+            }
+            Keep::Memory => None,
+            Keep::Sqlite { path, run } => Some(Sqlite::open(&path, &run)?),
+        };
         let (tx, rx) = mpsc::channel(BACKLOG);
         let actor = Actor {
             session,
             store: Store::default(),
             watchers: HashMap::new(),
             out: out_tx,
+            sqlite,
+            seq: 0,
+            dirty: HashSet::new(),
         };
         tokio::spawn(actor.run(rx));
-        (Recorder { events: Some(tx) }, out_rx)
+        Ok((Recorder { events: Some(tx) }, out_rx))
     }
 
     /// A recorder that keeps nothing and answers nothing (tests).
@@ -132,6 +158,12 @@ struct Actor {
     /// they get copies of the requests' output and reply.
     watchers: HashMap<String, Vec<Bytes>>,
     out: mpsc::Sender<Out>,
+    /// `--db sqlite`: the records also there.
+    sqlite: Option<Sqlite>,
+    /// Requests recorded so far (each record's `seq`).
+    seq: u64,
+    /// Records changed since they were last written to SQLite.
+    dirty: HashSet<String>,
 }
 
 /// The fields of a header the recorder reads (borrowed).
@@ -159,12 +191,48 @@ const SPLIT: usize = 2;
 
 impl Actor {
     async fn run(mut self, mut events: mpsc::Receiver<Event>) {
-        while let Some(event) = events.recv().await {
-            match event {
-                Event::Request(frames) => self.record_request(frames),
-                Event::FromEngine(engine, frames) => self.record_from_engine(engine, frames).await,
-                Event::Ask(request) => self.answer(*request).await,
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(Event::Request(frames)) => self.record_request(frames),
+                    Some(Event::FromEngine(engine, frames)) => {
+                        self.record_from_engine(engine, frames).await
+                    }
+                    Some(Event::Ask(request)) => {
+                        self.flush();
+                        self.answer(*request).await
+                    }
+                    None => break,
+                },
+                _ = flush.tick(), if self.sqlite.is_some() => self.flush(),
             }
+        }
+        self.flush();
+    }
+
+    /// Writes the records changed since last time to SQLite.
+    fn flush(&mut self) {
+        let Some(sqlite) = &self.sqlite else { return };
+        let rows = self
+            .dirty
+            .drain()
+            .filter_map(|id| self.store.get(&id))
+            .map(|r| sqlite::Row {
+                msg_id: r.msg_id.clone(),
+                seq: r.seq,
+                json: r.to_json(),
+                buffers: r.buffers.clone(),
+                result_buffers: r.result_buffers.clone(),
+            })
+            .collect();
+        sqlite.save(rows);
+    }
+
+    fn touched(&mut self, msg_id: &str) {
+        if self.sqlite.is_some() {
+            self.dirty.insert(msg_id.to_string());
         }
     }
 
@@ -192,8 +260,10 @@ impl Actor {
             .strip_prefix(b"engine:".as_slice())
             .and_then(|id| std::str::from_utf8(id).ok())
             .and_then(|id| id.parse().ok());
+        self.seq += 1;
         let record = TaskRecord {
             msg_id: header.msg_id.to_string(),
+            seq: self.seq,
             msg_type: header.msg_type.to_string(),
             queue,
             route,
@@ -217,7 +287,14 @@ impl Actor {
             resubmitted: None,
             buffers_dropped: false,
         };
+        let mut record = record;
+        if through_shared_memory(&record.request.metadata) {
+            record.buffers.clear();
+            record.buffers_dropped = true;
+        }
+        let msg_id = record.msg_id.clone();
         self.store.insert(record);
+        self.touched(&msg_id);
     }
 
     async fn record_from_engine(&mut self, engine: u32, frames: Vec<Bytes>) {
@@ -232,6 +309,9 @@ impl Actor {
         let content = frames.get(SPLIT + 5).map(store::kept).unwrap_or_default();
         let now = rparallel_protocol::message::now_iso8601();
         let is_reply = msg_type.ends_with("_reply");
+        if is_reply || msg_type == "stream" {
+            self.touched(&parent);
+        }
         self.store.update(&parent, |record| {
             record.engine_id = Some(engine);
             match msg_type.as_str() {
@@ -261,9 +341,14 @@ impl Actor {
                 "error" => record.error = Some(content.clone()),
                 "display_data" => record.outputs.push(content.clone()),
                 _ if is_reply => {
-                    record.reply = Some(Parts::of(&frames, SPLIT));
-                    record.result_buffers =
-                        frames.get(SPLIT + 6..).map(kept_all).unwrap_or_default();
+                    let reply = Parts::of(&frames, SPLIT);
+                    if through_shared_memory(&reply.metadata) {
+                        record.buffers_dropped = true;
+                    } else {
+                        record.result_buffers =
+                            frames.get(SPLIT + 6..).map(kept_all).unwrap_or_default();
+                    }
+                    record.reply = Some(reply);
                     record.received = Some(now.clone());
                 }
                 _ => {}
@@ -286,14 +371,17 @@ impl Actor {
 
     async fn answer(&mut self, request: Message) {
         let (content, buffers) = match request.msg_type() {
-            "history_request" => (
-                json!({"status": "ok", "history": self.store.history()}),
-                vec![],
-            ),
-            "db_request" => self.db_query(&request.content),
-            "result_request" => self.results(&request),
+            "history_request" => {
+                let history = match &self.sqlite {
+                    Some(sqlite) => sqlite.history().await,
+                    None => self.store.history(),
+                };
+                (json!({"status": "ok", "history": history}), vec![])
+            }
+            "db_request" => self.db_query(&request.content).await,
+            "result_request" => self.results(&request).await,
             "resubmit_request" => self.resubmit(&request).await,
-            "purge_request" => self.purge(&request.content),
+            "purge_request" => self.purge(&request.content).await,
             other => (
                 json!({"status": "error", "reason": format!("unknown request {other}")}),
                 vec![],
@@ -305,7 +393,7 @@ impl Actor {
 
     /// `db_query`: the records matching, with the keys asked for (all when
     /// none); their buffers follow as frames, counted in each record.
-    fn db_query(&self, content: &Value) -> (Value, Vec<Bytes>) {
+    async fn db_query(&self, content: &Value) -> (Value, Vec<Bytes>) {
         let query = match query::Query::parse(&content["query"]) {
             Ok(q) => q,
             Err(reason) => return (json!({"status": "error", "reason": reason}), vec![]),
@@ -315,25 +403,36 @@ impl Actor {
                 .filter_map(|k| k.as_str().map(String::from))
                 .collect()
         });
+        let found: Vec<sqlite::Found> = match &self.sqlite {
+            Some(sqlite) => sqlite.query(query).await,
+            None => self
+                .store
+                .iter()
+                .map(|r| sqlite::Found {
+                    json: r.to_json(),
+                    buffers: r.buffers.clone(),
+                    result_buffers: r.result_buffers.clone(),
+                })
+                .filter(|f| query.matches(&f.json))
+                .collect(),
+        };
         let mut records = Vec::new();
         let mut buffers = Vec::new();
-        for record in self.store.iter() {
-            let full = record.to_json();
-            if !query.matches(&full) {
-                continue;
-            }
-            let mut picked = Map::new();
-            for (key, value) in full {
-                let wanted = key == "msg_id" || keys.as_ref().is_none_or(|k| k.contains(&key));
-                if wanted {
-                    picked.insert(key, value);
-                }
-            }
+        for record in found {
+            let picked: Map<String, Value> = record
+                .json
+                .into_iter()
+                .filter(|(key, _)| match &keys {
+                    Some(keys) => key == "msg_id" || keys.contains(key),
+                    // As ipyparallel: everything but the buffers.
+                    None => key != "buffers" && key != "result_buffers",
+                })
+                .collect();
             if picked.contains_key("buffers") {
-                buffers.extend(record.buffers.iter().cloned());
+                buffers.extend(record.buffers);
             }
             if picked.contains_key("result_buffers") {
-                buffers.extend(record.result_buffers.iter().cloned());
+                buffers.extend(record.result_buffers);
             }
             records.push(Value::Object(picked));
         }
@@ -343,43 +442,84 @@ impl Actor {
     /// `get_result`: finished requests' replies and outputs (buffers as
     /// frames, in order); unfinished ones are listed as pending, and the
     /// asking client gets their output and reply when they come.
-    fn results(&mut self, request: &Message) -> (Value, Vec<Bytes>) {
+    async fn results(&mut self, request: &Message) -> (Value, Vec<Bytes>) {
         let msg_ids = string_list(&request.content["msg_ids"]);
-        if let Some(unknown) = msg_ids.iter().find(|id| self.store.get(id).is_none()) {
+        // Records gone from memory may still be in SQLite, finished.
+        let mut stored: HashMap<String, sqlite::Found> = HashMap::new();
+        if let Some(sqlite) = &self.sqlite {
+            let gone: Vec<String> = msg_ids
+                .iter()
+                .filter(|id| self.store.get(id).is_none())
+                .cloned()
+                .collect();
+            if !gone.is_empty() {
+                for (id, found) in gone.iter().zip(sqlite.get(gone.clone()).await) {
+                    if let Some(found) = found.filter(|f| !f.json["result_header"].is_null()) {
+                        stored.insert(id.clone(), found);
+                    }
+                }
+            }
+        }
+        if let Some(unknown) = msg_ids
+            .iter()
+            .find(|id| self.store.get(id).is_none() && !stored.contains_key(*id))
+        {
             return (
                 json!({"status": "error", "reason": format!("no task {unknown} in the record (unknown, purged, or too old)")}),
                 vec![],
             );
         }
         let client = request.identities.first().cloned().unwrap_or_default();
+        // Requests whose output the client gets already (its own) are
+        // not forwarded again: `follow` names the others (default: all).
+        let follow = match request.content.get("follow") {
+            Some(list) => string_list(list),
+            None => msg_ids.clone(),
+        };
         let mut pending = Vec::new();
+        let mut too_large = Vec::new();
+        let mut partial = Map::new();
         let mut results = Map::new();
         let mut buffers = Vec::new();
         for msg_id in &msg_ids {
+            if let Some(found) = stored.remove(msg_id) {
+                let mut full = found.json;
+                full.remove("content");
+                full.remove("metadata");
+                results.insert(msg_id.clone(), Value::Object(full));
+                buffers.extend(found.result_buffers);
+                continue;
+            }
             let record = self.store.get(msg_id).expect("checked");
             if !record.is_done() {
                 pending.push(msg_id.clone());
-                let watchers = self.watchers.entry(msg_id.clone()).or_default();
-                if !watchers.contains(&client) {
-                    watchers.push(client.clone());
+                // What it printed and showed so far; the rest is forwarded.
+                let so_far = record.to_json();
+                let mut part = Map::new();
+                for key in ["stdout", "stderr", "outputs", "engine_id", "header"] {
+                    part.insert(key.into(), so_far[key].clone());
+                }
+                partial.insert(msg_id.clone(), Value::Object(part));
+                if follow.contains(msg_id) {
+                    let watchers = self.watchers.entry(msg_id.clone()).or_default();
+                    if !watchers.contains(&client) {
+                        watchers.push(client.clone());
+                    }
                 }
                 continue;
             }
             if record.buffers_dropped && record.result_buffers.is_empty() {
-                return (
-                    json!({"status": "error", "reason": format!("the result of {msg_id} was too large to keep in the record")}),
-                    vec![],
-                );
+                too_large.push(msg_id.clone());
+                continue;
             }
             let mut full = record.to_json();
             full.remove("content");
-            full.remove("header");
             full.remove("metadata");
             results.insert(msg_id.clone(), Value::Object(full));
             buffers.extend(record.result_buffers.iter().cloned());
         }
         (
-            json!({"status": "ok", "pending": pending, "results": results}),
+            json!({"status": "ok", "pending": pending, "partial": partial, "results": results, "too_large": too_large}),
             buffers,
         )
     }
@@ -431,7 +571,47 @@ impl Actor {
 
     /// `purge_hub_results`: forgets finished records (`msg_ids`, or those
     /// of `engine_ids`, or `"all"`).
-    fn purge(&mut self, content: &Value) -> (Value, Vec<Bytes>) {
+    async fn purge(&mut self, content: &Value) -> (Value, Vec<Bytes>) {
+        let answer = self.purge_memory(content);
+        if let (Some(sqlite), true) = (&self.sqlite, answer.0["status"] == "ok") {
+            // Finished records of the ones named, or of those engines, or all.
+            let mut query = Map::new();
+            query.insert("result_header".into(), json!({"$ne": null}));
+            if content["msg_ids"] != "all" {
+                query.insert("msg_id".into(), json!({"$in": content["msg_ids"]}));
+            }
+            let mut ids: Vec<String> = Vec::new();
+            if let Ok(q) = query::Query::parse(&Value::Object(query.clone())) {
+                ids.extend(
+                    sqlite
+                        .query(q)
+                        .await
+                        .into_iter()
+                        .filter_map(|f| f.json["msg_id"].as_str().map(String::from)),
+                );
+            }
+            if content["engine_ids"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+            {
+                query.remove("msg_id");
+                query.insert("engine_id".into(), json!({"$in": content["engine_ids"]}));
+                if let Ok(q) = query::Query::parse(&Value::Object(query)) {
+                    ids.extend(
+                        sqlite
+                            .query(q)
+                            .await
+                            .into_iter()
+                            .filter_map(|f| f.json["msg_id"].as_str().map(String::from)),
+                    );
+                }
+            }
+            sqlite.remove(ids);
+        }
+        answer
+    }
+
+    fn purge_memory(&mut self, content: &Value) -> (Value, Vec<Bytes>) {
         if content["msg_ids"] == "all" {
             let unfinished: Vec<TaskRecord> = self
                 .store
@@ -450,14 +630,6 @@ impl Actor {
             .as_array()
             .map(|e| e.iter().filter_map(Value::as_u64).collect())
             .unwrap_or_default();
-        if !engines.is_empty() {
-            msg_ids.extend(
-                self.store
-                    .iter()
-                    .filter(|r| r.engine_id.is_some_and(|e| engines.contains(&(e as u64))))
-                    .map(|r| r.msg_id.clone()),
-            );
-        }
         if let Some(busy) = msg_ids
             .iter()
             .find(|id| self.store.get(id).is_some_and(|r| !r.is_done()))
@@ -467,11 +639,29 @@ impl Actor {
                 vec![],
             );
         }
+        // An engine's finished requests (its unfinished ones stay).
+        if !engines.is_empty() {
+            msg_ids.extend(
+                self.store
+                    .iter()
+                    .filter(|r| r.is_done())
+                    .filter(|r| r.engine_id.is_some_and(|e| engines.contains(&(e as u64))))
+                    .map(|r| r.msg_id.clone()),
+            );
+        }
         for msg_id in msg_ids {
             self.store.remove(&msg_id);
         }
         (json!({"status": "ok"}), vec![])
     }
+}
+
+/// Whether a message's buffers went through `/dev/shm`: its frames only
+/// name files its receiver has already consumed, so there is nothing to
+/// keep.
+fn through_shared_memory(metadata: &[u8]) -> bool {
+    let key = rparallel_protocol::shm::KEY.as_bytes();
+    metadata.windows(key.len()).any(|w| w == key)
 }
 
 fn kept_all(frames: &[Bytes]) -> Vec<Bytes> {

@@ -57,6 +57,8 @@ impl Parts {
 #[derive(Debug, Clone)]
 pub struct TaskRecord {
     pub msg_id: String,
+    /// Its place in submission order (SQLite sorts by it).
+    pub seq: u64,
     pub msg_type: String,
     /// "mux" (sent to one engine) or "task" (load-balanced).
     pub queue: &'static str,
@@ -258,6 +260,7 @@ mod tests {
     fn record(i: usize, buffer: usize) -> TaskRecord {
         TaskRecord {
             msg_id: i.to_string(),
+            seq: i as u64,
             msg_type: "apply_request".into(),
             queue: "mux",
             route: Bytes::from_static(b"engine:0"),

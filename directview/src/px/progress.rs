@@ -23,7 +23,8 @@ pub struct Progress {
 impl Progress {
     pub fn new(after: Option<f64>, total: usize) -> Self {
         Progress {
-            after: after.map(Duration::from_secs_f64),
+            // Negative: never (`--progress-after -1`).
+            after: after.filter(|a| *a >= 0.0).map(Duration::from_secs_f64),
             total,
             started: Instant::now(),
             drawn: None,

@@ -13,6 +13,7 @@ use rparallel_magics::{GroupBy, PxOptions, UsageError};
 
 use super::progress::Progress;
 use super::{usage, Magics};
+use crate::convert::helpers;
 use crate::display::Frontend;
 use crate::result::AsyncResult;
 use crate::waiting::PyWaiter;
@@ -25,6 +26,8 @@ struct Showing {
     timeout: Option<f64>,
     /// `%px` fails as soon as an engine is lost; `%pxresult` waits for all.
     until: Until,
+    /// What Ctrl-C sends the engines (None: an interrupt).
+    signal: Option<i32>,
 }
 
 impl Magics {
@@ -75,6 +78,20 @@ impl Magics {
             progress_after: exec.progress_after.or(settings.progress_after),
             timeout: exec.timeout.or(settings.timeout),
             until: Until::AllDoneOrLost,
+            signal: match &options.signal_on_interrupt {
+                Some(sig) => Some(
+                    helpers(py)?
+                        .call_method1("signal_number", (sig,))
+                        .map_err(|e| {
+                            usage(
+                                py,
+                                UsageError(format!("%%px --signal-on-interrupt: {}", e.value(py))),
+                            )
+                        })?
+                        .extract()?,
+                ),
+                None => None,
+            },
         };
         wait_and_show(py, &result.borrow(py), &showing)?;
         Ok(py.None())
@@ -109,6 +126,7 @@ impl Magics {
             progress_after: None,
             timeout: None,
             until: Until::AllDone,
+            signal: None,
         };
         let shown = wait_and_show(py, &result.borrow(py), &showing);
         shown
@@ -131,7 +149,8 @@ fn wait_and_show(py: Python<'_>, result: &AsyncResult, showing: &Showing) -> PyR
         let mut waiter = PyWaiter::new(py)
             .showing(relay.as_mut())
             .ticking(&mut tick)
-            .announcing("%px");
+            .announcing("%px")
+            .signalling(showing.signal);
         result.wait_with(py, deadline, showing.until, &mut waiter)
     };
     progress.finish(py, result)?;
