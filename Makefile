@@ -13,7 +13,7 @@ export JUPYTER_PATH := $(VENV)/share/jupyter
 
 .PHONY: demo test build wheel venv kernelspec browser lint clean bench bench-hosts bench-quick soak lab-packages lab-test
 
-## demo: build, set up .venv, install the kernelspec, execute the demo notebooks (tutorial, science with figures and widgets counted, load-balanced)
+## demo: build, set up .venv, install the kernelspec, execute the demo notebooks (tutorial, science with figures and widgets counted, load-balanced, ipyparallel examples)
 demo: kernelspec
 	@mkdir -p target/demo
 	$(VENV)/bin/jupyter nbconvert --to notebook --execute \

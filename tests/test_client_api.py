@@ -26,10 +26,10 @@ timeout.
 
 from __future__ import annotations
 
-import ast
-import json
 
 import pytest
+
+from api_helpers import RAISED, cluster_in, value
 
 from kernel_helpers import (
     IS_RPARALLEL,
@@ -47,23 +47,8 @@ pytestmark = [
 
 N = 3
 
-MARK = "@@value "
 
 
-def value(kc, code: str, timeout: float = 60):
-    """Runs ``code``, whose last statement is an expression (possibly over
-    several lines); returns that expression's value, printed as JSON on a
-    line of its own after everything else the cell printed."""
-    code = code.strip("\n")
-    last = ast.parse(code).body[-1]
-    assert isinstance(last, ast.Expr), f"the cell does not end with an expression: {code!r}"
-    body = "\n".join(code.splitlines()[: last.lineno - 1])
-    expr = ast.get_source_segment(code, last)
-    cell = f"{body}\n_out = (\n{expr}\n)\nimport json as _json\nprint('\\n{MARK}' + _json.dumps(_out))"
-    ex = execute_ok(kc, cell, timeout=timeout)
-    lines = [ln for ln in ex.stdout.splitlines() if ln.startswith(MARK)]
-    assert lines, f"no value printed: {ex.summary()}"
-    return json.loads(lines[-1][len(MARK):])
 
 START = f"""
 import asyncio, concurrent.futures, datetime, json, os, signal, sys, time
@@ -79,14 +64,7 @@ def ename(e):
     '''The remote exception's name of a RemoteError, else the class name.'''
     return getattr(e, 'ename', None) or type(e).__name__
 
-def raised(f, *args, **kwargs):
-    '''[class name, str] of what f(*args, **kwargs) raised, or None.'''
-    try:
-        f(*args, **kwargs)
-    except BaseException as e:
-        return [type(e).__name__, str(e)]
-    return None
-
+{RAISED}
 def secs(a, b):
     return (b - a).total_seconds()
 """
@@ -97,15 +75,8 @@ def cluster_kc(shared_kernel):
     """The module's kernel with `c` ({N} engines), `rc`, `ids`, `pids` (the
     engines' pids by position) and the helpers of START; after the module
     the cluster is stopped and its engines checked gone."""
-    kc = shared_kernel[1]
-    execute_ok(kc, START, timeout=90)
-    engine_pids = value(kc, "pids")
-    assert len(set(engine_pids)) == N, engine_pids
-    yield kc
-    drain(kc)
-    execute(kc, "c.stop_cluster_sync()", timeout=30)
-    left = [p for p in engine_pids if not wait_pid_gone(p, 10)]
-    assert not left, f"engines still running after stop_cluster_sync: {left}"
+    with cluster_in(shared_kernel[1], START, N) as kc:
+        yield kc
 
 
 @pytest.fixture

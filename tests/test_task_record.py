@@ -50,23 +50,16 @@ timeout.
 
 from __future__ import annotations
 
-import ast
-import json
-import os
-import shutil
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from api_helpers import RAISED, kernel_with_cluster, value
+
 from kernel_helpers import (
     IS_RPARALLEL,
     drain,
-    execute,
     execute_ok,
-    shutdown_and_check,
-    start_kernel,
     wait_pid_gone,
 )
 
@@ -81,23 +74,8 @@ MIB = 2**20
 MAX_RECORDS = 4096
 MAX_BUFFER_BYTES = 64 * MIB
 
-MARK = "@@value "
 
 
-def value(kc, code: str, timeout: float = 60):
-    """Runs ``code``, whose last statement is an expression (possibly over
-    several lines); returns that expression's value, printed as JSON on a
-    line of its own after everything else the cell printed."""
-    code = code.strip("\n")
-    last = ast.parse(code).body[-1]
-    assert isinstance(last, ast.Expr), f"the cell does not end with an expression: {code!r}"
-    body = "\n".join(code.splitlines()[: last.lineno - 1])
-    expr = ast.get_source_segment(code, last)
-    cell = f"{body}\n_out = (\n{expr}\n)\nimport json as _json\nprint('\\n{MARK}' + _json.dumps(_out))"
-    ex = execute_ok(kc, cell, timeout=timeout)
-    lines = [ln for ln in ex.stdout.splitlines() if ln.startswith(MARK)]
-    assert lines, f"no value printed: {ex.summary()}"
-    return json.loads(lines[-1][len(MARK):])
 
 
 START = f"""
@@ -117,14 +95,7 @@ UTC = datetime.timezone.utc
 def now():
     return datetime.datetime.now(UTC)
 
-def raised(f, *args, **kwargs):
-    '''[class name, str] of what f(*args, **kwargs) raised, or None.'''
-    try:
-        f(*args, **kwargs)
-    except BaseException as e:
-        return [type(e).__name__, str(e)]
-    return None
-
+{RAISED}
 def hub_ids(query, **kwargs):
     '''msg_ids of the records matching query.'''
     return [r['msg_id'] for r in rc.db_query(query, **kwargs)]
@@ -174,33 +145,13 @@ def rss_mib(pid: int) -> float:
 
 
 @pytest.fixture(scope="module")
-def rp_dir():
-    d = tempfile.mkdtemp(prefix="rp-record-")
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def kernel_and_cluster(rp_dir):
-    """``(km, kc)``: a kernel (RPARALLEL_DIR=rp_dir) with `c` ({N}
+def kernel_and_cluster():
+    """``(km, kc)``: a kernel (its own RPARALLEL_DIR) with `c` ({N}
     engines), `rc`, `rc2` (a second Client of `c`), `ids`, `lv`, `pids`
     and the helpers of START; after the module the cluster is stopped, its
     engines checked gone and the kernel shut down."""
-    km, kc = start_kernel(rp_dir)
-    engine_pids: list[int] = []
-    try:
-        execute_ok(kc, START, timeout=90)
-        engine_pids = value(kc, "pids")
-        assert len(set(engine_pids)) == N, engine_pids
-        yield km, kc
-    finally:
-        drain(kc)
-        execute(kc, "rc2.close()\nc.stop_cluster_sync()", timeout=30)
-        left = [p for p in engine_pids if not wait_pid_gone(p, 10)]
-        shutdown_and_check(km, kc)
-        assert not left, f"engines still running after stop_cluster_sync: {left}"
+    with kernel_with_cluster("rp-record-", START, N, stop="rc2.close()\nc.stop_cluster_sync()") as kernel:
+        yield kernel
 
 
 @pytest.fixture

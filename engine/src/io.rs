@@ -80,6 +80,7 @@ pub async fn serve(io: Io, ready: Ready<Arc<Stamp>>) {
         stamp: stamp.clone(),
         queue: Queue::default(),
     };
+    crate::bound::register(tokio::runtime::Handle::current(), io.python.clone());
     let _ = ready.send(Ok(stamp.clone()));
 
     let beat = heartbeat::run(period, liveness, io.publisher.clone(), &stamp);

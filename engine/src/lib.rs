@@ -15,10 +15,13 @@
 //! - [`python`]: the Python thread's side: serving one request.
 //! - [`stamp`]: how the engine addresses what it sends (engine id, the
 //!   client's route, `engine_info`).
+//! - [`bound`]: `rparallel.bind_kernel()`: the engine reachable as a
+//!   Jupyter kernel too (the kernel's channels, `rparallel_kernel`).
 //!
 //! Threads: Python on the main thread (signals land there: interrupts raise
 //! KeyboardInterrupt in running code); sockets and timers on one I/O thread.
 
+pub mod bound;
 pub mod heartbeat;
 pub mod io;
 pub mod python;
@@ -101,6 +104,7 @@ pub fn run(options: &EngineOptions, env: &PythonEnv) -> anyhow::Result<()> {
     // program (mpi4py's MPI_Finalize among them, which mpiexec waits for).
     server.shell.at_exit();
     rparallel_protocol::shm::remove_leftovers();
+    rparallel_pyexec::binding::remove_connection_files();
     Ok(())
 }
 

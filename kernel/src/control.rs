@@ -10,22 +10,23 @@ use rparallel_protocol::reader::Incoming;
 
 use crate::info::KernelInfo;
 use crate::iopub::Iopub;
-use crate::python::PythonHandle;
+use crate::python::{KernelState, PythonHandle};
 use crate::sockets::Replier;
 use crate::stdin::StdinHandle;
 
-pub struct ControlChannel {
+pub struct ControlChannel<S> {
     pub replier: Replier,
     pub incoming: Incoming,
     pub iopub: Iopub,
-    pub python: PythonHandle,
+    pub python: PythonHandle<S>,
+    pub sink: Arc<rparallel_pyexec::Sink>,
     pub stdin: StdinHandle,
     pub info: KernelInfo,
     /// Notified once a shutdown_request has been answered.
     pub shutdown: Arc<Notify>,
 }
 
-impl ControlChannel {
+impl<S: KernelState> ControlChannel<S> {
     pub async fn run(mut self) {
         while let Some(request) = self.incoming.recv().await {
             self.iopub.status("busy", Some(request.clone())).await;
@@ -49,7 +50,7 @@ impl ControlChannel {
                     return;
                 }
                 "kernel_info_request" => {
-                    let info = self.info.get(&self.python).await;
+                    let info = self.info.get(&self.python, &self.sink).await;
                     self.replier.reply(&request, info).await;
                 }
                 other => tracing::warn!("control: unsupported message type {other}"),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use crate::python::PythonHandle;
+use crate::python::{KernelState, PythonHandle};
 use jupyter_protocol::{CodeMirrorMode, HelpLink, KernelInfoReply, LanguageInfo, ReplyStatus};
 use rparallel_protocol::PROTOCOL_VERSION;
 
@@ -14,10 +14,17 @@ use rparallel_protocol::PROTOCOL_VERSION;
 pub struct KernelInfo(Arc<OnceCell<Value>>);
 
 impl KernelInfo {
-    pub async fn get(&self, python: &PythonHandle) -> Value {
+    pub async fn get<S: KernelState>(
+        &self,
+        python: &PythonHandle<S>,
+        sink: &Arc<rparallel_pyexec::Sink>,
+    ) -> Value {
         self.0
             .get_or_init(|| async {
-                let version = python.call(|shell| shell.python_version()).await;
+                let sink = sink.clone();
+                let version = python
+                    .call(move |s| s.with_shell(&sink, |shell| shell.python_version()))
+                    .await;
                 kernel_info(&version)
             })
             .await

@@ -1,14 +1,14 @@
-//! `rparallel`: the kernel and its command line, as a library: the
-//! `rparallel` binary (`main.rs`) and the Python package's
-//! `python -m rparallel` (`pypackage/`) both run [`cli::run`].
+//! The rparallel Jupyter kernel: the five channels over the execution
+//! core (`rparallel_pyexec`), for the kernel process ([`run`], started by
+//! `rparallel kernel`, see `rparallel_cli`) and for an engine bound as a
+//! kernel ([`Kernel::serve`]).
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`install`, `kernel`, `cluster`,
-//!   `controller`, `engine`).
-//! - [`kernelspec`]: writing the `rparallel` kernelspec.
-//! - [`server`]: starts a kernel (Python, then the sockets and channel
-//!   tasks on the I/O thread) through `rparallel_pyexec::process`.
+//! - [`server`]: starts a kernel ([`run`]: Python, then the sockets and
+//!   channel tasks on the I/O thread, through `rparallel_pyexec::process`);
+//!   [`Kernel`]: the channels of a connection file over a Python thread
+//!   that runs already (the kernel's, or an engine's).
 //! - [`sockets`]: binding the five sockets; ROUTER replies.
 //! - [`iopub`]: how the kernel addresses what the execution core's
 //!   publisher sends on IOPub.
@@ -18,19 +18,21 @@
 //!   shell is busy.
 //! - [`stdin`]: `input()` requests to the frontend.
 //! - [`heartbeat`]: echoes pings.
-//! - [`python`]: the handle to the Python thread (an actor owning the shell).
+//! - [`python`]: the handle to the Python thread (an actor owning the
+//!   shell, or an engine's state holding one: [`KernelState`]).
 //! - [`history`]: the session's input history.
 //! - [`info`]: `kernel_info_reply` content, computed once.
 
-pub mod cli;
 mod control;
 mod heartbeat;
 mod history;
 mod info;
 mod iopub;
-mod kernelspec;
 mod python;
 mod server;
 mod shell;
 mod sockets;
 mod stdin;
+
+pub use python::{KernelState, PythonHandle};
+pub use server::{run, Extras, Kernel, Serving};

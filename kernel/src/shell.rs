@@ -14,21 +14,21 @@ use serde_json::{json, Value};
 use crate::history::History;
 use crate::info::KernelInfo;
 use crate::iopub::{Iopub, KernelStamp};
-use crate::python::PythonHandle;
+use crate::python::{KernelState, PythonHandle};
 use crate::sockets::Replier;
 
-pub struct ShellChannel {
+pub struct ShellChannel<S> {
     pub replier: Replier,
     pub incoming: Incoming,
     pub iopub: Iopub,
-    pub python: PythonHandle,
+    pub python: PythonHandle<S>,
     pub sink: Arc<Sink>,
     pub stamp: Arc<KernelStamp>,
     pub info: KernelInfo,
     pub history: History,
 }
 
-impl ShellChannel {
+impl<S: KernelState> ShellChannel<S> {
     pub async fn run(mut self) {
         let mut backlog: VecDeque<Arc<Message>> = VecDeque::new();
         loop {
@@ -59,19 +59,27 @@ impl ShellChannel {
         match request.msg_type() {
             "execute_request" => queued = self.execute(request).await,
             "kernel_info_request" => {
-                let info = self.info.get(&self.python).await;
+                let info = self.info.get(&self.python, &self.sink).await;
                 self.replier.reply(request, info).await;
             }
             "is_complete_request" => {
                 let code = request.content_str("code").to_string();
-                let verdict = self.python.call(move |sh| sh.is_complete(&code)).await;
+                let sink = self.sink.clone();
+                let verdict = self
+                    .python
+                    .call(move |s| s.with_shell(&sink, |sh| sh.is_complete(&code)))
+                    .await;
                 let content = serde_json::to_value(verdict).unwrap_or_default();
                 self.replier.reply(request, content).await;
             }
             "complete_request" => {
                 let code = request.content_str("code").to_string();
                 let cursor = cursor_pos(&request.content, &code);
-                let found = self.python.call(move |sh| sh.complete(&code, cursor)).await;
+                let sink = self.sink.clone();
+                let found = self
+                    .python
+                    .call(move |s| s.with_shell(&sink, |sh| sh.complete(&code, cursor)))
+                    .await;
                 let content = json!({
                     "status": "ok",
                     "matches": found.matches,
@@ -85,9 +93,10 @@ impl ShellChannel {
                 let code = request.content_str("code").to_string();
                 let cursor = cursor_pos(&request.content, &code);
                 let detail = request.content["detail_level"].as_u64().unwrap_or(0) as u8;
+                let sink = self.sink.clone();
                 let found = self
                     .python
-                    .call(move |sh| sh.inspect(&code, cursor, detail))
+                    .call(move |s| s.with_shell(&sink, |sh| sh.inspect(&code, cursor, detail)))
                     .await;
                 let content = json!({
                     "status": "ok",
@@ -126,7 +135,11 @@ impl ShellChannel {
         );
         let executed = self
             .python
-            .call(move |shell| execute::run(shell, &sink, &*stamp, &parent, &run))
+            .call(move |s| {
+                s.with_shell(&sink, |shell| {
+                    execute::run(shell, &sink, &*stamp, &parent, &run)
+                })
+            })
             .await;
         if cell.store_history {
             self.history
@@ -150,16 +163,18 @@ impl ShellChannel {
     async fn comm(&mut self, request: &Arc<Message>) -> Option<Value> {
         let (sink, parent) = (self.sink.clone(), request.clone());
         self.python
-            .call(move |shell| {
-                sink.set_parent(&parent);
-                let message = json!({
-                    "header": parent.header,
-                    "parent_header": parent.parent_header,
-                    "metadata": parent.metadata,
-                    "content": parent.content,
-                    "msg_type": parent.msg_type(),
-                });
-                shell.comm_message(&message, parent.buffers.clone())
+            .call(move |s| {
+                s.with_shell(&sink, |shell| {
+                    sink.set_parent(&parent);
+                    let message = json!({
+                        "header": parent.header,
+                        "parent_header": parent.parent_header,
+                        "metadata": parent.metadata,
+                        "content": parent.content,
+                        "msg_type": parent.msg_type(),
+                    });
+                    shell.comm_message(&message, parent.buffers.clone())
+                })
             })
             .await
     }

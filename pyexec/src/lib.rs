@@ -33,11 +33,14 @@
 //!   protocol 5, out-of-band buffers); `python/serialize.py`.
 //! - [`namespace`]: the engine's apply/push/pull/clear on a shell's
 //!   namespace; `python/namespace.py`.
+//! - [`binding`]: `rparallel.bind_kernel()`: how an engine is reached as
+//!   a kernel too.
 //!
 //! Python runs on one thread, the one that called [`init::initialize`];
 //! everything else talks to it through channels.
 
 pub mod actor;
+pub mod binding;
 pub mod coalesce;
 pub mod execute;
 pub mod fdcapture;

@@ -82,7 +82,18 @@ pub fn install(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
         let name = name?;
         package.setattr(name.extract::<String>()?, error.getattr(name.str()?)?)?;
     }
-    for name in ["require", "interactive", "depend", "dependent", "Reference"] {
+    package.add_function(pyo3::wrap_pyfunction!(
+        crate::binding::_bind_kernel,
+        &package
+    )?)?;
+    for name in [
+        "require",
+        "interactive",
+        "depend",
+        "dependent",
+        "Reference",
+        "bind_kernel",
+    ] {
         package.setattr(name, remote.getattr(name)?)?;
     }
     package.setattr(INSTALLED, true)?;

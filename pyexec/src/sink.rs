@@ -2,7 +2,7 @@
 //! the engines: to the [`Publisher`], tagged with the request being served.
 //! `input()` is answered by the process's [`Stdin`], if it has one.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
@@ -20,6 +20,9 @@ pub struct Sink {
     publisher: Publisher,
     stdin: Option<Box<dyn Stdin>>,
     parent: Mutex<Option<Parent>>,
+    /// Another sink that takes everything meanwhile (an engine's output
+    /// while it serves a request of the kernel it is bound as).
+    diverted: Mutex<Option<Arc<Sink>>>,
 }
 
 impl Sink {
@@ -30,6 +33,7 @@ impl Sink {
             publisher,
             stdin: None,
             parent: Mutex::new(None),
+            diverted: Mutex::new(None),
         }
     }
 
@@ -52,6 +56,18 @@ impl Sink {
         *self.parent.lock().unwrap_or_else(|e| e.into_inner()) = Some(parent.clone());
     }
 
+    /// Sends everything to `to` until called again with None.
+    pub fn divert(&self, to: Option<Arc<Sink>>) {
+        *self.diverted.lock().unwrap_or_else(|e| e.into_inner()) = to;
+    }
+
+    fn diversion(&self) -> Option<Arc<Sink>> {
+        self.diverted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn current(&self) -> Option<Parent> {
         self.parent
             .lock()
@@ -62,6 +78,9 @@ impl Sink {
 
 impl OutputSink for Sink {
     fn emit(&self, event: OutputEvent) {
+        if let Some(other) = self.diversion() {
+            return other.emit(event);
+        }
         let parent = self.current();
         match event.into_wire() {
             WireOutput::Stream { name, text } => self.publisher.blocking_stream(name, text, parent),
@@ -77,6 +96,9 @@ impl OutputSink for Sink {
     }
 
     fn input(&self, prompt: &str, password: bool) -> Result<String, InputError> {
+        if let Some(other) = self.diversion() {
+            return other.input(prompt, password);
+        }
         let (Some(stdin), Some(parent)) = (&self.stdin, self.current()) else {
             return Err(InputError::NotAllowed);
         };
@@ -88,6 +110,9 @@ impl OutputSink for Sink {
     }
 
     fn parent(&self) -> Value {
+        if let Some(other) = self.diversion() {
+            return other.parent();
+        }
         self.current().map_or(Value::Null, |p| {
             json!({
                 "header": p.header,

@@ -22,7 +22,7 @@ fn install(py: Python<'_>) -> PyResult<()> {
 #[pyfunction]
 fn main(py: Python<'_>, argv: Vec<String>) -> PyResult<u8> {
     host(py)?;
-    let status = py.detach(|| rparallel_kernel::cli::run(argv));
+    let status = py.detach(|| rparallel_cli::run(argv));
     // ExitCode hides its value; success is all a caller can tell apart.
     Ok(if status == std::process::ExitCode::SUCCESS {
         0

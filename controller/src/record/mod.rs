@@ -46,8 +46,10 @@ pub enum Keep {
     },
 }
 
-/// How many routed messages may wait for the recorder.
-const BACKLOG: usize = 1 << 16;
+/// How many routed messages may wait for the recorder: under a flood of
+/// requests the record misses some rather than hold their frames (each
+/// waiting message keeps its buffers alive).
+const BACKLOG: usize = 2048;
 
 /// The record requests a client may send the controller.
 pub const REQUESTS: [&str; 5] = [
@@ -270,22 +272,9 @@ impl Actor {
             submitted: header.date.to_string(),
             client_uuid: header.session.to_string(),
             request: Parts::of(&frames, SPLIT),
-            buffers: frames
-                .get(SPLIT + 6..)
-                .map(<[Bytes]>::to_vec)
-                .unwrap_or_default(),
+            buffers: frames.get(SPLIT + 6..).map(kept_all).unwrap_or_default(),
             engine_id,
-            reply: None,
-            result_buffers: vec![],
-            received: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            execute_input: None,
-            execute_result: None,
-            error: None,
-            outputs: vec![],
-            resubmitted: None,
-            buffers_dropped: false,
+            ..Default::default()
         };
         let mut record = record;
         if through_shared_memory(&record.request.metadata) {

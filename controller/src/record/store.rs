@@ -54,7 +54,7 @@ impl Parts {
 }
 
 /// One request and what came of it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TaskRecord {
     pub msg_id: String,
     /// Its place in submission order (SQLite sorts by it).
@@ -261,25 +261,8 @@ mod tests {
         TaskRecord {
             msg_id: i.to_string(),
             seq: i as u64,
-            msg_type: "apply_request".into(),
-            queue: "mux",
-            route: Bytes::from_static(b"engine:0"),
-            submitted: String::new(),
-            client_uuid: String::new(),
-            request: Parts::default(),
             buffers: vec![Bytes::from(vec![0u8; buffer])],
-            engine_id: Some(0),
-            reply: None,
-            result_buffers: vec![],
-            received: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            execute_input: None,
-            execute_result: None,
-            error: None,
-            outputs: vec![],
-            resubmitted: None,
-            buffers_dropped: false,
+            ..Default::default()
         }
     }
 

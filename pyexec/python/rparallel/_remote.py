@@ -45,7 +45,12 @@ def require(*objects, **mapping):
                     raise UnmetDependency("cannot import %s: %s" % (name, e)) from None
                 f.__globals__[name.split(".")[0]] = sys.modules[name.split(".")[0]]
                 del module
-            f.__globals__.update(values)
+            if values:
+                # As ipyparallel: pushed to the engine's namespace, under
+                # their names (and where f looks them up).
+                import __main__
+                __main__.__dict__.update(values)
+                f.__globals__.update(values)
             return f(*args, **kwargs)
         return with_requirements
     return decorate
@@ -168,3 +173,27 @@ def stop_dask_worker():
     if state and "worker" in state:
         done = asyncio.run_coroutine_threadsafe(state["worker"].close(), state["loop"])
         done.result(30)
+
+
+def bind_kernel(**kwargs):
+    """On an engine: serve its namespace as a Jupyter kernel too, so a
+    frontend can attach (``jupyter console --existing kernel-<pid>.json``);
+    returns that connection file's path. Elsewhere (the kernel, a script)
+    it does nothing and returns None, as ipyparallel's. The kernel listens
+    on 127.0.0.1 with a key of its own; its file is mode 0600 in Jupyter's
+    runtime directory, and goes when the engine stops."""
+    import os
+    import rparallel
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+        runtime = jupyter_runtime_dir()
+    except ImportError:
+        runtime = os.path.join(os.path.expanduser("~"), ".local", "share", "jupyter", "runtime")
+    os.makedirs(runtime, mode=0o700, exist_ok=True)
+    path = os.path.join(runtime, "kernel-%d.json" % os.getpid())
+    if os.path.exists(path):
+        return path  # bound already
+    if not rparallel._bind_kernel(path):
+        return None
+    print("To connect a client: --existing %s" % os.path.basename(path))
+    return path

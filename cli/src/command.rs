@@ -275,7 +275,14 @@ where
         Command::Kernel(args) => {
             init_logging();
             let env = PythonEnv::for_this_process(args.python.as_deref());
-            crate::server::run(&args.connection_file, &env)
+            let extras = rparallel_kernel::Extras {
+                // The client, and the %px family registered in the
+                // kernel's IPython.
+                setup: rparallel_directview::install,
+                // Clusters this kernel started stop with it.
+                at_exit: rparallel_directview::stop_owned_clusters,
+            };
+            rparallel_kernel::run(&args.connection_file, &env, extras)
         }
         Command::Cluster(command) => cluster(command),
         Command::Engine(args) => {
