@@ -72,13 +72,20 @@ def cluster_in(kc, start: str, engines: int, stop: str = "c.stop_cluster_sync()"
 
 
 @contextmanager
-def kernel_with_cluster(prefix: str, start: str, engines: int, stop: str = "c.stop_cluster_sync()"):
-    """``(km, kc)``: a kernel with its own RPARALLEL_DIR and the cluster
-    ``start`` makes (see ``cluster_in``); shut down and checked after."""
-    with private_dir(prefix) as rp_dir:
-        km, kc = start_kernel(rp_dir)
-        try:
-            with cluster_in(kc, start, engines, stop):
-                yield km, kc
-        finally:
-            shutdown_and_check(km, kc)
+def kernel_with_cluster(
+    prefix: str, start: str, engines: int, stop: str = "c.stop_cluster_sync()", rp_dir: str | None = None
+):
+    """``(km, kc)``: a kernel with its own RPARALLEL_DIR (``rp_dir``, or a
+    temporary one) and the cluster ``start`` makes (see ``cluster_in``);
+    shut down and checked after."""
+    if rp_dir is None:
+        with private_dir(prefix) as d:
+            with kernel_with_cluster(prefix, start, engines, stop, rp_dir=d) as kernel:
+                yield kernel
+        return
+    km, kc = start_kernel(rp_dir)
+    try:
+        with cluster_in(kc, start, engines, stop):
+            yield km, kc
+    finally:
+        shutdown_and_check(km, kc)

@@ -255,6 +255,48 @@ print(_j.dumps(dv.apply_sync(dumps_remote)))
     assert json.loads(ex.stdout.strip().splitlines()[-1]) == ['{"k": [1, "\\u00e9"]}'] * N, ex.stdout
 
 
+def test_run_executes_a_file_on_the_engines(k, tmp_path):
+    """`dv.run(filename)` runs the file's code in every engine's namespace
+    (the names it defines are there afterwards); a missing file is an
+    error here, before anything is sent."""
+    script = tmp_path / "setup_engines.py"
+    script.write_text("ran_from_file = 6 * 7\nprint('file ran')\n")
+    got = value(
+        k,
+        f"""
+r = dv.run({str(script)!r}, block=True)
+[dv.apply_sync(lambda: ran_from_file), raised(dv.run, {str(tmp_path / 'missing.py')!r})]
+""",
+    )
+    assert got[0] == [42] * N, got
+    assert got[1] is not None and got[1][0] in ("FileNotFoundError", "OSError"), got
+
+
+def test_module_level_remote_parallel_and_constants(k):
+    """`rparallel.remote(view)` and `rparallel.parallel(view)` decorate as
+    the view's own methods do (with flags set for each call), and
+    `rparallel.FIRST_EXCEPTION` etc. are `concurrent.futures`' constants."""
+    got = value(
+        k,
+        """
+import concurrent.futures as cf
+@ipp.remote(dv, block=True)
+def where():
+    return os.getpid()
+@ipp.parallel(dv, block=True)
+def doubled(xs):
+    return [x * 2 for x in xs]
+@ipp.remote(rc.load_balanced_view(), block=True, retries=1)
+def once():
+    return 5
+[where() == pids, doubled(range(6)), once(),
+ [ipp.FIRST_EXCEPTION == cf.FIRST_EXCEPTION, ipp.ALL_COMPLETED == cf.ALL_COMPLETED,
+  ipp.FIRST_COMPLETED == cf.FIRST_COMPLETED]]
+""",
+    )
+    assert got == [True, [0, 2, 4, 6, 8, 10], 5, [True, True, True]], got
+
+
 def test_sync_imports_quiet_prints_nothing(k):
     """`with dv.sync_imports(quiet=True): import base64` prints nothing and
     still imports base64 on every engine (and here)."""

@@ -35,17 +35,15 @@ as JSON through `value()`; every wait has a timeout.
 
 from __future__ import annotations
 
-import ast
-import json
 import re
-import shutil
 import sqlite3
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+
+from api_helpers import RAISED, kernel_with_cluster, private_dir, value
 
 from kernel_helpers import (
     IS_RPARALLEL,
@@ -56,11 +54,8 @@ from kernel_helpers import (
     execute_error,
     execute_ok,
     get_reply,
-    shutdown_and_check,
-    start_kernel,
     strip_ansi,
     traceback_text,
-    wait_pid_gone,
 )
 
 pytestmark = [
@@ -70,23 +65,6 @@ pytestmark = [
 
 N = 2
 
-MARK = "@@value "
-
-
-def value(kc, code: str, timeout: float = 60):
-    """Runs ``code``, whose last statement is an expression (possibly over
-    several lines); returns that expression's value, printed as JSON on a
-    line of its own after everything else the cell printed."""
-    code = code.strip("\n")
-    last = ast.parse(code).body[-1]
-    assert isinstance(last, ast.Expr), f"the cell does not end with an expression: {code!r}"
-    body = "\n".join(code.splitlines()[: last.lineno - 1])
-    expr = ast.get_source_segment(code, last)
-    cell = f"{body}\n_out = (\n{expr}\n)\nimport json as _json\nprint('\\n{MARK}' + _json.dumps(_out))"
-    ex = execute_ok(kc, cell, timeout=timeout)
-    lines = [ln for ln in ex.stdout.splitlines() if ln.startswith(MARK)]
-    assert lines, f"no value printed: {ex.summary()}"
-    return json.loads(lines[-1][len(MARK):])
 
 
 START = f"""
@@ -101,13 +79,7 @@ dv.block = True
 lv = rc.load_balanced_view()
 pids = dv.apply_sync(os.getpid)
 
-def raised(f, *args, **kwargs):
-    '''[class name, str] of what f(*args, **kwargs) raised, or None.'''
-    try:
-        f(*args, **kwargs)
-    except BaseException as e:
-        return [type(e).__name__, str(e)]
-    return None
+{RAISED}
 
 def caught(f, *args, **kwargs):
     '''The exception f(*args, **kwargs) raised (None if it returned).'''
@@ -137,11 +109,8 @@ def nap(x=0.5):
 
 @pytest.fixture(scope="module")
 def rp_dir():
-    d = tempfile.mkdtemp(prefix="rp-more-")
-    try:
+    with private_dir("rp-more-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -150,19 +119,8 @@ def kernel_and_cluster(rp_dir):
     engines, `db='sqlite'`), `rc`, `ids`, `dv` (blocking, all engines),
     `lv`, `pids` and the helpers of START; after the module the cluster is
     stopped, its engines checked gone and the kernel shut down."""
-    km, kc = start_kernel(rp_dir)
-    engine_pids: list[int] = []
-    try:
-        execute_ok(kc, START, timeout=90)
-        engine_pids = value(kc, "pids")
-        assert len(set(engine_pids)) == N, engine_pids
-        yield km, kc
-    finally:
-        drain(kc)
-        execute(kc, "c.stop_cluster_sync()", timeout=30)
-        left = [p for p in engine_pids if not wait_pid_gone(p, 10)]
-        shutdown_and_check(km, kc)
-        assert not left, f"engines still running after stop_cluster_sync: {left}"
+    with kernel_with_cluster("rp-more-", START, N, rp_dir=rp_dir) as kernel:
+        yield kernel
 
 
 @pytest.fixture

@@ -584,6 +584,14 @@ def test_save_name(k, option):
     )
 
 
+def test_save_name_expands_variables(k):
+    """As in IPython, `{var}` in a magic's line is the kernel's variable:
+    `%%px -o saved_{which}` stores the result as `saved_expanded`."""
+    run(k, "globals().pop('saved_expanded', None)\nwhich = 'expanded'")
+    run(k, "%%px -o saved_{which}\nprint(rank)")
+    run(k, "saved_expanded.get(10)\nassert saved_expanded.stdout == ['%d\\n' % i for i in range(4)], saved_expanded.stdout")
+
+
 def test_local_also_runs_in_kernel(k):
     """`--local` runs the cell on the engines and in the kernel."""
     run(k, "globals().pop('px_local_var', None)")

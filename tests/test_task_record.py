@@ -1083,3 +1083,23 @@ finally:
     assert query is not None and query[0] == "RuntimeError" and "--db none" in query[1], f"db_query: {query}"
     assert unknown is not None, "get_result of an unknown msg_id without a record succeeded"
     assert wait_pid_gone(npid[0], 10), f"the db='none' cluster's engine {npid[0]} still runs"
+
+
+def test_result_status(k):
+    """`rc.result_status(msg_ids)`: pending and completed lists from the
+    record (any client's requests); `status_only=False` adds the completed
+    values by msg_id; an unknown msg_id is a KeyError."""
+    got = value(
+        k,
+        """
+done = rc2[0].apply_async(lambda: 'done'); done.get(timeout=10)
+slow = rc2[1].apply_async(slow_seven)
+s1 = rc.result_status(done.msg_ids + slow.msg_ids)
+s2 = rc.result_status(done.msg_ids, status_only=False)
+slow.get(timeout=30)
+[s1['completed'] == done.msg_ids, s1['pending'] == slow.msg_ids,
+ s2.get(done.msg_ids[0]), raised(rc.result_status, ['no-such-msg-id'])]
+""",
+    )
+    assert got[:3] == [True, True, "done"], got
+    assert got[3] is not None and got[3][0] == "KeyError", got

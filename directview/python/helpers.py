@@ -293,6 +293,7 @@ class ViewExecutor(concurrent.futures.Executor):
         self._closed = False
 
     def submit(self, fn, /, *args, **kwargs):
+        """Runs ``fn(*args, **kwargs)`` on the view; a Future of its value."""
         if self._closed:
             raise RuntimeError("cannot schedule new futures after shutdown")
         ar = self.view.apply_async(fn, *args, **kwargs)
@@ -330,6 +331,7 @@ class ViewExecutor(concurrent.futures.Executor):
                     self._pending = [p for p in self._pending if id(p[1]) not in finished]
 
     def map(self, fn, *iterables, timeout=None, chunksize=1):
+        """``fn`` over the iterables on the view: the values, in order."""
         if self._closed:
             raise RuntimeError("cannot schedule new futures after shutdown")
         if hasattr(self.view, "imap"):
@@ -391,6 +393,10 @@ def register_magics(ip=None, suffix=""):
     m = magics()
 
     def px(line, cell=None):
+        if cell is not None:
+            # As ipyparallel's %%px: the options line expands {name} (the
+            # cell itself goes to the engines as written).
+            line = ip.var_expand(line)
         return m.px(suffix, line, cell)
 
     def pxresult(line):
@@ -406,7 +412,7 @@ def register_magics(ip=None, suffix=""):
         return m.autopx(suffix, line)
 
     # The code goes to the engines as written: no $name / {name} expansion
-    # here (as ipyparallel's magics).
+    # of it (as ipyparallel's magics); only %%px's options line expands.
     from IPython.core.magic import no_var_expand
     for magic in (px, pxresult, result, pxconfig, autopx):
         no_var_expand(magic)
@@ -758,9 +764,11 @@ class ClusterManager:
         return key, cluster
 
     def get_cluster(self, cluster_id):
+        """The Cluster of ``cluster_id`` (KeyError if unknown)."""
         return self.clusters[cluster_id]
 
     def remove_cluster(self, cluster_id):
+        """Forgets the Cluster of ``cluster_id`` (it is not stopped)."""
         del self.clusters[cluster_id]
 
 
@@ -1011,3 +1019,54 @@ def in_loop(callback, context=None):
             loop.call_soon_threadsafe(callback, result, context=context)
 
     return call
+
+
+def result_status(client, msg_ids, status_only=True):
+    """``Client.result_status``: ``{'pending': [...], 'completed': [...]}``
+    from the controller's record; with ``status_only=False`` the completed
+    ones' values too, keyed by msg_id."""
+    ids = client._job_ids(msg_ids)
+    found = {r["msg_id"]: r for r in client.db_query(
+        {"msg_id": {"$in": ids}}, keys=["msg_id", "completed"])}
+    unknown = [i for i in ids if i not in found]
+    if unknown:
+        raise KeyError("no task %s in the record (unknown, purged, or too old)" % unknown[0])
+    completed = [i for i in ids if found[i]["completed"] is not None]
+    status = {"pending": [i for i in ids if i not in completed], "completed": completed}
+    if not status_only and completed:
+        values = client.get_result(completed, block=True).get()
+        status.update(zip(completed, values))
+    return status
+
+
+def remote(view, block=None, **flags):
+    """``rparallel.remote(view)``: ``view.remote(block=...)`` as a function
+    (flags set on the view for each call)."""
+    def decorate(f):
+        remote_function = view.remote(block=block)(f)
+        if not flags:
+            return remote_function
+
+        def call(*args, **kwargs):
+            with view.temp_flags(**flags):
+                return remote_function(*args, **kwargs)
+        return call
+    return decorate
+
+
+def parallel(view, dist="b", block=None, ordered=True, **flags):
+    """``rparallel.parallel(view)``: ``view.parallel(...)`` as a function."""
+    kwargs = {"dist": dist, "block": block}
+    if hasattr(view, "imap"):
+        kwargs["ordered"] = ordered
+    def decorate(f):
+        parallel_function = view.parallel(**kwargs)(f)
+        if not flags:
+            return parallel_function
+
+        def call(*args, **kw):
+            with view.temp_flags(**flags):
+                return parallel_function(*args, **kw)
+        call.map = parallel_function.map
+        return call
+    return decorate

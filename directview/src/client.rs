@@ -686,6 +686,20 @@ impl PyClient {
         Ok(())
     }
 
+    /// `{'pending': [...], 'completed': [...]}` of `msg_ids` (or history
+    /// indices) in the controller's record; with `status_only=False` the
+    /// completed ones' values too, by msg_id.
+    #[pyo3(signature = (msg_ids, status_only=true))]
+    fn result_status(
+        slf: &Bound<'_, Self>,
+        msg_ids: &Bound<'_, PyAny>,
+        status_only: bool,
+    ) -> PyResult<Py<PyAny>> {
+        Ok(crate::convert::helpers(slf.py())?
+            .call_method1("result_status", (slf.clone(), msg_ids, status_only))?
+            .unbind())
+    }
+
     /// msg_ids of a `jobs` argument (for the Python helpers).
     #[pyo3(signature = (jobs=None))]
     fn _job_ids(&self, jobs: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {

@@ -79,6 +79,13 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     module.add("Dependency", helpers.getattr("Dependency")?)?;
     module.add("ViewExecutor", helpers.getattr("ViewExecutor")?)?;
     module.add("ClusterManager", helpers.getattr("ClusterManager")?)?;
+    module.add("remote", helpers.getattr("remote")?)?;
+    module.add("parallel", helpers.getattr("parallel")?)?;
+    // As ipyparallel: `return_when=` takes them.
+    let futures = py.import("concurrent.futures")?;
+    for name in ["ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION"] {
+        module.add(name, futures.getattr(name)?)?;
+    }
     module.add(
         "register_joblib_backend",
         helpers.getattr("register_module_joblib_backend")?,

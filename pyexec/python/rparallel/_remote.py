@@ -108,12 +108,17 @@ class Reference:
     has there. ``Reference('a.b')`` evaluates the dotted name; an undefined
     one raises NameError on the engine."""
 
-    __slots__ = ("name",)
+    __slots__ = ("_name",)
 
     def __init__(self, name):
         if not isinstance(name, str):
             raise TypeError("Reference needs a name (str), not %r" % (name,))
-        self.name = name
+        self._name = name
+
+    @property
+    def name(self):
+        """The name (or dotted name) it stands for on the engine."""
+        return self._name
 
     def __reduce__(self):
         return (Reference, (self.name,))
