@@ -19,29 +19,48 @@ use crate::errors::timeout_error;
 use crate::result::{AsyncResult, UNASSIGNED};
 use crate::waiting::PyWaiter;
 
+/// How the record says it keeps nothing (`--db none`).
+const NO_RECORD: &str = "NoTaskRecord";
+
 /// How long the controller gets to answer a record request.
 const ASK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Asks the controller `msg_type` with `content`; the reply, or the
-/// error it gives as `error_class` (a Python exception class).
+/// Asks the controller `msg_type` with `content`; its reply, or the
+/// refusal it gives as the exception it names.
 fn ask(py: Python<'_>, client: &Client, msg_type: &str, content: Value) -> PyResult<Arc<Message>> {
-    let reply = client
-        .ask_controller_message(&mut PyWaiter::new(py), msg_type, content, ASK_TIMEOUT)?
-        .ok_or_else(|| timeout_error(py, format!("the controller did not answer {msg_type}")))?;
-    if reply.content["status"] != "ok" {
-        let reason = reply.content["reason"]
-            .as_str()
-            .unwrap_or("refused")
-            .to_string();
-        return Err(if reason.starts_with("no task") {
-            PyKeyError::new_err(reason)
-        } else if reason.starts_with("unknown operator") || reason.contains("needs a list") {
-            PyValueError::new_err(reason)
-        } else {
-            PyRuntimeError::new_err(reason)
-        });
+    let reply = ask_unchecked(py, client, msg_type, content)?;
+    match refusal(&reply) {
+        Some(e) => Err(e),
+        None => Ok(reply),
     }
-    Ok(reply)
+}
+
+/// The controller's reply to `msg_type`, refusals included.
+fn ask_unchecked(
+    py: Python<'_>,
+    client: &Client,
+    msg_type: &str,
+    content: Value,
+) -> PyResult<Arc<Message>> {
+    client
+        .ask_controller_message(&mut PyWaiter::new(py), msg_type, content, ASK_TIMEOUT)?
+        .ok_or_else(|| timeout_error(py, format!("the controller did not answer {msg_type}")))
+}
+
+/// The exception a refusing reply names (None: not refused).
+fn refusal(reply: &Message) -> Option<PyErr> {
+    if reply.content["status"] == "ok" {
+        return None;
+    }
+    let reason = reply.content["reason"]
+        .as_str()
+        .unwrap_or("refused")
+        .to_string();
+    Some(match reply.content["ename"].as_str() {
+        Some("KeyError") => PyKeyError::new_err(reason),
+        Some("ValueError") => PyValueError::new_err(reason),
+        _ => PyRuntimeError::new_err(reason),
+    })
 }
 
 /// Every msg_id in the record, oldest first.
@@ -117,22 +136,28 @@ pub fn get_result(
         client.tracker().submit(id, Route::Task);
     }
     let asked = json!({"msg_ids": msg_ids, "follow": wanted});
-    let reply = match ask(py, client, "result_request", asked) {
+    let reply = ask_unchecked(py, client, "result_request", asked);
+    // No record kept, but nothing asked that this client lacks.
+    let no_record = reply
+        .as_ref()
+        .is_ok_and(|r| r.content["ename"] == NO_RECORD);
+    if no_record && wanted.is_empty() {
+        return Ok(AsyncResult::new(
+            client.clone(),
+            msg_ids.clone(),
+            known_engines(client, &msg_ids),
+            Call::APPLY,
+            single,
+            Instant::now(),
+            Some("AsyncHubResult"),
+        )
+        .borrowing(&held));
+    }
+    let reply = match reply.and_then(|r| match refusal(&r) {
+        Some(e) => Err(e),
+        None => Ok(r),
+    }) {
         Ok(reply) => reply,
-        // No record kept, but nothing asked that this client lacks.
-        Err(e) if wanted.is_empty() && e.to_string().contains("--db none") => {
-            let _ = e;
-            return Ok(AsyncResult::new(
-                client.clone(),
-                msg_ids.clone(),
-                known_engines(client, &msg_ids),
-                Call::APPLY,
-                single,
-                Instant::now(),
-                Some("AsyncHubResult"),
-            )
-            .borrowing(&held));
-        }
         Err(e) => {
             client.tracker().withdraw(&wanted);
             return Err(e);

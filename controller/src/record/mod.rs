@@ -96,10 +96,11 @@ impl Recorder {
                 tokio::spawn(async move {
                     while let Some(event) = rx.recv().await {
                         if let Event::Ask(request) = event {
-                            let content = json!({
-                                "status": "error",
-                                "reason": "this controller keeps no task record (started with --db none)",
-                            });
+                            let (content, _) = refused(
+                                NO_RECORD,
+                                "this controller keeps no task record (started with --db none)"
+                                    .into(),
+                            );
                             let reply = reply(&session, &request, content, vec![]);
                             let _ = out_tx.send(Out::ToClient(reply)).await;
                         }
@@ -371,10 +372,7 @@ impl Actor {
             "result_request" => self.results(&request).await,
             "resubmit_request" => self.resubmit(&request).await,
             "purge_request" => self.purge(&request.content).await,
-            other => (
-                json!({"status": "error", "reason": format!("unknown request {other}")}),
-                vec![],
-            ),
+            other => refused("ValueError", format!("unknown request {other}")),
         };
         let message = reply(&self.session, &request, content, buffers);
         let _ = self.out.send(Out::ToClient(message)).await;
@@ -385,7 +383,7 @@ impl Actor {
     async fn db_query(&self, content: &Value) -> (Value, Vec<Bytes>) {
         let query = match query::Query::parse(&content["query"]) {
             Ok(q) => q,
-            Err(reason) => return (json!({"status": "error", "reason": reason}), vec![]),
+            Err(reason) => return refused("ValueError", reason),
         };
         let keys: Option<Vec<String>> = content["keys"].as_array().map(|k| {
             k.iter()
@@ -453,9 +451,9 @@ impl Actor {
             .iter()
             .find(|id| self.store.get(id).is_none() && !stored.contains_key(*id))
         {
-            return (
-                json!({"status": "error", "reason": format!("no task {unknown} in the record (unknown, purged, or too old)")}),
-                vec![],
+            return refused(
+                "KeyError",
+                format!("no task {unknown} in the record (unknown, purged, or too old)"),
             );
         }
         let client = request.identities.first().cloned().unwrap_or_default();
@@ -518,15 +516,20 @@ impl Actor {
     async fn resubmit(&mut self, request: &Message) -> (Value, Vec<Bytes>) {
         let msg_ids = string_list(&request.content["msg_ids"]);
         for msg_id in &msg_ids {
-            let reason = match self.store.get(msg_id) {
-                None => format!("no task {msg_id} in the record (unknown, purged, or too old)"),
-                Some(r) if !r.is_done() => format!("task {msg_id} has not finished"),
-                Some(r) if r.buffers_dropped => {
-                    format!("the request {msg_id} was too large to keep in the record")
+            return match self.store.get(msg_id) {
+                None => refused(
+                    "KeyError",
+                    format!("no task {msg_id} in the record (unknown, purged, or too old)"),
+                ),
+                Some(r) if !r.is_done() => {
+                    refused("RuntimeError", format!("task {msg_id} has not finished"))
                 }
+                Some(r) if r.buffers_dropped => refused(
+                    "RuntimeError",
+                    format!("the request {msg_id} was too large to keep in the record"),
+                ),
                 Some(_) => continue,
             };
-            return (json!({"status": "error", "reason": reason}), vec![]);
         }
         let client = request.identities.first().cloned().unwrap_or_default();
         let mut resubmitted = Map::new();
@@ -623,9 +626,9 @@ impl Actor {
             .iter()
             .find(|id| self.store.get(id).is_some_and(|r| !r.is_done()))
         {
-            return (
-                json!({"status": "error", "reason": format!("cannot purge task {busy}: it has not finished")}),
-                vec![],
+            return refused(
+                "RuntimeError",
+                format!("cannot purge task {busy}: it has not finished"),
             );
         }
         // An engine's finished requests (its unfinished ones stay).
@@ -655,6 +658,17 @@ fn through_shared_memory(metadata: &[u8]) -> bool {
 
 fn kept_all(frames: &[Bytes]) -> Vec<Bytes> {
     frames.iter().map(store::kept).collect()
+}
+
+/// What the client raises when the record has none (`--db none`).
+pub const NO_RECORD: &str = "NoTaskRecord";
+
+/// A refusal: the exception class the client raises (`ename`) and why.
+fn refused(ename: &str, reason: String) -> (Value, Vec<Bytes>) {
+    (
+        json!({"status": "error", "ename": ename, "reason": reason}),
+        vec![],
+    )
 }
 
 fn string_list(value: &Value) -> Vec<String> {
