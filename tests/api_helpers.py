@@ -1,5 +1,6 @@
 """Shared by the tests of the client API run inside the rparallel kernel
-(test_client_api, test_api_extras, test_task_record, test_api_more): a
+(test_client_api, test_api_extras, test_task_record, test_api_more,
+test_bind_kernel): a
 cell's value as JSON, the kernel-side helpers their start-up cells
 define, and a kernel with a cluster for a whole module."""
 
@@ -16,7 +17,9 @@ from kernel_helpers import drain, execute, execute_ok, shutdown_and_check, start
 MARK = "@@value "
 
 # Defined in the kernel by each module's start-up cell.
-RAISED = """
+KERNEL_HELPERS = """
+import time
+
 def raised(f, *args, **kwargs):
     '''[class name, str] of what f(*args, **kwargs) raised, or None.'''
     try:
@@ -24,6 +27,21 @@ def raised(f, *args, **kwargs):
     except BaseException as e:
         return [type(e).__name__, str(e)]
     return None
+
+def caught(f, *args, **kwargs):
+    '''The exception f(*args, **kwargs) raised (None if it returned).'''
+    try:
+        f(*args, **kwargs)
+    except BaseException as e:
+        return e
+    return None
+
+def wait_for(cond, timeout=10):
+    '''Polls cond() until true or timeout; its last value.'''
+    t0 = time.monotonic()
+    while not cond() and time.monotonic() - t0 < timeout:
+        time.sleep(0.05)
+    return cond()
 """
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import pytest
 
-from api_helpers import RAISED, kernel_with_cluster, private_dir, value
+from api_helpers import KERNEL_HELPERS, kernel_with_cluster, private_dir, value
 
 from kernel_helpers import (
     IS_RPARALLEL,
@@ -79,22 +79,8 @@ dv.block = True
 lv = rc.load_balanced_view()
 pids = dv.apply_sync(os.getpid)
 
-{RAISED}
+{KERNEL_HELPERS}
 
-def caught(f, *args, **kwargs):
-    '''The exception f(*args, **kwargs) raised (None if it returned).'''
-    try:
-        f(*args, **kwargs)
-    except BaseException as e:
-        return e
-    return None
-
-def wait_for(cond, timeout=10):
-    '''Polls cond() until true or timeout; its last value.'''
-    t0 = time.monotonic()
-    while not cond() and time.monotonic() - t0 < timeout:
-        time.sleep(0.05)
-    return cond()
 
 def nap(x=0.5):
     import time

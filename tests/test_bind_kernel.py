@@ -30,7 +30,7 @@ import pexpect
 import pytest
 from jupyter_client import BlockingKernelClient
 
-from api_helpers import RAISED, kernel_with_cluster, value
+from api_helpers import KERNEL_HELPERS, kernel_with_cluster, value
 from kernel_helpers import IS_RPARALLEL, JUPYTER, strip_ansi
 
 pytestmark = [
@@ -56,7 +56,7 @@ c = ipp.Cluster(n={N})
 rc = c.start_and_connect_sync()
 rc.wait_for_engines({N}, timeout=30)
 pids = rc[:].apply_sync(os.getpid)
-{RAISED}
+{KERNEL_HELPERS}
 """
     with kernel_with_cluster("rp-bind-", start, N) as (_km, kc):
         yield kc

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import pytest
 
-from api_helpers import RAISED, cluster_in, value
+from api_helpers import KERNEL_HELPERS, cluster_in, value
 
 from kernel_helpers import (
     IS_RPARALLEL,
@@ -64,7 +64,7 @@ def ename(e):
     '''The remote exception's name of a RemoteError, else the class name.'''
     return getattr(e, 'ename', None) or type(e).__name__
 
-{RAISED}
+{KERNEL_HELPERS}
 def secs(a, b):
     return (b - a).total_seconds()
 """

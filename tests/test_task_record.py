@@ -5,7 +5,7 @@ starts with `rparallel.Cluster`. Written from ipyparallel 9's documentation
 `resubmit`, `purge_local_results`, `purge_hub_results`, `purge_results`
 and `purge_everything` in ipyparallel/client/client.py, and
 `AsyncHubResult`), and rparallel's documented limits (the last 4,096
-requests, 64 MiB of buffers, a message whose buffers exceed 1 MiB keeps
+requests, 16 MiB of buffers, a message whose buffers exceed 1 MiB keeps
 none):
 
 1. `hub_history()`: the msg_ids of every client's requests (this one's and
@@ -36,7 +36,7 @@ none):
 6. limits: a 2 MiB result (its record kept, `get_result` elsewhere a
    RuntimeError "too large", the owner still has it) and a 2 MiB argument
    (not resubmittable); 5,000 tiny tasks leave exactly the last 4,096
-   records; 200 results of 900 KiB keep at most 64 MiB of buffers (the
+   records; 200 results of 900 KiB keep at most 16 MiB of buffers (the
    newest), and the controller's RSS stays within that;
 7. `Cluster(n=1, db='none')`: `hub_history`/`db_query` are RuntimeErrors
    saying "--db none", work runs as usual.
@@ -54,7 +54,7 @@ from pathlib import Path
 
 import pytest
 
-from api_helpers import RAISED, kernel_with_cluster, value
+from api_helpers import KERNEL_HELPERS, kernel_with_cluster, value
 
 from kernel_helpers import (
     IS_RPARALLEL,
@@ -72,7 +72,7 @@ N = 2
 MIB = 2**20
 # rparallel's documented limits of the record
 MAX_RECORDS = 4096
-MAX_BUFFER_BYTES = 64 * MIB
+MAX_BUFFER_BYTES = 16 * MIB
 
 
 
@@ -95,7 +95,7 @@ UTC = datetime.timezone.utc
 def now():
     return datetime.datetime.now(UTC)
 
-{RAISED}
+{KERNEL_HELPERS}
 def hub_ids(query, **kwargs):
     '''msg_ids of the records matching query.'''
     return [r['msg_id'] for r in rc.db_query(query, **kwargs)]
@@ -997,11 +997,11 @@ out
     assert newest == 4999 * 3 and vals == [4997 * 3, 4998 * 3, 4999 * 3], got
 
 
-def test_record_buffers_stay_within_64_mib(kernel_and_cluster, k):
+def test_record_buffers_stay_within_16_mib(kernel_and_cluster, k):
     """200 load-balanced results of 900 KiB (~176 MiB, each under the 1 MiB
-    a message may keep): the record keeps at most 64 MiB of result buffers,
+    a message may keep): the record keeps at most 16 MiB of result buffers,
     the newest (rc2 fetches the last one), not the oldest (RuntimeError);
-    the controller's RSS grows by less than 64 MiB + 32 MiB, and not by
+    the controller's RSS grows by less than 16 MiB + 32 MiB, and not by
     more than 16 MiB over the second 100 results."""
     profile = value(k, "c.profile")
     pid = controller_pid(profile)
@@ -1035,14 +1035,14 @@ last = rc2.get_result(all_mids[-1]).get(timeout=10)
     )
     n, n_recs, total, newest, oldest, last0, last_size, old_err = got
     assert n == 200 and n_recs == 200, f"records of the 200 tasks: {n_recs}"
-    assert total <= MAX_BUFFER_BYTES, f"the record keeps {total / MIB:.1f} MiB of result buffers (> 64 MiB)"
-    assert total >= MAX_BUFFER_BYTES - 2 * MIB, f"only {total / MIB:.1f} MiB kept: the newest should fill 64 MiB"
+    assert total <= MAX_BUFFER_BYTES, f"the record keeps {total / MIB:.1f} MiB of result buffers (> 16 MiB)"
+    assert total >= MAX_BUFFER_BYTES - 2 * MIB, f"only {total / MIB:.1f} MiB kept: the newest should fill 16 MiB"
     assert newest and newest >= 900 * 1024, f"the newest result's buffers: {newest}"
     assert oldest == 0, f"the oldest result still keeps {oldest} bytes"
     assert last0 == 199 % 251 and last_size == 900 * 1024, got
     assert old_err is not None and old_err[0] == "RuntimeError", f"get_result of an evicted result: {old_err}"
     grown = rss[-1] - before
-    assert grown < 64 + 32, f"controller RSS {before:.0f} -> {rss} MiB after 176 MiB of results"
+    assert grown < 16 + 32, f"controller RSS {before:.0f} -> {rss} MiB after 176 MiB of results"
     assert rss[1] - rss[0] < 16, f"controller RSS grew {rss[1] - rss[0]:.0f} MiB over the second 100 results"
     execute_ok(k, "del all_mids, recs, kept, last\nrc.purge_local_results('all')", timeout=10)
 

@@ -71,7 +71,7 @@ impl fmt::Display for Scheme {
 /// (`--db`, ipyparallel's `--db` / `TaskScheduler` database).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TaskDb {
-    /// In memory, bounded (the last 4,096 requests, 64 MiB of buffers).
+    /// In memory, bounded (the last 4,096 requests, 16 MiB of buffers).
     #[default]
     Memory,
     /// In memory, and all of it in `tasks.sqlite` in the profile (a table

@@ -210,11 +210,11 @@ maps = e.apply_sync(lambda: [l for l in open('/proc/self/maps') if '/dev/shm' in
     assert value(kc, "rc[:].apply_sync(lambda: 1)", timeout=30) == [1, 1, 1]
 
     # more engines, and restarts, through the same launcher
-    new = value(kc, "c.start_engines(2)", timeout=60)
+    new = value(kc, "c.start_engines_sync(2)", timeout=60)
     assert len(new) == 2
     assert value(kc, "len(rc.ids)") == 5
     # restart: all engines stopped, the cluster's n started again
-    restarted = value(kc, "c.restart_engines()", timeout=90)
+    restarted = value(kc, "c.restart_engines_sync()", timeout=90)
     assert len(restarted) == 4 and value(kc, "rc.ids") == restarted
     assert sorted(set(hostnames(kc))) == ["node1", "node2"]
     execute_ok(kc, "c.stop_cluster_sync()")

@@ -4,11 +4,11 @@
 //! (`get_result`), run requests again (`resubmit`) and forget them
 //! (`purge_hub_results`).
 //!
-//! The recorder is an actor: the hub hands it clones of the frames it
-//! routes (reference counts, no copies) over a bounded channel and never
-//! waits for it; a full channel drops the record, never a message. It
-//! answers clients' record requests itself, through the hub's sockets
-//! ([`Out`]).
+//! The recorder is an actor on a thread of its own: the hub hands it
+//! clones of the frames it routes (reference counts, no copies) over a
+//! bounded channel and never waits for it; a full channel drops the
+//! record, never a message. It answers clients' record requests itself,
+//! through the hub's sockets ([`Out`]).
 //!
 //! - [`store`]: the records (raw frames, bounded in count and bytes);
 //! - [`query`]: `db_query`'s filters;
@@ -121,7 +121,15 @@ impl Recorder {
             seq: 0,
             dirty: HashSet::new(),
         };
-        tokio::spawn(actor.run(rx));
+        // A thread of its own: on the hub's thread the recorder would wait
+        // until the hub runs out of messages (a busy cluster: never), and
+        // its work would add to every request's latency.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("task-record".into())
+            .spawn(move || runtime.block_on(actor.run(rx)))?;
         Ok((Recorder { events: Some(tx) }, out_rx))
     }
 
@@ -567,36 +575,20 @@ impl Actor {
         let answer = self.purge_memory(content);
         if let (Some(sqlite), true) = (&self.sqlite, answer.0["status"] == "ok") {
             // Finished records of the ones named, or of those engines, or all.
-            let mut query = Map::new();
-            query.insert("result_header".into(), json!({"$ne": null}));
-            if content["msg_ids"] != "all" {
-                query.insert("msg_id".into(), json!({"$in": content["msg_ids"]}));
-            }
-            let mut ids: Vec<String> = Vec::new();
-            if let Ok(q) = query::Query::parse(&Value::Object(query.clone())) {
-                ids.extend(
-                    sqlite
-                        .query(q)
-                        .await
-                        .into_iter()
-                        .filter_map(|f| f.json["msg_id"].as_str().map(String::from)),
-                );
-            }
+            // Finished records of the ones named (or all), and of those engines.
+            let finished = json!({"$ne": null});
+            let named = match content["msg_ids"] == "all" {
+                true => json!({"result_header": finished}),
+                false => json!({"result_header": finished, "msg_id": {"$in": content["msg_ids"]}}),
+            };
+            let mut ids = finished_ids(sqlite, &named).await;
             if content["engine_ids"]
                 .as_array()
                 .is_some_and(|e| !e.is_empty())
             {
-                query.remove("msg_id");
-                query.insert("engine_id".into(), json!({"$in": content["engine_ids"]}));
-                if let Ok(q) = query::Query::parse(&Value::Object(query)) {
-                    ids.extend(
-                        sqlite
-                            .query(q)
-                            .await
-                            .into_iter()
-                            .filter_map(|f| f.json["msg_id"].as_str().map(String::from)),
-                    );
-                }
+                let of_engines =
+                    json!({"result_header": finished, "engine_id": {"$in": content["engine_ids"]}});
+                ids.extend(finished_ids(sqlite, &of_engines).await);
             }
             sqlite.remove(ids);
         }
@@ -658,6 +650,19 @@ fn through_shared_memory(metadata: &[u8]) -> bool {
 
 fn kept_all(frames: &[Bytes]) -> Vec<Bytes> {
     frames.iter().map(store::kept).collect()
+}
+
+/// msg_ids of the SQLite records `query` matches.
+async fn finished_ids(sqlite: &Sqlite, query: &Value) -> Vec<String> {
+    match query::Query::parse(query) {
+        Ok(q) => sqlite
+            .query(q)
+            .await
+            .into_iter()
+            .filter_map(|f| f.json["msg_id"].as_str().map(String::from))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// What the client raises when the record has none (`--db none`).

@@ -13,7 +13,7 @@ pub const MAX_RECORDS: usize = 4096;
 /// Buffer bytes kept at most (requests' and results'); past it, the
 /// oldest records lose their buffers (their results can no longer be
 /// fetched, their requests no longer resubmitted).
-pub const MAX_BUFFER_BYTES: usize = 64 << 20;
+pub const MAX_BUFFER_BYTES: usize = 16 << 20;
 /// A message whose buffers are larger than this keeps none: big arrays
 /// are the caller's, not the controller's, to hold.
 pub const MAX_MESSAGE_BUFFERS: usize = 1 << 20;
