@@ -82,6 +82,8 @@ pub enum Out {
 /// The hub's side: cheap to call on every routed message.
 pub struct Recorder {
     events: Option<mpsc::Sender<Event>>,
+    /// `--db none`: how record requests are refused (nothing is kept).
+    refuse: Option<(Session, mpsc::Sender<Out>)>,
 }
 
 impl Recorder {
@@ -92,21 +94,11 @@ impl Recorder {
         let (out_tx, out_rx) = mpsc::channel(256);
         let sqlite = match keep {
             Keep::Nothing => {
-                let (tx, mut rx) = mpsc::channel::<Event>(16);
-                tokio::spawn(async move {
-                    while let Some(event) = rx.recv().await {
-                        if let Event::Ask(request) = event {
-                            let (content, _) = refused(
-                                NO_RECORD,
-                                "this controller keeps no task record (started with --db none)"
-                                    .into(),
-                            );
-                            let reply = reply(&session, &request, content, vec![]);
-                            let _ = out_tx.send(Out::ToClient(reply)).await;
-                        }
-                    }
-                });
-                return Ok((Recorder { events: Some(tx) }, out_rx));
+                let recorder = Recorder {
+                    events: None,
+                    refuse: Some((session, out_tx)),
+                };
+                return Ok((recorder, out_rx));
             }
             Keep::Memory => None,
             Keep::Sqlite { path, run } => Some(Sqlite::open(&path, &run)?),
@@ -130,34 +122,58 @@ impl Recorder {
         std::thread::Builder::new()
             .name("task-record".into())
             .spawn(move || runtime.block_on(actor.run(rx)))?;
-        Ok((Recorder { events: Some(tx) }, out_rx))
+        Ok((
+            Recorder {
+                events: Some(tx),
+                refuse: None,
+            },
+            out_rx,
+        ))
     }
 
     /// A recorder that keeps nothing and answers nothing (tests).
     pub fn none() -> Recorder {
-        Recorder { events: None }
+        Recorder {
+            events: None,
+            refuse: None,
+        }
     }
 
-    fn tell(&self, event: Event) {
+    fn tell(&self, event: impl FnOnce() -> Event) {
         if let Some(events) = &self.events {
-            if events.try_send(event).is_err() {
+            if events.try_send(event()).is_err() {
                 tracing::debug!("task record: behind, a message went unrecorded");
             }
         }
     }
 
+    /// Small frames are copied here: a frame received is a slice of the
+    /// socket's read buffer, and a message waiting for the recorder would
+    /// keep that whole buffer alive.
+    fn copied(frames: &[Bytes]) -> Vec<Bytes> {
+        frames.iter().map(store::kept).collect()
+    }
+
     pub fn request(&self, frames: &[Bytes]) {
-        self.tell(Event::Request(frames.to_vec()));
+        self.tell(|| Event::Request(Self::copied(frames)));
     }
 
     pub fn from_engine(&self, engine: u32, frames: &[Bytes]) {
-        self.tell(Event::FromEngine(engine, frames.to_vec()));
+        self.tell(|| Event::FromEngine(engine, Self::copied(frames)));
     }
 
     /// A client's record request (one of [`REQUESTS`]).
     pub async fn ask(&self, request: Message) {
         if let Some(events) = &self.events {
             let _ = events.send(Event::Ask(Box::new(request))).await;
+        } else if let Some((session, out)) = &self.refuse {
+            let (content, _) = refused(
+                NO_RECORD,
+                "this controller keeps no task record (started with --db none)".into(),
+            );
+            let _ = out
+                .send(Out::ToClient(reply(session, &request, content, vec![])))
+                .await;
         }
     }
 }
