@@ -60,6 +60,7 @@ from kernel_helpers import (
     IS_RPARALLEL,
     drain,
     execute_ok,
+    pids_with_cmdline,
     wait_pid_gone,
 )
 
@@ -117,18 +118,8 @@ def slow_seven():
 
 
 def controller_pid(profile: str) -> int:
-    """The pid of the controller of the cluster with ``profile``
-    (`python -m rparallel controller --profile <profile> …`)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"controller" in argv and profile.encode() in argv:
-            found.append(int(entry.name))
+    """The pid of the controller of the cluster with ``profile``."""
+    found = pids_with_cmdline("controller --profile " + profile)
     assert len(found) == 1, f"controller of {profile}: {found}"
     return found[0]
 
