@@ -109,6 +109,16 @@ def near_now(d, seconds=120):
     '''d is an aware datetime within `seconds` of now (right timezone).'''
     return aware_utc(d) and abs((now() - d).total_seconds()) < seconds
 
+def recorded(*ars, timeout=10):
+    '''Wait until the record holds every request of ars: another client's
+    requests reach the controller over their own connection, so a query
+    sent right after them may overtake them.'''
+    want = set(m for ar in ars for m in ar.msg_ids)
+    deadline = time.monotonic() + timeout
+    while want - set(hub_ids({{'msg_id': {{'$in': sorted(want)}}}})):
+        assert time.monotonic() < deadline, 'not recorded: %s' % sorted(want)
+        time.sleep(0.02)
+
 def slow_seven():
     print('begun', flush=True)
     time.sleep(1.5)
@@ -244,7 +254,7 @@ def test_db_query_ne_none_separates_finished_from_running(k):
         """
 done = rc[1].apply_async(lambda: 'done'); done.get(timeout=10)
 running = rc[0].apply_async(time.sleep, 1.5)
-time.sleep(0.3)
+recorded(running)
 D, R = done.msg_ids[0], running.msg_ids[0]
 fin = hub_ids({'completed': {'$ne': None}})
 unfin = hub_ids({'completed': None})
@@ -509,6 +519,7 @@ def test_get_result_of_an_unfinished_task_waits(k):
         """
 ar = rc[0].apply_async(slow_seven)
 time.sleep(0.3)
+recorded(ar)
 h = rc2.get_result(ar.msg_ids[0])
 at_once = h.ready()
 t0 = time.monotonic()
@@ -600,7 +611,7 @@ def test_get_result_owner_false_of_an_unfinished_task(k):
         k,
         """
 ar = rc[0].apply_async(slow_seven)
-time.sleep(0.2)
+recorded(ar)
 mid = ar.msg_ids[0]
 h = rc2.get_result(mid, owner=False)
 v = h.get(timeout=10)
@@ -758,7 +769,7 @@ def test_in_flight_tasks_cannot_be_resubmitted_or_purged(k):
         k,
         """
 s = rc[0].apply_async(time.sleep, 1.2)
-time.sleep(0.2)
+recorded(s)
 S = s.msg_ids[0]
 resub = raised(rc2.resubmit, [S])
 purge = raised(rc2.purge_hub_results, [S])
@@ -870,7 +881,7 @@ h = rc.hub_history()
 first = [err, e0.msg_ids[0] in h, e0b.msg_ids[0] in h, e1.msg_ids[0] in h, hub_ids({'engine_uuid': u0})]
 f0 = rc[0].apply_async(lambda: 'f0'); f0.get(timeout=10)
 slow0 = rc[0].apply_async(time.sleep, 1.2)
-time.sleep(0.2)
+recorded(slow0)
 err2 = raised(rc.purge_hub_results, targets=[0])
 h = rc.hub_history()
 second = [err2, f0.msg_ids[0] in h, slow0.msg_ids[0] in h, e1.msg_ids[0] in h]
@@ -902,7 +913,7 @@ def test_purge_everything(k):
 w = rc[0].apply_async(lambda: 'w'); w.get(timeout=10)
 o = rc2[0].apply_async(lambda: 'o'); o.get(timeout=10)
 r2 = rc2[1].apply_async(time.sleep, 1.0)
-time.sleep(0.2)
+recorded(r2)
 err = raised(rc.purge_everything)
 h = rc.hub_history()
 state = [len(rc.history), len(rc.results), len(rc.metadata), len(hub_ids({'completed': {'$ne': None}}))]
@@ -1085,6 +1096,7 @@ def test_result_status(k):
         """
 done = rc2[0].apply_async(lambda: 'done'); done.get(timeout=10)
 slow = rc2[1].apply_async(slow_seven)
+recorded(slow)
 s1 = rc.result_status(done.msg_ids + slow.msg_ids)
 s2 = rc.result_status(done.msg_ids, status_only=False)
 slow.get(timeout=30)
