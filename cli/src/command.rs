@@ -280,7 +280,7 @@ where
                 // kernel's IPython.
                 setup: rparallel_directview::install,
                 // Clusters this kernel started stop with it.
-                at_exit: rparallel_directview::stop_owned_clusters,
+                at_exit: rparallel_directview::at_exit,
             };
             rparallel_kernel::run(&args.connection_file, &env, extras)
         }

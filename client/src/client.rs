@@ -86,15 +86,37 @@ impl Client {
     /// Sends `request` to `engine`; returns its msg_id. Blocks while too
     /// many requests are in flight (urgent ones never wait).
     pub fn send(&self, engine: u32, request: Request) -> String {
+        self.send_each(&[engine], request).remove(0)
+    }
+
+    /// Sends `request` to each of `engines` (a message each); returns
+    /// their msg_ids in order. Large buffers go to the engines on this host
+    /// through shared memory written once for them all.
+    pub fn send_each(&self, engines: &[u32], request: Request) -> Vec<String> {
         let urgent = request.is_urgent();
         let returns_value = request.returns_value();
         let (msg_type, content, buffers) = request.into_parts();
-        let mut message: Message = self.connection.session.message(msg_type, content, None);
-        message.buffers = buffers;
-        self.use_shared_memory(engine, returns_value, &mut message);
-        let msg_id = message.header.msg_id.clone();
-        self.connection.send(Route::Engine(engine), message, urgent);
-        msg_id
+        let mut messages: Vec<Message> = engines
+            .iter()
+            .map(|_| {
+                let mut message = self
+                    .connection
+                    .session
+                    .message(msg_type, content.clone(), None);
+                message.buffers = buffers.clone();
+                message
+            })
+            .collect();
+        self.use_shared_memory(engines, returns_value, &mut messages);
+        engines
+            .iter()
+            .zip(messages)
+            .map(|(&engine, message)| {
+                let msg_id = message.header.msg_id.clone();
+                self.connection.send(Route::Engine(engine), message, urgent);
+                msg_id
+            })
+            .collect()
     }
 
     /// Sends `request` to the controller's scheduler, which gives it to
@@ -153,21 +175,33 @@ impl Client {
         Ok(if waited? == Waited::Done { reply } else { None })
     }
 
-    /// With an engine on this host, large buffers go through shared memory
-    /// both ways (the engine answers so when it sees our host id).
-    fn use_shared_memory(&self, engine: u32, returns_value: bool, message: &mut Message) {
-        let local = {
+    /// With engines on this host, large buffers go through shared memory
+    /// both ways (an engine answers so when it sees our host id).
+    fn use_shared_memory(&self, engines: &[u32], returns_value: bool, messages: &mut [Message]) {
+        let local: Vec<bool> = {
             let state = self.tracker().lock();
-            let host = state.engines.get(&engine).and_then(|e| e["host"].as_str());
-            shm::is_local(host)
+            engines
+                .iter()
+                .map(|engine| {
+                    let host = state.engines.get(engine).and_then(|e| e["host"].as_str());
+                    shm::is_local(host)
+                })
+                .collect()
         };
-        if !local {
+        let mut here: Vec<&mut Message> = messages
+            .iter_mut()
+            .zip(local)
+            .filter_map(|(message, local)| local.then_some(message))
+            .collect();
+        if here.is_empty() {
             return;
         }
         if returns_value {
-            message.metadata[shm::HOST_KEY] = shm::host_id().into();
+            for message in here.iter_mut() {
+                message.metadata[shm::HOST_KEY] = shm::host_id().into();
+            }
         }
-        if let Err(e) = shm::export(message) {
+        if let Err(e) = shm::export_many(&mut here) {
             tracing::warn!("shared memory unavailable, sending through the socket: {e}");
         }
     }

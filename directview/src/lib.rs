@@ -51,6 +51,14 @@ use rparallel_pyexec::package::{load_module, PythonSource};
 
 pub use cluster::stop_owned_clusters;
 
+/// What a process that used this module leaves behind, cleared as it
+/// exits: the clusters it started, and its files in `/dev/shm` (transfers
+/// nobody took, its pool of shared-memory files).
+pub fn at_exit() {
+    stop_owned_clusters();
+    rparallel_protocol::shm::remove_leftovers();
+}
+
 /// `python/helpers.py`.
 const HELPERS: PythonSource = PythonSource {
     source: include_str!("../python/helpers.py"),

@@ -82,13 +82,13 @@ impl DirectView {
             .map_err(|e| target_error(py, &self.client, e))
     }
 
-    /// Sends `requests[i]` to `engines[i]` and returns the AsyncResult of
-    /// them all; `single`: its value is one engine's bare value.
+    /// Sends the requests to `engines` and returns the AsyncResult of them
+    /// all; `single`: its value is one engine's bare value.
     pub(crate) fn submit<'py>(
         &self,
         py: Python<'py>,
         engines: Vec<u32>,
-        requests: Vec<Request>,
+        requests: Requests,
         call: Call,
         single: bool,
         label: Option<&str>,
@@ -96,14 +96,19 @@ impl DirectView {
         let submitted = Instant::now();
         let client = self.client.clone();
         let mut requests = requests;
-        let sending = self.track.then(|| tracked(&mut requests));
-        let pairs: Vec<(u32, Request)> = engines.iter().copied().zip(requests).collect();
+        let sending = self.track.then(|| match &mut requests {
+            Requests::Same(request) => tracked(std::slice::from_mut(request)),
+            Requests::Each(each) => tracked(each),
+        });
+        let to = engines.clone();
         // Sending may wait for credit (too much in flight): not with the GIL.
-        let msg_ids = py.detach(move || {
-            pairs
-                .into_iter()
-                .map(|(engine, request)| client.send(engine, request))
-                .collect::<Vec<_>>()
+        let msg_ids = py.detach(move || match requests {
+            Requests::Same(request) => client.send_each(&to, request),
+            Requests::Each(each) => to
+                .iter()
+                .zip(each)
+                .map(|(&engine, request)| client.send(engine, request))
+                .collect(),
         });
         self.client.remember(&msg_ids);
         let result = AsyncResult::new(
@@ -129,9 +134,8 @@ impl DirectView {
         request: Request,
     ) -> PyResult<Bound<'py, AsyncResult>> {
         let engines = self.engines(py, targets)?;
-        let requests = engines.iter().map(|_| request.clone()).collect();
         let single = targets.is_single() && !call.shape.joins();
-        self.submit(py, engines, requests, call, single, None)
+        self.submit(py, engines, Requests::Same(request), call, single, None)
     }
 
     /// Sends `code` to the engines of `targets` without waiting. `%px`
@@ -149,11 +153,10 @@ impl DirectView {
             code: code.to_string(),
             silent,
         };
-        let requests = engines.iter().map(|_| request.clone()).collect();
         self.submit(
             py,
             engines,
-            requests,
+            Requests::Same(request),
             Call::EXECUTE,
             targets.is_single(),
             label,
@@ -195,7 +198,7 @@ impl DirectView {
             used.push(*engine);
             sizes.push(hi - lo);
         }
-        let result = self.submit(py, used, requests, Call::MAP, false, None)?;
+        let result = self.submit(py, used, Requests::Each(requests), Call::MAP, false, None)?;
         result.borrow_mut().chunk_sizes = Some(sizes);
         Ok(result)
     }
@@ -286,6 +289,13 @@ pub(crate) fn apply_request(
     };
     let call = PyTuple::new(py, [f.clone(), args.clone().into_any(), kwargs.into_any()])?;
     Ok(Request::Apply(rparallel_pyexec::serialize(call.as_any())?))
+}
+
+/// What a view sends: one request to every engine (written to shared
+/// memory once), or a request for each.
+pub(crate) enum Requests {
+    Same(Request),
+    Each(Vec<Request>),
 }
 
 /// Ties every frame of `requests` to one token, whose last strong

@@ -310,7 +310,14 @@ impl DirectView {
             ns.set_item(key, part)?;
             requests.push(Request::Push(rparallel_pyexec::serialize(ns.as_any())?));
         }
-        let result = self.submit(py, engines, requests, Call::SCATTER, false, None)?;
+        let result = self.submit(
+            py,
+            engines,
+            crate::view::Requests::Each(requests),
+            Call::SCATTER,
+            false,
+            None,
+        )?;
         finish(result, self.block_for(block))
     }
 

@@ -31,11 +31,12 @@ fn main(py: Python<'_>, argv: Vec<String>) -> PyResult<u8> {
     })
 }
 
-/// Stops the clusters this process started and did not stop (at the
-/// interpreter's exit: a script that forgot leaves nothing running).
+/// Stops the clusters this process started and did not stop, and removes
+/// its shared-memory files (at the interpreter's exit: a script that
+/// forgot leaves nothing running, and nothing in `/dev/shm`).
 #[pyfunction]
-fn stop_owned_clusters(py: Python<'_>) {
-    py.detach(rparallel_directview::stop_owned_clusters);
+fn at_exit(py: Python<'_>) {
+    py.detach(rparallel_directview::at_exit);
 }
 
 /// Processes started from here run `sys.executable -m rparallel`.
@@ -49,6 +50,6 @@ fn host(py: Python<'_>) -> PyResult<()> {
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(install, module)?)?;
     module.add_function(wrap_pyfunction!(main, module)?)?;
-    module.add_function(wrap_pyfunction!(stop_owned_clusters, module)?)?;
+    module.add_function(wrap_pyfunction!(at_exit, module)?)?;
     Ok(())
 }

@@ -18,10 +18,11 @@ if _sys.version_info < (3, 11):
 
 import atexit as _atexit
 
-from rparallel._native import install as _install, stop_owned_clusters as _stop_owned
+from rparallel._native import install as _install, at_exit as _at_exit
 
 _install()
 # A script that exits without stopping its clusters stops them here (a
-# killed one takes them along: they die with their parent).
-_atexit.register(_stop_owned)
+# killed one takes them along: they die with their parent), and its files
+# in /dev/shm go.
+_atexit.register(_at_exit)
 del _install, _atexit

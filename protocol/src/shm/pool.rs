@@ -1,0 +1,326 @@
+//! The sender's files, kept between transfers.
+//!
+//! Allocating tmpfs pages is what a transfer through a fresh file mostly
+//! costs (100 MB here: 50 ms to write a new file, 10 ms to copy into one
+//! whose pages exist). So a sender keeps its files mapped and writes the
+//! next buffer into one no receiver still holds. A file is free when no
+//! transfer name links to it any more (its link count is 1: every receiver
+//! took its name) and nobody holds a shared `flock` on it (every receiver's
+//! mapping is gone; the lock goes with a receiver that dies).
+//!
+//! Bounds: at most [`MAX_FILES`] files (beyond that a transfer gets a file
+//! of its own, not kept), none larger than [`MAX_FILE_BYTES`]; making a
+//! new file first gives back free ones beyond [`MAX_FREE_BYTES`]; a file
+//! free for [`IDLE_RELEASE`] is removed by a thread that runs only while
+//! the pool holds files; the pool's names are removed when the process ends, and a
+//! killed process's by the next process that starts a pool or ends.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::{transfer_name, DIR};
+
+/// How pool files' names start: `rparallel-pool-<pid>-<uuid>`. Never a
+/// transfer name: receivers refuse them.
+pub(super) const PREFIX: &str = "rparallel-pool-";
+/// At most this many files in the pool, in use or free.
+const MAX_FILES: usize = 64;
+/// At most this many bytes in free files (in-use files are memory the
+/// receivers use anyway).
+const MAX_FREE_BYTES: usize = 512 << 20;
+/// No file larger than this is kept.
+const MAX_FILE_BYTES: usize = 1 << 30;
+/// A file nobody used for this long is given back to the system.
+const IDLE_RELEASE: Duration = Duration::from_secs(10);
+/// How often the releasing thread looks.
+const RELEASE_CHECK: Duration = Duration::from_secs(2);
+/// File sizes are rounded up to this, so that similar sizes share files.
+const GRAIN: usize = 1 << 20;
+
+/// A file of the pool, mapped shared for writing.
+struct PoolFile {
+    path: PathBuf,
+    file: File,
+    ptr: *mut u8,
+    capacity: usize,
+    /// When it was last seen free (None: in use, or not yet looked at).
+    free_since: Option<Instant>,
+}
+
+// SAFETY: the mapping belongs to this value; it is only written under the
+// pool's lock, while no receiver holds the file.
+unsafe impl Send for PoolFile {}
+
+impl PoolFile {
+    fn create(capacity: usize) -> io::Result<PoolFile> {
+        let path = Path::new(DIR).join(format!(
+            "{PREFIX}{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let mapped = file.set_len(capacity as u64).and_then(|()| {
+            // SAFETY: a shared mapping of the whole file we just sized;
+            // checked for failure; unmapped once by Drop.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    capacity,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_POPULATE,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            if ptr == libc::MAP_FAILED {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(ptr as *mut u8)
+            }
+        });
+        match mapped {
+            Ok(ptr) => Ok(PoolFile {
+                path,
+                file,
+                ptr,
+                capacity,
+                free_since: None,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// No transfer name links to it and no receiver maps it.
+    fn is_free(&self) -> bool {
+        let unlinked = self.file.metadata().is_ok_and(|m| m.nlink() == 1);
+        unlinked && {
+            let fd = self.file.as_raw_fd();
+            // SAFETY: flock on our own open file; the test lock is
+            // released at once.
+            unsafe {
+                let free = libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) == 0;
+                if free {
+                    libc::flock(fd, libc::LOCK_UN);
+                }
+                free
+            }
+        }
+    }
+}
+
+impl Drop for PoolFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        // SAFETY: unmapping exactly what create mapped, once.
+        unsafe { libc::munmap(self.ptr.cast(), self.capacity) };
+    }
+}
+
+#[derive(Default)]
+struct Pool {
+    files: Vec<PoolFile>,
+    /// Whether the releasing thread runs.
+    releasing: bool,
+    /// Whether dead processes' pools were looked for.
+    swept: bool,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    files: Vec::new(),
+    releasing: false,
+    swept: false,
+});
+
+fn pool() -> MutexGuard<'static, Pool> {
+    POOL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes `buffer` once and returns `links` fresh transfer names for it,
+/// one per receiver.
+pub(super) fn write(buffer: &[u8], links: usize) -> io::Result<Vec<PathBuf>> {
+    let mut pool = pool();
+    let index = match pool.free_file(buffer.len()) {
+        Some(index) => index,
+        None => match pool.new_file(buffer.len())? {
+            Some(index) => index,
+            None => {
+                drop(pool);
+                return write_alone(buffer, links);
+            }
+        },
+    };
+    let file = &mut pool.files[index];
+    // SAFETY: the mapping has `capacity` ≥ len bytes, and no receiver
+    // holds the file (free_file checked, or it is new).
+    unsafe { std::ptr::copy_nonoverlapping(buffer.as_ptr(), file.ptr, buffer.len()) };
+    file.free_since = None;
+    let mut names = Vec::with_capacity(links);
+    for _ in 0..links {
+        let name = transfer_name();
+        if let Err(e) = std::fs::hard_link(&file.path, &name) {
+            for made in names {
+                let _ = std::fs::remove_file(made);
+            }
+            // Its name is gone (a sweep of another pid namespace?): drop it.
+            if !file.path.exists() {
+                pool.files.remove(index);
+            }
+            return Err(e);
+        }
+        names.push(name);
+    }
+    pool.start_releasing();
+    Ok(names)
+}
+
+/// A file of its own for a transfer the pool has no room for, linked once
+/// per receiver; nobody writes it again.
+fn write_alone(buffer: &[u8], links: usize) -> io::Result<Vec<PathBuf>> {
+    use std::io::Write;
+    let first = transfer_name();
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&first)?;
+    let mut names = vec![first];
+    let mut linked = file.write_all(buffer);
+    for _ in 1..links {
+        if linked.is_err() {
+            break;
+        }
+        let name = transfer_name();
+        linked = std::fs::hard_link(&names[0], &name);
+        names.push(name);
+    }
+    if let Err(e) = linked {
+        for name in names {
+            let _ = std::fs::remove_file(name);
+        }
+        return Err(e);
+    }
+    Ok(names)
+}
+
+impl Pool {
+    /// The smallest free file that holds `len` bytes.
+    fn free_file(&mut self, len: usize) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for (i, file) in self.files.iter().enumerate() {
+            if file.capacity >= len
+                && best.is_none_or(|b| file.capacity < self.files[b].capacity)
+                && file.is_free()
+            {
+                best = Some(i);
+            }
+        }
+        best
+    }
+
+    /// A new file for `len` bytes, making room by removing free files;
+    /// None when the pool has no room for it.
+    fn new_file(&mut self, len: usize) -> io::Result<Option<usize>> {
+        if !self.swept {
+            self.swept = true;
+            remove_dead_pools();
+        }
+        let capacity = len.div_ceil(GRAIN) * GRAIN;
+        if capacity > MAX_FILE_BYTES {
+            return Ok(None);
+        }
+        // None of the free files is large enough: give back the largest
+        // while over the bounds.
+        loop {
+            let free: Vec<usize> = (0..self.files.len())
+                .filter(|&i| self.files[i].is_free())
+                .collect();
+            let free_bytes: usize = free.iter().map(|&i| self.files[i].capacity).sum();
+            if self.files.len() < MAX_FILES && free_bytes <= MAX_FREE_BYTES {
+                break;
+            }
+            match free.into_iter().max_by_key(|&i| self.files[i].capacity) {
+                Some(i) => drop(self.files.remove(i)),
+                None => return Ok(None),
+            }
+        }
+        self.files.push(PoolFile::create(capacity)?);
+        Ok(Some(self.files.len() - 1))
+    }
+
+    /// Starts the thread that gives back files left unused.
+    fn start_releasing(&mut self) {
+        if self.releasing {
+            return;
+        }
+        let started = std::thread::Builder::new()
+            .name("rparallel-shm-pool".into())
+            .spawn(release_unused);
+        self.releasing = started.is_ok();
+    }
+}
+
+/// Every [`RELEASE_CHECK`], removes files free for [`IDLE_RELEASE`]; ends
+/// when the pool is empty.
+fn release_unused() {
+    loop {
+        std::thread::sleep(RELEASE_CHECK);
+        let mut pool = pool();
+        let now = Instant::now();
+        pool.files.retain_mut(|file| {
+            if !file.is_free() {
+                file.free_since = None;
+                return true;
+            }
+            let since = *file.free_since.get_or_insert(now);
+            now.duration_since(since) < IDLE_RELEASE
+        });
+        if pool.files.is_empty() {
+            pool.releasing = false;
+            return;
+        }
+    }
+}
+
+/// Removes the pool (at the end of the process).
+pub(super) fn clear() {
+    pool().files.clear();
+}
+
+/// Removes the pool files of processes that are gone (killed before they
+/// could). Only pool names: no receiver opens them, so removing one can
+/// lose nothing.
+pub(super) fn remove_dead_pools() {
+    let Ok(entries) = std::fs::read_dir(DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } == -1
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
