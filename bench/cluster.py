@@ -62,14 +62,14 @@ for ar in ars:
 r["apply_async throughput"] = [{tasks} / (time.perf_counter() - t)]
 del ars
 big = np.random.random({mb} * 1024 * 1024 // 8)
-r["push 100 MB (one engine)"] = [{mb} / x for x in times(lambda: e0.push({{"big": big}}, block=True), 3)]
-r["pull 100 MB (one engine)"] = [{mb} / x for x in times(lambda: e0.pull("big", block=True), 3)]
+r["push 100 MB (one engine)"] = [{mb} / x for x in times(lambda: e0.push({{"big": big}}, block=True), 5)]
+r["pull 100 MB (one engine)"] = [{mb} / x for x in times(lambda: e0.pull("big", block=True), 5)]
 del big
 arr = np.arange(10**7)
 def scatter():
     dview.scatter("x", arr, block=True)
-r["scatter np.arange(10**7)"] = times(scatter, 3)
-r["gather np.arange(10**7)"] = times(lambda: dview.gather("x", block=True), 3)
+r["scatter np.arange(10**7)"] = times(scatter, 5)
+r["gather np.arange(10**7)"] = times(lambda: dview.gather("x", block=True), 5)
 r["map_sync x**10 over range(10000)"] = times(lambda: dview.map_sync(lambda x: x**10, range(10000)), {maps})
 lview = rc.load_balanced_view()
 for _ in range(20):

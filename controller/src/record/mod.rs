@@ -32,6 +32,10 @@ use zeromq::ZmqMessage;
 use sqlite::Sqlite;
 use store::{Parts, Store, TaskRecord};
 
+/// How long the recorder rests after a batch (see [`Actor::run`]): records
+/// and `get_result`'s live copies lag by at most about this much.
+const BATCH_PAUSE: Duration = Duration::from_millis(2);
+
 /// How often changed records are written to SQLite.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
@@ -222,21 +226,33 @@ impl Actor {
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                event = events.recv() => match event {
-                    Some(Event::Request(frames)) => self.record_request(frames),
-                    Some(Event::FromEngine(engine, frames)) => {
-                        self.record_from_engine(engine, frames).await
+                event = events.recv() => {
+                    let Some(event) = event else { break };
+                    self.handle(event).await;
+                    // Everything queued meanwhile, then a pause: under load
+                    // the recorder wakes once per pause, not once per
+                    // message (each wake-up costs the hub a futex call and
+                    // this thread a trip through the scheduler).
+                    while let Ok(event) = events.try_recv() {
+                        self.handle(event).await;
                     }
-                    Some(Event::Ask(request)) => {
-                        self.flush();
-                        self.answer(*request).await
-                    }
-                    None => break,
-                },
+                    tokio::time::sleep(BATCH_PAUSE).await;
+                }
                 _ = flush.tick(), if self.sqlite.is_some() => self.flush(),
             }
         }
         self.flush();
+    }
+
+    async fn handle(&mut self, event: Event) {
+        match event {
+            Event::Request(frames) => self.record_request(frames),
+            Event::FromEngine(engine, frames) => self.record_from_engine(engine, frames).await,
+            Event::Ask(request) => {
+                self.flush();
+                self.answer(*request).await
+            }
+        }
     }
 
     /// Writes the records changed since last time to SQLite.
