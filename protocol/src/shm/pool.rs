@@ -355,6 +355,10 @@ impl Pool {
 /// long as a copy), and every [`RELEASE_CHECK`] removes files free for
 /// [`IDLE_RELEASE`]. Ends when the pool is empty.
 fn pool_thread(work: mpsc::Receiver<ToMap>) {
+    // Mapping ahead is worth doing only with time to spare: the lowest
+    // priority, so that it never slows the transfers themselves.
+    // SAFETY: setpriority on this thread (tid 0 = the caller) only.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
     loop {
         match work.recv_timeout(RELEASE_CHECK) {
             Ok(ToMap { id, file, len }) => {
