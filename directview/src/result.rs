@@ -333,9 +333,23 @@ impl AsyncResult {
 
     /// The value, waiting as `deadline` says; failing as soon as an
     /// engine working on it is lost.
-    pub fn get_within(&self, py: Python<'_>, deadline: Deadline) -> PyResult<Py<PyAny>> {
+    /// Waits as [`AsyncResult::get_within`] does and raises what it would
+    /// raise, without building the values (a blocking `execute` returns
+    /// the result itself: its ExecuteReplies are made when asked for).
+    pub fn finish_within(&self, py: Python<'_>, deadline: Deadline) -> PyResult<()> {
         self.wait_with(py, deadline, Until::AllDoneOrLost, &mut PyWaiter::new(py))?;
-        self.values(py)
+        let all_ok = self.tasks().iter().all(|task| {
+            task.as_ref().is_some_and(|t| {
+                matches!(t.status, Status::Done)
+                    && t.reply
+                        .as_ref()
+                        .is_some_and(|r| r.content["status"].as_str().unwrap_or("ok") == "ok")
+            })
+        });
+        if all_ok {
+            return Ok(());
+        }
+        self.values(py).map(drop)
     }
 
     /// Whether an engine of this result was lost while others still run.
@@ -433,28 +447,32 @@ impl AsyncResult {
         };
         // A load-balanced task's engine is learnt from its reply.
         let engine = task.engine.unwrap_or(engine);
-        let info = PyDict::new(py);
-        if engine == UNASSIGNED {
-            info.set_item("engine_id", py.None())?;
-        } else {
-            info.set_item("engine_id", engine)?;
-        }
-        info.set_item("method", self.call.method)?;
-        let uuid = task
-            .reply
-            .as_ref()
-            .and_then(|r| r.metadata["engine_uuid"].as_str().map(str::to_string))
-            .or_else(|| {
-                let state = self.client.tracker().lock();
-                state.engines.get(&engine)?["uuid"]
-                    .as_str()
-                    .map(str::to_string)
-            });
-        info.set_item("engine_uuid", uuid)?;
-        let reply = match task.status {
+        // Only errors carry it: not built for every value.
+        let info = || -> PyResult<Bound<'_, PyDict>> {
+            let info = PyDict::new(py);
+            if engine == UNASSIGNED {
+                info.set_item("engine_id", py.None())?;
+            } else {
+                info.set_item("engine_id", engine)?;
+            }
+            info.set_item("method", self.call.method)?;
+            let uuid = task
+                .reply
+                .as_ref()
+                .and_then(|r| r.metadata["engine_uuid"].as_str().map(str::to_string))
+                .or_else(|| {
+                    let state = self.client.tracker().lock();
+                    state.engines.get(&engine)?["uuid"]
+                        .as_str()
+                        .map(str::to_string)
+                });
+            info.set_item("engine_uuid", uuid)?;
+            Ok(info)
+        };
+        let reply = match &task.status {
             Status::Pending => return Err(PyRuntimeError::new_err("result not ready")),
             Status::Failed(reason) => {
-                let e = error(py, "EngineError", (reason, info));
+                let e = error(py, "EngineError", (reason.clone(), info()?));
                 return Ok(Err(e.value(py).clone().into_any().unbind()));
             }
             Status::Done => task.reply.clone().expect("done tasks have replies"),
@@ -472,7 +490,7 @@ impl AsyncResult {
                     "TaskAborted",
                     "the task was aborted",
                     Vec::<String>::new(),
-                    info,
+                    info()?,
                 ),
             )
         } else {
@@ -493,7 +511,7 @@ impl AsyncResult {
                     text("ename", "Exception"),
                     text("evalue", ""),
                     traceback,
-                    info,
+                    info()?,
                 ),
             )
         };

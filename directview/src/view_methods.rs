@@ -135,7 +135,7 @@ impl DirectView {
                 Some(t) => Deadline::Interrupt(std::time::Duration::from_secs_f64(t)),
                 None => Deadline::Never,
             };
-            result.borrow().get_within(py, deadline)?;
+            result.borrow().finish_within(py, deadline)?;
         }
         Ok(result.into_any().unbind())
     }
