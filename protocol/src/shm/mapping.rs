@@ -69,25 +69,16 @@ pub(super) fn take(path: &Path, len: usize) -> io::Result<Bytes> {
         }
     }
     let _ = std::fs::remove_file(path);
-    // SAFETY: a fresh private mapping of a regular file we opened, of at
-    // most its size; checked for failure; unmapped once by Mapping's Drop.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE,
-            file.as_raw_fd(),
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        if pooled {
-            HELD.fetch_sub(1, Ordering::Relaxed);
+    // Unmapped once by Mapping's Drop.
+    let ptr = match super::map_file(&file, len, libc::MAP_PRIVATE) {
+        Ok(ptr) => ptr,
+        Err(e) => {
+            if pooled {
+                HELD.fetch_sub(1, Ordering::Relaxed);
+            }
+            return Err(e);
         }
-        return Err(io::Error::last_os_error());
-    }
-    let ptr = ptr as *mut u8;
+    };
     live().insert(ptr as usize, len);
     Ok(Bytes::from_owner(Mapping {
         ptr,

@@ -85,6 +85,29 @@ pub fn is_local(peer_host: Option<&str>) -> bool {
     enabled() && peer_host == Some(host_id())
 }
 
+/// Maps the first `len` bytes of `file` for reading and writing, shared
+/// (`libc::MAP_SHARED`: the sender's pool) or private (`MAP_PRIVATE`: a
+/// receiver's copy-on-write view). The caller unmaps it.
+fn map_file(file: &std::fs::File, len: usize, sharing: libc::c_int) -> io::Result<*mut u8> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a fresh mapping of a file we opened, of at most its size
+    // (the callers check); checked for failure.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            sharing,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ptr.cast())
+}
+
 /// Transfer names this process made that a receiver may not have taken
 /// yet; removed by [`remove_leftovers`] when the process ends.
 static WRITTEN: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());

@@ -71,28 +71,12 @@ impl Mapped {
     /// Maps `file` shared and faults its pages in writable without writing
     /// them (MADV_POPULATE_WRITE): receivers may map the file meanwhile.
     fn new(file: &File, len: usize) -> io::Result<Mapped> {
-        // SAFETY: a shared mapping of `len` bytes of a file that has them;
-        // checked for failure; unmapped once by Drop.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let mapped = Mapped {
-            ptr: ptr as *mut u8,
-            len,
-        };
+        // Unmapped once by Drop.
+        let ptr = super::map_file(file, len, libc::MAP_SHARED)?;
+        let mapped = Mapped { ptr, len };
         // SAFETY: advice on the mapping just made. Older kernels refuse
         // it: the pages then fault in on the first write instead.
-        unsafe { libc::madvise(ptr, len, MADV_POPULATE_WRITE) };
+        unsafe { libc::madvise(ptr.cast(), len, MADV_POPULATE_WRITE) };
         Ok(mapped)
     }
 }
