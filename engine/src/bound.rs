@@ -57,7 +57,7 @@ fn bind(
     });
     bound
         .recv_timeout(BIND_TIMEOUT)
-        .context("the engine's I/O thread did not bind the kernel's sockets")?
+        .context("the engine's runtime did not bind the kernel's sockets")?
 }
 
 /// Five ports free on 127.0.0.1 now.

@@ -1,6 +1,6 @@
 //! Liveness both ways: the engine sends `heartbeat` every period, and exits
 //! when the controller has said nothing for three periods (it is gone; a
-//! DEALER never reconnects to a restarted ROUTER). Runs on the I/O thread,
+//! DEALER never reconnects to a restarted ROUTER). Runs on the runtime,
 //! which never needs the GIL, so an engine busy in Python still beats.
 
 use std::sync::{Arc, Mutex};

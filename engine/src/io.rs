@@ -1,7 +1,9 @@
-//! The I/O thread: connects the DEALER to the controller's engine port,
-//! registers, then runs the reader, the sender, the heartbeat and the
-//! scheduler as tasks of one current-thread tokio runtime (the fastest
-//! zeromq round trip on this kind of machine). Nothing here takes the GIL.
+//! The engine's tasks: connect the DEALER to the controller's engine port,
+//! register, then run the reader, the sender, the heartbeat and the
+//! scheduler on the process's current-thread tokio runtime (the fastest
+//! zeromq round trip on this kind of machine), which the Python thread
+//! drives while it waits and the I/O thread while it runs code
+//! (`rparallel_driver`). Nothing here takes the GIL.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,12 +2,12 @@
 //! `rparallel-pyexec` (the same execution core, execute path, publisher and
 //! start-up as the kernel), registered with a controller, serving execute,
 //! apply, push and pull requests in order while its I/O and heartbeat run
-//! on a thread that needs no GIL. `rparallel engine --file F` runs [`run`];
+//! on tasks that need no GIL. `rparallel engine --file F` runs [`run`];
 //! the protocol is `docs/cluster-protocol.md`.
 //!
 //! # Layout
 //!
-//! - [`io`]: the I/O thread: connect, register, then the tasks below.
+//! - [`io`]: connect, register, then the tasks below.
 //! - [`scheduler`]: requests in order to the Python thread; interrupt and
 //!   abort at once. [`queue`]: the waiting requests (abortable).
 //! - [`heartbeat`]: beats every period; exits when the controller is silent
@@ -19,7 +19,10 @@
 //!   Jupyter kernel too (the kernel's channels, `rparallel_kernel`).
 //!
 //! Threads: Python on the main thread (signals land there: interrupts raise
-//! KeyboardInterrupt in running code); sockets and timers on one I/O thread.
+//! KeyboardInterrupt in running code); sockets and timers on one runtime,
+//! driven by the Python thread while it waits for requests (one wake-up per
+//! request) and by the I/O thread while Python runs code
+//! (`rparallel_pyexec::driver`).
 
 pub mod bound;
 pub mod heartbeat;
@@ -93,13 +96,17 @@ pub fn run(options: &EngineOptions, env: &PythonEnv) -> anyhow::Result<()> {
         queue,
         python,
     };
-    let stamp = process::start_io("rparallel-engine-io", move |ready| io::serve(io, ready))?;
-    let server = jobs.serve(Server {
-        shell,
-        namespace,
-        stamp,
-        sink,
-    });
+    let (stamp, driver) =
+        process::start_io("rparallel-engine-io", move |ready| io::serve(io, ready))?;
+    let server = jobs.serve(
+        Server {
+            shell,
+            namespace,
+            stamp,
+            sink,
+        },
+        &driver,
+    );
     // Shut down: the cells' atexit handlers run, as at the end of a Python
     // program (mpi4py's MPI_Finalize among them, which mpiexec waits for).
     server.shell.at_exit();

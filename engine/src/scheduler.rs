@@ -1,4 +1,4 @@
-//! The scheduler task on the I/O thread: requests that must run in order
+//! The scheduler task: requests that must run in order
 //! wait in a [`Queue`] and go to the Python thread in order, at most
 //! `IN_PYTHON` at a time;
 //! `interrupt_request` and `abort_request` are answered at once, even while

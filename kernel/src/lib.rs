@@ -6,7 +6,7 @@
 //! # Layout
 //!
 //! - [`server`]: starts a kernel ([`run`]: Python, then the sockets and
-//!   channel tasks on the I/O thread, through `rparallel_pyexec::process`);
+//!   channel tasks on the process's runtime, through `rparallel_pyexec::process`);
 //!   [`Kernel`]: the channels of a connection file over a Python thread
 //!   that runs already (the kernel's, or an engine's).
 //! - [`sockets`]: binding the five sockets; ROUTER replies.

@@ -1,5 +1,6 @@
 //! Starting a kernel: Python on the main thread, the sockets and channel
-//! tasks on an I/O thread (`rparallel_pyexec::process`, as in the engines).
+//! tasks on the process's runtime (`rparallel_pyexec::process`, as in the
+//! engines).
 //! [`Kernel`] is the part shared with an engine bound as a kernel: the
 //! channels of a connection file over a Python thread that already runs.
 
@@ -143,12 +144,13 @@ pub fn run(connection_file: &Path, env: &PythonEnv, extras: Extras) -> anyhow::R
     // Sockets first: a frontend connecting before they are bound waits out
     // ZeroMQ's reconnect interval. Requests wait for Python meanwhile.
     let (python, jobs) = rparallel_pyexec::actor::channel::<PyShell>();
-    process::start_io("rparallel-io", move |ready| serve(kernel, python, ready))?;
+    let ((), driver) =
+        process::start_io("rparallel-io", move |ready| serve(kernel, python, ready))?;
     let shell = process::start_python(env, sink, IPythonLoad::AtStart)?;
     pyo3::Python::attach(extras.setup)
         .map_err(|e| anyhow::anyhow!("cannot load the rparallel module: {e}"))?;
 
-    let shell = jobs.serve(shell);
+    let shell = jobs.serve(shell, &driver);
     // Exiting: what the extras started stops, and the cells' atexit
     // handlers run, as at the end of a Python program.
     (extras.at_exit)();

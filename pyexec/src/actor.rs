@@ -1,15 +1,18 @@
 //! The Python thread as an actor, for the kernel and the engines alike: it
 //! owns the interpreter's state `S` and runs jobs sent from other threads,
 //! one at a time, in order. Jobs are closures over `&S`; the handle is cheap
-//! to clone and can also interrupt the running job.
+//! to clone and can also interrupt the running job. While it waits for the
+//! next job, the Python thread drives the process's runtime ([`Driver`]):
+//! a job sent by a task of that runtime then needs no thread wake-up.
 
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::Python;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::interrupt::Interrupter;
+use rparallel_driver::Driver;
 
 /// How often an idle Python thread wakes to release Python objects that
 /// other threads dropped (pyo3 defers those until a thread attaches).
@@ -24,7 +27,7 @@ enum Command<S> {
 
 /// A cheap handle to the Python thread.
 pub struct PythonHandle<S> {
-    tx: mpsc::Sender<Command<S>>,
+    tx: mpsc::UnboundedSender<Command<S>>,
     interrupter: Arc<Mutex<Option<Interrupter>>>,
 }
 
@@ -39,12 +42,12 @@ impl<S> Clone for PythonHandle<S> {
 
 /// The receiving end, served by the Python thread.
 pub struct PythonJobs<S> {
-    rx: mpsc::Receiver<Command<S>>,
+    rx: mpsc::UnboundedReceiver<Command<S>>,
     interrupter: Arc<Mutex<Option<Interrupter>>>,
 }
 
 pub fn channel<S>() -> (PythonHandle<S>, PythonJobs<S>) {
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     let interrupter = Arc::new(Mutex::new(None));
     (
         PythonHandle {
@@ -99,21 +102,29 @@ impl<S: 'static> PythonHandle<S> {
 
 impl<S> PythonJobs<S> {
     /// Serves jobs on the calling thread (the one Python was started on)
-    /// until told to exit; returns the state for clean-up.
-    pub fn serve(self, state: S) -> S {
+    /// until told to exit, driving the runtime of `driver` while it waits;
+    /// returns the state for clean-up.
+    pub fn serve(mut self, state: S, driver: &Driver) -> S {
         *self.interrupter.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Interrupter::for_current_thread());
         loop {
-            match self.rx.recv_timeout(IDLE_WAKE) {
-                Ok(Command::Run(job)) => job(&state),
-                Ok(Command::Exit) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+            let next = driver.wait_on(async {
+                // One turn of the runtime first: what the last job left
+                // (its reply) goes out before the next job starts.
+                tokio::task::yield_now().await;
+                tokio::time::timeout(IDLE_WAKE, self.rx.recv()).await
+            });
+            match next {
+                Ok(Some(Command::Run(job))) => job(&state),
+                Ok(Some(Command::Exit)) | Ok(None) => {
                     // Nothing runs any more: a late interrupt must not
                     // land in the shutdown (a SIGINT exit status tells
                     // mpiexec the rank failed).
                     *self.interrupter.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    driver.leave();
                     return state;
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => Python::attach(|_| ()),
+                Err(_) => Python::attach(|_| ()),
             }
         }
     }

@@ -1,7 +1,9 @@
 //! The life of a kernel or an engine process, the same for both: Python
 //! runs on the main thread (where signals land, so an interrupt reaches
-//! running code), the sockets on one I/O thread running a current-thread
-//! tokio runtime (the fastest zeromq round trip on this kind of machine).
+//! running code), the sockets on one current-thread tokio runtime (the
+//! fastest zeromq round trip on this kind of machine), driven by the Python
+//! thread while it waits and by an I/O thread while it runs code
+//! ([`Driver`]).
 //!
 //! Start-up is [`start_python`] and [`start_io`], in the order the process
 //! needs (an engine starts Python first, so one that cannot run Python
@@ -20,6 +22,7 @@ use crate::init::{initialize, PythonEnv};
 use crate::publish::Publisher;
 use crate::shell::{IPythonLoad, PyShell};
 use crate::sink::Sink;
+use rparallel_driver::Driver;
 
 /// How long a stopping process waits for running code before exiting anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -42,25 +45,53 @@ pub fn start_python(
 /// How the I/O thread reports that it is ready (or why it cannot start).
 pub type Ready<R> = std::sync::mpsc::Sender<anyhow::Result<R>>;
 
-/// Starts the I/O thread `name` running `serve`, and waits until it reports
-/// ready. SIGINT is blocked in that thread and the ones it starts, so Ctrl-C
-/// and `kill -INT` always land on the Python (main) thread.
-pub fn start_io<R, F, Fut>(name: &str, serve: F) -> anyhow::Result<R>
+/// Starts the process's runtime with `serve` on it, and the I/O thread
+/// `name` that drives it until the Python thread serves (and while Python
+/// runs code, see [`Driver`]); waits until `serve` reports ready. SIGINT
+/// is blocked in the I/O thread and the threads it starts, so Ctrl-C and
+/// `kill -INT` always land on the Python (main) thread.
+pub fn start_io<R, F, Fut>(name: &str, serve: F) -> anyhow::Result<(R, Driver)>
 where
     R: Send + 'static,
     F: FnOnce(Ready<R>) -> Fut + Send + 'static,
-    Fut: Future<Output = ()>,
+    Fut: Future<Output = ()> + Send + 'static,
 {
-    let blocked = crate::interrupt::block_sigint();
+    // Its blocking-pool threads may start from the Python thread.
+    let driver = Driver::build(|| std::mem::forget(crate::interrupt::block_sigint()))
+        .context("cannot start the tokio runtime")?;
     let (ready, started) = std::sync::mpsc::channel();
-    spawn_io_thread(name, move || serve(ready)).context("cannot start the I/O thread")?;
+    spawn_serve(&driver, name, serve(ready));
+    let blocked = crate::interrupt::block_sigint();
+    let watcher = driver.clone();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || watcher.watch())
+        .context("cannot start the I/O thread")?;
     drop(blocked);
-    started
+    let ready = started
         .recv()
-        .with_context(|| format!("the {name} thread stopped during start-up"))?
+        .with_context(|| format!("the {name} thread stopped during start-up"))??;
+    Ok((ready, driver))
 }
 
-/// The end of a process, from the I/O thread: what was published goes out,
+/// Runs `serve` on the runtime. The Python thread depends on it for
+/// everything, so if it panics the process exits rather than leave a
+/// Python thread waiting forever (an orphan).
+fn spawn_serve<Fut>(driver: &Driver, name: &str, serve: Fut)
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let name = name.to_string();
+    let served = driver.runtime().spawn(serve);
+    driver.runtime().spawn(async move {
+        if served.await.is_err() {
+            eprintln!("rparallel: the {name} tasks failed; exiting");
+            std::process::exit(70);
+        }
+    });
+}
+
+/// The end of a process, from a task: what was published goes out,
 /// the Python thread is asked to stop (and running code interrupted); if it
 /// has not stopped within the grace period, the process exits anyway.
 pub async fn stop<S: 'static>(python: &PythonHandle<S>, publisher: &Publisher) -> ! {
@@ -75,33 +106,6 @@ pub async fn stop<S: 'static>(python: &PythonHandle<S>, publisher: &Publisher) -
     tokio::time::sleep(SHUTDOWN_GRACE).await;
     tracing::warn!("running code did not stop after shutdown; exiting anyway");
     force_exit(0);
-}
-
-/// Starts the process's I/O thread running `serve`. The Python thread
-/// depends on it for everything, so if it panics the process exits rather
-/// than leave a Python thread waiting forever (an orphan).
-fn spawn_io_thread<F, Fut>(name: &str, serve: F) -> std::io::Result<()>
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()>,
-{
-    let thread_name = name.to_string();
-    std::thread::Builder::new()
-        .name(thread_name.clone())
-        .spawn(move || {
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime");
-                runtime.block_on(serve());
-            }));
-            if ran.is_err() {
-                eprintln!("rparallel: the {thread_name} thread failed; exiting");
-                std::process::exit(70);
-            }
-        })
-        .map(|_| ())
 }
 
 /// Ends the process now. `_exit` skips exit handlers: `exit()` could wait
