@@ -108,15 +108,31 @@ impl Client {
             })
             .collect();
         self.use_shared_memory(engines, returns_value, &mut messages);
-        engines
+        let msg_ids = messages.iter().map(|m| m.header.msg_id.clone()).collect();
+        let routed = engines.iter().map(|&e| Route::Engine(e)).zip(messages);
+        self.connection.send(routed.collect(), urgent);
+        msg_ids
+    }
+
+    /// Sends one request to each engine, `requests[i]` to `engines[i]`;
+    /// returns their msg_ids in order.
+    pub fn send_many(&self, engines: &[u32], requests: Vec<Request>) -> Vec<String> {
+        let urgent = requests.iter().any(Request::is_urgent);
+        let mut messages = Vec::with_capacity(engines.len());
+        for (&engine, request) in engines.iter().zip(requests) {
+            let returns_value = request.returns_value();
+            let (msg_type, content, buffers) = request.into_parts();
+            let mut message = self.connection.session.message(msg_type, content, None);
+            message.buffers = buffers;
+            self.use_shared_memory(&[engine], returns_value, std::slice::from_mut(&mut message));
+            messages.push((Route::Engine(engine), message));
+        }
+        let msg_ids = messages
             .iter()
-            .zip(messages)
-            .map(|(&engine, message)| {
-                let msg_id = message.header.msg_id.clone();
-                self.connection.send(Route::Engine(engine), message, urgent);
-                msg_id
-            })
-            .collect()
+            .map(|(_, m)| m.header.msg_id.clone())
+            .collect();
+        self.connection.send(messages, urgent);
+        msg_ids
     }
 
     /// Sends `request` to the controller's scheduler, which gives it to
@@ -129,7 +145,7 @@ impl Client {
         message.buffers = buffers;
         flags.write(&mut message.metadata);
         let msg_id = message.header.msg_id.clone();
-        self.connection.send(Route::Task, message, urgent);
+        self.connection.send(vec![(Route::Task, message)], urgent);
         msg_id
     }
 
@@ -137,7 +153,8 @@ impl Client {
     fn send_controller(&self, msg_type: &str, content: Value) -> String {
         let message = self.connection.session.message(msg_type, content, None);
         let msg_id = message.header.msg_id.clone();
-        self.connection.send(Route::Controller, message, true);
+        self.connection
+            .send(vec![(Route::Controller, message)], true);
         msg_id
     }
 

@@ -1,12 +1,14 @@
-//! The client's connection to the controller: one DEALER socket owned by an
-//! I/O thread (a current-thread tokio runtime), so Python never blocks on
-//! the socket and arrivals are recorded even while Python is busy.
-//! Heartbeats detect a controller that is gone.
+//! The client's connection to the controller: one DEALER socket served by
+//! a task of the process's client runtime ([`driver`]), so arrivals are
+//! recorded even while Python is busy. A thread waiting for a reply drives
+//! that runtime itself (its reply wakes it, not an I/O thread), and a
+//! request leaves from the thread that sends it when nobody else drives;
+//! the `rparallel-client` thread drives while nobody waits. Heartbeats
+//! detect a controller that is gone.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use rparallel_cluster::ConnectionFile;
 use rparallel_protocol::{shm, Message, Session};
 use tokio::sync::mpsc;
@@ -14,6 +16,7 @@ use tokio::time::Instant;
 use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend};
 
 use crate::request::Route;
+use crate::runtime::driver;
 use crate::tracker::Tracker;
 
 /// Requests in flight are bounded by this queue; a full queue makes the
@@ -32,7 +35,7 @@ enum Outgoing {
     Close,
 }
 
-/// A cheap, cloneable handle to the I/O thread.
+/// A cheap, cloneable handle to the connection's task.
 #[derive(Clone)]
 pub(crate) struct Connection {
     tx: mpsc::Sender<Outgoing>,
@@ -47,53 +50,32 @@ impl Connection {
         let session = Session::new(file.key.as_bytes(), "client");
         let tracker = Tracker::new();
         let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let endpoint = file.endpoint();
-        let io_session = session.clone();
-        let io_tracker = tracker.clone();
+        let driver = driver();
+        let socket = driver.wait_on(async {
+            let mut socket = DealerSocket::new();
+            match tokio::time::timeout(timeout, socket.connect(&endpoint)).await {
+                Ok(Ok(())) => Ok(socket),
+                Ok(Err(e)) => Err(anyhow::anyhow!(
+                    "cannot connect to the controller at {endpoint}: {e}"
+                )),
+                Err(_) => Err(anyhow::anyhow!(
+                    "no controller answered at {endpoint} within {timeout:?}"
+                )),
+            }
+        })?;
         let watched = file.controller_pid.and_then(ControllerProcess::find);
-        std::thread::Builder::new()
-            .name("rparallel-client".into())
-            .spawn(move || {
-                let on_panic = io_tracker.clone();
-                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("tokio runtime");
-                    runtime.block_on(async move {
-                        let mut socket = DealerSocket::new();
-                        let connected =
-                            tokio::time::timeout(timeout, socket.connect(&endpoint)).await;
-                        match connected {
-                            Ok(Ok(())) => {
-                                let _ = ready_tx.send(Ok(()));
-                            }
-                            Ok(Err(e)) => {
-                                let _ = ready_tx.send(Err(anyhow::anyhow!(
-                                    "cannot connect to the controller at {endpoint}: {e}"
-                                )));
-                                return;
-                            }
-                            Err(_) => {
-                                let _ = ready_tx.send(Err(anyhow::anyhow!(
-                                    "no controller answered at {endpoint} within {timeout:?}"
-                                )));
-                                return;
-                            }
-                        }
-                        serve(socket, io_session, io_tracker, rx, watched).await;
-                    });
-                }));
-                if ran.is_err() {
-                    // Fail every wait instead of leaving it hanging.
-                    on_panic.controller_lost("the client's I/O thread failed");
-                }
-            })
-            .context("cannot start the client's I/O thread")?;
-        ready_rx
-            .recv()
-            .context("the client's I/O thread stopped")??;
+        let served =
+            driver
+                .runtime()
+                .spawn(serve(socket, session.clone(), tracker.clone(), rx, watched));
+        let on_panic = tracker.clone();
+        driver.runtime().spawn(async move {
+            if served.await.is_err() {
+                // Fail every wait instead of leaving it hanging.
+                on_panic.controller_lost("the client's connection task failed");
+            }
+        });
         Ok(Connection {
             tx,
             session,
@@ -101,19 +83,34 @@ impl Connection {
         })
     }
 
-    /// Sends `message` to engine `route` (None: to the controller) and
-    /// records it. Blocks while the outgoing queue is full. Work for an
-    /// engine waits for credit; `urgent` requests (interrupts, aborts) and
-    /// the controller's own never do.
-    pub fn send(&self, route: Route, message: Message, urgent: bool) {
-        if route != Route::Controller && !urgent {
-            self.tracker.wait_for_credit(MAX_IN_FLIGHT);
+    /// Sends each message to its route (an engine, the scheduler, the
+    /// controller) and records it. Blocks while the outgoing queue is full.
+    /// Work for an engine waits for credit; `urgent` requests (interrupts,
+    /// aborts) and the controller's own never do.
+    ///
+    /// Requests to an idle cluster leave at once from this thread (the
+    /// caller usually waits for their replies next); while others are in
+    /// flight, the I/O thread sends them, in batches, and the caller goes on.
+    pub fn send(&self, messages: Vec<(Route, Message)>, urgent: bool) {
+        let idle = self.tracker.in_flight() == 0;
+        for (route, message) in messages {
+            if route != Route::Controller && !urgent {
+                self.tracker.wait_for_credit(MAX_IN_FLIGHT);
+            }
+            self.tracker.submit(&message.header.msg_id, route);
+            let _ = self.tx.blocking_send(Outgoing::Send {
+                route,
+                message: Box::new(message),
+            });
         }
-        self.tracker.submit(&message.header.msg_id, route);
-        let _ = self.tx.blocking_send(Outgoing::Send {
-            route,
-            message: Box::new(message),
-        });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // From a task of some runtime, which may not block on another.
+            driver().hand_over();
+        } else if idle {
+            driver().turn();
+        } else {
+            driver().hand_over();
+        }
     }
 
     pub fn close(&self) {

@@ -7,8 +7,11 @@
 //!
 //! - [`client`]: [`Client`]: connect, send typed requests, ask the
 //!   controller, wait, interrupt, abort.
-//! - `connection`: the DEALER connection on its own I/O thread;
+//! - `connection`: the DEALER connection, a task of the process's client
+//!   runtime (driven by the waiting thread, see `rparallel_driver`);
 //!   heartbeats and the controller process's watch.
+//! - `runtime`: the process's client runtime, driven by whichever thread
+//!   waits on it.
 //! - [`tracker`]: live engines and the state of every request (replies,
 //!   outputs, failures); condvar waits.
 //! - [`wait`]: the one wait loop, and the policy on Ctrl-C and timeouts
@@ -25,6 +28,7 @@ pub mod client;
 mod connection;
 pub mod partition;
 pub mod request;
+mod runtime;
 pub mod shape;
 pub mod targets;
 pub mod task_flags;

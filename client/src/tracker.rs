@@ -1,6 +1,6 @@
 //! What a client knows: live engines and the state of every request it sent.
-//! The I/O thread records arrivals; Python-facing code waits on the condvar
-//! with the GIL released. A task is forgotten when its AsyncResult is
+//! The connection's task records arrivals; Python-facing code waits with
+//! the GIL released, driving the client's runtime meanwhile. A task is forgotten when its AsyncResult is
 //! dropped, so memory follows what the user holds.
 
 use std::collections::{BTreeMap, HashMap};
@@ -53,7 +53,7 @@ pub struct State {
     pub completed: BTreeMap<u32, u64>,
 }
 
-/// How long a waiter polls before it sleeps on the condvar.
+/// How long a wait for a lone request polls before it sleeps.
 const SPIN: Duration = Duration::from_micros(300);
 
 /// Whether all of some requests finished, for a wait that asks again at
@@ -86,7 +86,10 @@ impl<'a> AllDone<'a> {
 #[derive(Default)]
 pub struct Tracker {
     state: Mutex<State>,
+    /// Wakes threads blocked outside the runtime ([`Tracker::wait_blocking`]).
     changed: Condvar,
+    /// Wakes waits driving the client's runtime.
+    changed_async: tokio::sync::Notify,
     /// Requests sent to engines and not finished: the client's credit.
     in_flight: AtomicUsize,
 }
@@ -178,7 +181,7 @@ impl Tracker {
         task.reply = Some(Arc::new(reply));
         finish(task, Status::Done, &self.in_flight);
         drop(state);
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Takes back requests [`Tracker::submit`] recorded that will never
@@ -202,7 +205,7 @@ impl Tracker {
             }
         }
         drop(state);
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Puts `outputs` (sent before this client asked for them) ahead of
@@ -276,7 +279,7 @@ impl Tracker {
             _ => {}
         }
         drop(state);
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Fails everything pending: the controller is gone.
@@ -291,7 +294,7 @@ impl Tracker {
         }
         state.tasks.retain(|_, t| !t.orphan);
         drop(state);
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Whether the engine of one of `msg_ids` was lost before it finished.
@@ -329,26 +332,64 @@ impl Tracker {
         self.wait_until(timeout, |state| all.check(state))
     }
 
-    /// Waits until `ready(state)` holds or `timeout` passes.
+    /// Wakes every wait: the state changed.
+    fn notify_changed(&self) {
+        self.changed.notify_all();
+        self.changed_async.notify_waiters();
+    }
+
+    /// Waits until `ready(state)` holds or `timeout` passes. The waiting
+    /// thread drives the client's runtime meanwhile, so the reply it waits
+    /// for wakes it directly (see `rparallel_driver`); a lone small call
+    /// first polls for a few hundred µs, as its reply usually comes by then
+    /// and a sleep and a wake-up cost more on virtual machines. While
+    /// several requests run, the engines need the CPUs more than a poller
+    /// does (they may share this host's), so it sleeps at once.
     pub fn wait_until(&self, timeout: Option<Duration>, ready: impl Fn(&State) -> bool) -> bool {
+        if ready(&self.lock()) {
+            return true;
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Called from a task of some runtime: it may not block on another.
+            return self.wait_blocking(timeout, ready);
+        }
         let deadline = timeout.map(|t| Instant::now() + t);
-        // A reply to a lone small call usually comes within a few hundred
-        // µs: polling that long keeps this CPU awake instead of paying a
-        // sleep-and-wake (costly on virtual machines) per call. While
-        // several requests run, the engines need the CPUs more than a
-        // poller does (they may share this host's), so it sleeps at once.
         let spin = if self.in_flight() <= 1 {
             SPIN
         } else {
             Duration::ZERO
         };
         let spin_until = Instant::now() + spin;
-        while Instant::now() < spin_until && deadline.is_none_or(|d| Instant::now() < d) {
-            if ready(&self.lock()) {
-                return true;
+        crate::runtime::driver().wait_on(async {
+            loop {
+                let changed = self.changed_async.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if ready(&self.lock()) {
+                    return true;
+                }
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return false;
+                }
+                if now < spin_until {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                match deadline {
+                    None => changed.await,
+                    Some(d) => {
+                        let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(d), changed)
+                            .await;
+                    }
+                }
             }
-            std::thread::yield_now();
-        }
+        })
+    }
+
+    /// [`Tracker::wait_until`] without the runtime: a condvar wait.
+    fn wait_blocking(&self, timeout: Option<Duration>, ready: impl Fn(&State) -> bool) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
         let mut state = self.lock();
         loop {
             if ready(&state) {
@@ -423,7 +464,7 @@ impl Tracker {
 
     /// Wakes every waiter (e.g. to let them notice an interrupt).
     pub fn wake(&self) {
-        self.changed.notify_all();
+        self.notify_changed();
     }
 }
 

@@ -104,11 +104,7 @@ impl DirectView {
         // Sending may wait for credit (too much in flight): not with the GIL.
         let msg_ids = py.detach(move || match requests {
             Requests::Same(request) => client.send_each(&to, request),
-            Requests::Each(each) => to
-                .iter()
-                .zip(each)
-                .map(|(&engine, request)| client.send(engine, request))
-                .collect(),
+            Requests::Each(each) => client.send_many(&to, each),
         });
         self.client.remember(&msg_ids);
         let result = AsyncResult::new(
