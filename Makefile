@@ -108,7 +108,7 @@ clean:
 	cargo clean
 	rm -rf $(VENV)
 
-## bench: rparallel next to ipykernel / ipyparallel, measured in the same run (and across the lab's hosts), and where the CPU of a small call goes, per thread (bench/threads.py)
+## bench: rparallel next to ipykernel / ipyparallel, measured in the same run (and across the lab's hosts), where the CPU of a small call goes, per thread (bench/threads.py), and the floor of the path any small call takes here (protocol/examples/floor.rs)
 bench: kernelspec wheel lab-packages
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	$(PY) -m pip install --quiet --no-deps --force-reinstall target/wheels/rparallel-*-abi3-*.whl
@@ -117,6 +117,7 @@ bench: kernelspec wheel lab-packages
 	$(PY) bench/cluster.py --json bench/results/cluster-$$(date +%Y%m%d-%H%M).json
 	$(PY) bench/scale.py --json bench/results/scale-$$(date +%Y%m%d-%H%M).json
 	$(PY) bench/threads.py --json bench/results/threads-$$(date +%Y%m%d-%H%M).json
+	cargo run --quiet --release -p rparallel-protocol --example floor -- --json bench/results/floor-$$(date +%Y%m%d-%H%M).json
 	$(PY) bench/hosts.py --json bench/results/hosts-$$(date +%Y%m%d-%H%M).json
 
 ## bench-hosts: engines on other hosts (ssh, MPI, Slurm) in the multi-host lab, rparallel next to ipyparallel
