@@ -349,6 +349,29 @@ def test_wait_for_many_async_results(k):
     )
 
 
+def test_requests_leave_while_the_caller_computes(k):
+    """Requests go out at once even when the caller computes instead of
+    waiting: the first from the calling thread, the ones behind it from the
+    client's I/O thread (a waiting thread drives the client's runtime, so a
+    request must not wait for the next wait). Each engine stamps when it ran
+    its request; all ran long before the caller stopped computing. The
+    long call first lets the client's I/O thread fall asleep (a thread
+    waited on the runtime for over a second)."""
+    run(
+        k,
+        "import time\n"
+        "rc[0].apply_sync(time.sleep, 1.5)\n"
+        "t0 = time.time()\n"
+        "ars = [rc[i % 4].apply_async(time.time) for i in range(6)]\n"
+        "end = time.time() + 1.0\n"
+        "n = 0\n"
+        "while time.time() < end:\n"
+        "    n += 1\n"
+        "ran = [ar.get(30) - t0 for ar in ars]\n"
+        "assert max(ran) < 0.5, ran\n",
+    )
+
+
 def test_block_and_targets_attributes(k):
     run(
         k,
