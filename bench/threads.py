@@ -1,6 +1,6 @@
 """Where the CPU of a small call goes, per process and thread.
 
-    .venv/bin/python bench/threads.py [--calls 4000] [--json FILE]
+    .venv/bin/python bench/threads.py [--calls 4000] [--engines 4] [--json FILE]
 
 Starts a 4-engine cluster from this process (the client is this Python),
 and for each workload reads every thread's CPU time on a core
@@ -8,7 +8,9 @@ and for each workload reads every thread's CPU time on a core
 controller and the engines before and after, then prints microseconds of
 CPU per call for each thread, summed by thread name, next to the wall time
 per call. Threads are named by the code that starts them (``tokio-runtime-w``
-is a tokio worker; the main thread carries the process's name).
+is a tokio worker; the main thread carries the process's name). With
+``--engines 64``, only the two throughput workloads run: where the time
+of many engines on few cores goes.
 """
 
 from __future__ import annotations
@@ -60,14 +62,18 @@ def per_call(before, after, calls: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=4000)
+    parser.add_argument("--engines", type=int, default=4,
+                        help="cluster size; past 4, only the throughput workloads run")
     parser.add_argument("--json")
     args = parser.parse_args()
     import rparallel as ipp
 
-    cluster = ipp.Cluster(n=4)
+    k = args.engines
+    cluster = ipp.Cluster(n=k)
     rc = cluster.start_and_connect_sync()
-    rc.wait_for_engines(4, timeout=60)
+    rc.wait_for_engines(k, timeout=120)
     dview, e0 = rc[:], rc[0]
+    lview = rc.load_balanced_view()
     engines = dview.apply_sync(os.getpid)
     procs = {"client": os.getpid(), "controller": cluster.to_dict()["controller"]["pid"]}
     procs.update({f"engine{i}": pid for i, pid in enumerate(engines)})
@@ -75,17 +81,27 @@ def main() -> None:
     f = lambda: None  # noqa: E731
     n = args.calls
 
+    views = [rc[i] for i in range(k)]
+
     def throughput():
-        ars = [rc[i % 4].apply_async(f) for i in range(n)]
+        ars = [views[i % k].apply_async(f) for i in range(n)]
         for ar in ars:
             ar.get()
 
-    workloads = {
-        "rc[0].apply_sync(lambda: None)": lambda: [e0.apply_sync(f) for _ in range(n)],
-        "dview.apply_sync(lambda: None), 4 engines": lambda: [dview.apply_sync(f) for _ in range(n)],
-        "dview.execute('a=1', block=True), 4 engines": lambda: [dview.execute("a=1", block=True) for _ in range(n)],
-        f"{n} apply_async over 4 engines": throughput,
-    }
+    def balanced():
+        ars = [lview.apply_async(f) for _ in range(n)]
+        for ar in ars:
+            ar.get()
+
+    workloads = {}
+    if k == 4:
+        workloads.update({
+            "rc[0].apply_sync(lambda: None)": lambda: [e0.apply_sync(f) for _ in range(n)],
+            "dview.apply_sync(lambda: None), 4 engines": lambda: [dview.apply_sync(f) for _ in range(n)],
+            "dview.execute('a=1', block=True), 4 engines": lambda: [dview.execute("a=1", block=True) for _ in range(n)],
+        })
+    workloads[f"{n} apply_async over {k} engines"] = throughput
+    workloads[f"{n} load-balanced apply_async over {k} engines"] = balanced
     results = {}
     for name, work in workloads.items():
         work()  # warm up
