@@ -42,7 +42,7 @@ pub fn start_python(
     PyShell::new(sink, ipython).map_err(|e| anyhow::anyhow!("cannot load the execution core: {e}"))
 }
 
-/// How the I/O thread reports that it is ready (or why it cannot start).
+/// How `serve` reports that it is ready (or why it cannot start).
 pub type Ready<R> = std::sync::mpsc::Sender<anyhow::Result<R>>;
 
 /// Starts the process's runtime with `serve` on it, and the I/O thread
