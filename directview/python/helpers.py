@@ -22,6 +22,15 @@ def partition(seq, lo, hi):
     return list(itertools.islice(seq, lo, hi))
 
 
+def map_part(seq, lo, hi):
+    """seq[lo:hi] for a map, whose function sees only the items: a range
+    stays a range (a few bytes to pickle and send, not a list of its
+    items, and cut without walking it from the start)."""
+    if isinstance(seq, range):
+        return seq[lo:hi]
+    return partition(seq, lo, hi)
+
+
 def sequence(seq):
     """A sliceable, sized form of seq."""
     if hasattr(seq, "__len__") and hasattr(seq, "__getitem__"):

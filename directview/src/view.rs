@@ -242,10 +242,13 @@ impl<'py> Sequences<'py> {
         elementwise: bool,
     ) -> PyResult<Request> {
         let py = f.py();
+        // A map's function sees items, so a range can stay a range; a
+        // parallel function sees the part itself, a list as ever.
+        let cut = if elementwise { "map_part" } else { "partition" };
         let chunks: Vec<Bound<'py, PyAny>> = self
             .seqs
             .iter()
-            .map(|s| self.helpers.call_method1("partition", (s, lo, hi)))
+            .map(|s| self.helpers.call_method1(cut, (s, lo, hi)))
             .collect::<PyResult<_>>()?;
         let (func, args) = if elementwise {
             let mut args = vec![f.clone()];
