@@ -121,9 +121,7 @@ impl Client {
         let mut messages = Vec::with_capacity(engines.len());
         for (&engine, request) in engines.iter().zip(requests) {
             let returns_value = request.returns_value();
-            let (msg_type, content, buffers) = request.into_parts();
-            let mut message = self.connection.session.message(msg_type, content, None);
-            message.buffers = buffers;
+            let mut message = self.message(request);
             self.use_shared_memory(&[engine], returns_value, std::slice::from_mut(&mut message));
             messages.push((Route::Engine(engine), message));
         }
@@ -135,14 +133,20 @@ impl Client {
         msg_ids
     }
 
+    /// The message of `request`, with its buffers (signed when sent).
+    fn message(&self, request: Request) -> Message {
+        let (msg_type, content, buffers) = request.into_parts();
+        let mut message = self.connection.session.message(msg_type, content, None);
+        message.buffers = buffers;
+        message
+    }
+
     /// Sends `request` to the controller's scheduler, which gives it to
     /// an engine with room as its `flags` allow; returns its msg_id.
     /// Blocks while too many requests are in flight.
     pub fn send_task(&self, request: Request, flags: &TaskFlags) -> String {
         let urgent = request.is_urgent();
-        let (msg_type, content, buffers) = request.into_parts();
-        let mut message: Message = self.connection.session.message(msg_type, content, None);
-        message.buffers = buffers;
+        let mut message = self.message(request);
         flags.write(&mut message.metadata);
         let msg_id = message.header.msg_id.clone();
         self.connection.send(vec![(Route::Task, message)], urgent);

@@ -103,10 +103,8 @@ impl Connection {
                 message: Box::new(message),
             });
         }
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // From a task of some runtime, which may not block on another.
-            driver().hand_over();
-        } else if idle {
+        // A task of some runtime may not block on another: it hands over too.
+        if idle && tokio::runtime::Handle::try_current().is_err() {
             driver().turn();
         } else {
             driver().hand_over();

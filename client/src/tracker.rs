@@ -1,7 +1,8 @@
 //! What a client knows: live engines and the state of every request it sent.
 //! The connection's task records arrivals; Python-facing code waits with
-//! the GIL released, driving the client's runtime meanwhile. A task is forgotten when its AsyncResult is
-//! dropped, so memory follows what the user holds.
+//! the GIL released, driving the client's runtime meanwhile. A task is
+//! forgotten when its AsyncResult is dropped, so memory follows what the
+//! user holds.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
